@@ -1,0 +1,26 @@
+"""Hydra callback: when a multirun ends, build the sweep's summary table and print it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("sweep")
+
+
+class SummaryCallback(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from sweep.summary import SUMMARY_FILE, format_table, sort_by_objective, write_summary
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        table = write_summary(sweep_dir)
+        if table.empty:
+            log.warning("no runs found in %s", sweep_dir)
+            return
+        objective = config.get("objective", "val_acc")
+        print(f"\nSummary of {len(table)} runs, best {objective} first ({sweep_dir / SUMMARY_FILE}):")
+        print(format_table(sort_by_objective(table, objective)), flush=True)

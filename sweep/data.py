@@ -1,0 +1,181 @@
+"""Data sets as tensors: decoded once to uint8, cached on disk, split, normalised, kept on device.
+
+Each data set is one function returning `Data` (uint8 images, int64 labels, on the CPU);
+`Data.prepare(device)` normalises once and moves everything to the training device, so the
+training loop indexes batches straight out of tensors instead of running a DataLoader.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+CACHE_DIR = ".sweep-cache"  # under each data root: decoded tensors, one file per data set
+
+
+class DataNotFound(Exception):
+    """A data set's files are missing and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class Data:
+    """Train/val/test splits. Images are (N, C, H, W); uint8 until `prepare`, float32 after."""
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    classes: int
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def prepare(self, device: torch.device) -> Data:
+        """Normalise with the training split's per-channel statistics, once, on `device`."""
+        x = self.x_train.to(device, torch.float32)
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+
+        def norm(images: Tensor) -> Tensor:
+            images = images.to(device, torch.float32)
+            return (images - mean[None, :, None, None]) / std[None, :, None, None]
+
+        return replace(
+            self,
+            x_train=norm(self.x_train), y_train=self.y_train.to(device),
+            x_val=norm(self.x_val), y_val=self.y_val.to(device),
+            x_test=norm(self.x_test), y_test=self.y_test.to(device),
+            mean=tuple(mean.tolist()), std=tuple(std.tolist()),
+        )
+
+
+def split(name: str, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor,
+          val_fraction: float, split_seed: int) -> Data:
+    """Hold out a seeded `val_fraction` of the training images for validation."""
+    if x.dim() == 3:  # grey images stored as (N, H, W)
+        x, x_test = x.unsqueeze(1), x_test.unsqueeze(1)
+    y, y_test = y.long(), y_test.long()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
+    n_val = max(1, round(len(x) * val_fraction))
+    val, train = order[:n_val], order[n_val:]
+    classes = int(max(y.max(), y_test.max())) + 1
+    return Data(name, x[train], y[train], x[val], y[val], x_test, y_test, classes)
+
+
+# ----------------------------------------------------------------------------- caching
+
+def _cached(root: str | Path, name: str, decode: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Decoded tensors from `<root>/.sweep-cache/<name>.pt`, decoding (and caching) on a miss."""
+    path = Path(root) / CACHE_DIR / f"{name}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    tensors = decode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(tensors, tmp)
+    os.replace(tmp, path)  # parallel jobs may race here; whichever lands is complete
+    return tensors
+
+
+def _torchvision(cls: type, root: Path, download: bool, expected: str) -> dict[str, Tensor]:
+    try:
+        train, test = (cls(str(root), train=t, download=download) for t in (True, False))
+    except (RuntimeError, OSError) as e:  # torchvision raises these for missing files and failed downloads
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataNotFound(
+            f"data.root={root}: no {cls.__name__} files at {expected} ({reason}); "
+            "put them there, or use data=digits, which works offline"
+        ) from None
+    as_tensor = lambda a: a if isinstance(a, Tensor) else torch.as_tensor(a)  # noqa: E731
+    return {"x": as_tensor(train.data), "y": as_tensor(train.targets),
+            "x_test": as_tensor(test.data), "y_test": as_tensor(test.targets)}
+
+
+def _idx(cls_name: str, name: str, root: str, download: bool, val_fraction: float, split_seed: int) -> Data:
+    import torchvision.datasets as tvd
+
+    root_path = Path(root).expanduser().resolve()
+    cls = getattr(tvd, cls_name)
+    t = _cached(root_path, name, lambda: _torchvision(cls, root_path, download, str(root_path / cls_name / "raw")))
+    return split(name, t["x"], t["y"], t["x_test"], t["y_test"], val_fraction, split_seed)
+
+
+# ----------------------------------------------------------------------------- data sets
+
+def mnist(root: str = "data", download: bool = True, val_fraction: float = 0.2, split_seed: int = 0) -> Data:
+    """MNIST from torchvision's IDX files under `<root>/MNIST/raw/`."""
+    return _idx("MNIST", "mnist", root, download, val_fraction, split_seed)
+
+
+def fashion_mnist(root: str = "data", download: bool = True, val_fraction: float = 0.2, split_seed: int = 0) -> Data:
+    """FashionMNIST from torchvision's IDX files under `<root>/FashionMNIST/raw/`."""
+    return _idx("FashionMNIST", "fashion_mnist", root, download, val_fraction, split_seed)
+
+
+def cifar10(root: str = "data", download: bool = True, val_fraction: float = 0.2, split_seed: int = 0) -> Data:
+    """CIFAR-10 from torchvision's python batches under `<root>/cifar-10-batches-py/`."""
+    from torchvision.datasets import CIFAR10
+
+    class PresentCIFAR10(CIFAR10):
+        # torchvision checks md5 sums when it downloads; for files already in place
+        # (copied from elsewhere, or a subset) presence is enough to load them.
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root) / self.base_folder
+            return all((folder / f).exists() for f, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            meta = Path(self.root) / self.base_folder / self.meta["filename"]
+            self.classes = [] if not meta.exists() else _read_meta(meta, self.meta["key"])
+
+    root_path = Path(root).expanduser().resolve()
+    t = _cached(root_path, "cifar10",
+                lambda: _torchvision(PresentCIFAR10, root_path, download, str(root_path / "cifar-10-batches-py")))
+    x, x_test = (t[k].permute(0, 3, 1, 2).contiguous() if t[k].shape[-1] == 3 else t[k] for k in ("x", "x_test"))
+    return split("cifar10", x, t["y"], x_test, t["y_test"], val_fraction, split_seed)
+
+
+def _read_meta(path: Path, key: str) -> list[str]:
+    import pickle
+
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")[key]
+
+
+def digits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0) -> Data:
+    """scikit-learn's bundled 8x8 digits, scaled to uint8, with a seeded test split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.as_tensor(d.images * (255 / 16)).round().to(torch.uint8)
+    y = torch.as_tensor(d.target)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))  # fixed: same test set for all
+    n_test = round(len(x) * test_fraction)
+    test, rest = order[:n_test], order[n_test:]
+    return split("digits", x[rest], y[rest], x[test], y[test], val_fraction, split_seed)
+
+
+def synthetic(n_train: int = 256, n_test: int = 64, shape: tuple[int, int, int] = (1, 8, 8), classes: int = 4,
+              val_fraction: float = 0.2, split_seed: int = 0) -> Data:
+    """Random images scattered around one random prototype per class."""
+    g = torch.Generator().manual_seed(split_seed)
+    prototypes = torch.rand(classes, *shape, generator=g) * 255
+
+    def draw(n: int) -> tuple[Tensor, Tensor]:
+        y = torch.randint(classes, (n,), generator=g)
+        x = prototypes[y] + torch.randn(n, *shape, generator=g) * 60
+        return x.clamp(0, 255).to(torch.uint8), y
+
+    (x, y), (x_test, y_test) = draw(n_train), draw(n_test)
+    data = split("synthetic", x, y, x_test, y_test, val_fraction, split_seed)
+    return replace(data, classes=classes)

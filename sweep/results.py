@@ -1,0 +1,74 @@
+"""What a run leaves in its run dir, written atomically so a killed run never leaves half a file:
+`metrics.csv` (one row per epoch), `result.json` (the early-stopped outcome) and `best.pt`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE, RESULT_FILE, CHECKPOINT_FILE = "metrics.csv", "result.json", "best.pt"
+METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"]
+# The outcome fields every summary row carries, in order (result.json has more).
+OUTCOME_COLUMNS = ["status", "stop_reason", "epochs_run", "best_epoch", "best_val_loss", "best_val_acc",
+                   "test_loss", "test_acc", "train_time_s"]
+STATUSES = ("completed", "diverged", "pruned", "failed")
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_metrics(run_dir: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, METRICS_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(Path(run_dir) / METRICS_FILE, buf.getvalue())
+
+
+def write_result(run_dir: Path, result: dict[str, Any]) -> None:
+    # NaN is not JSON; a diverged run's missing numbers are null.
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
+    atomic_write(Path(run_dir) / RESULT_FILE, json.dumps(clean, indent=2, default=str) + "\n")
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / RESULT_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_checkpoint(run_dir: Path, state_dict: dict, model_config: dict, build: dict[str, Any],
+                     normalisation: dict[str, Any]) -> None:
+    """Best weights plus the model's config and build arguments, so `load_model` needs nothing else."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"state_dict": state_dict, "model": model_config, "build": build,
+                "normalisation": normalisation}, buf)
+    atomic_write(Path(run_dir) / CHECKPOINT_FILE, buf.getvalue())
+
+
+def load_model(path: Path, map_location: str = "cpu"):
+    """Rebuild a trained model from a `best.pt` alone (in eval mode)."""
+    import torch
+    from hydra.utils import instantiate
+
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    model = instantiate(ckpt["model"])(**ckpt["build"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()

@@ -1,0 +1,100 @@
+"""The summary table of a sweep: one row per run dir, the swept parameters under their override
+keys, then each run's early-stopped outcome. Built from the run dirs alone, so the end-of-sweep
+callback and the report command (on a finished or an interrupted sweep) produce the same table."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from sweep.results import OUTCOME_COLUMNS, atomic_write, read_result
+
+SUMMARY_FILE = "summary.csv"
+TRIAL_COLUMNS = ["trial", "state"]  # Optuna sweeps only
+TRIAL_STATES = {"completed": "COMPLETE", "pruned": "PRUNED", "diverged": "FAIL", "failed": "FAIL",
+                "incomplete": "RUNNING"}
+
+
+def find_runs(sweep_dir: Path) -> list[Path]:
+    """Run dirs below `sweep_dir`: the folders Hydra gave a `.hydra/`, in a natural order."""
+    runs = [p.parent for p in Path(sweep_dir).rglob(".hydra") if p.parent != Path(sweep_dir)]
+    return sorted(runs, key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(sweep_dir).parts])
+
+
+def _overrides(run_dir: Path) -> dict[str, str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    lines = yaml.safe_load(path.read_text()) if path.exists() else []
+    return dict(line.lstrip("+").split("=", 1) for line in lines or [] if "=" in line and not line.startswith("~"))
+
+
+def declared_sweeps(sweep_dir: Path) -> list[str]:
+    """The keys the sweep command swept (comma lists, ranges, Optuna's search space), in order."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.exists():
+        return []
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = yaml.safe_load(path.read_text()) or {}
+    hydra_cfg = cfg.get("hydra", {})
+    keys = []
+    for override in OverridesParser.create().parse_overrides(hydra_cfg.get("overrides", {}).get("task", [])):
+        if override.is_sweep_override():
+            keys.append(override.get_key_element().lstrip("+"))
+    keys += list((hydra_cfg.get("sweeper") or {}).get("params") or {})
+    return list(dict.fromkeys(keys))
+
+
+def build_summary(sweep_dir: Path) -> pd.DataFrame:
+    """One row per run of `sweep_dir`; a run dir without a result is a row with status `incomplete`."""
+    sweep_dir = Path(sweep_dir)
+    rows, params = [], []
+    for run_dir in find_runs(sweep_dir):
+        result = read_result(run_dir) or {"status": "incomplete"}
+        params.append(_overrides(run_dir))
+        row = {"run": str(run_dir.relative_to(sweep_dir))}
+        if result.get("trial") is not None:
+            row |= {"trial": result["trial"], "state": TRIAL_STATES.get(result["status"], "FAIL")}
+        row |= {c: result.get(c) for c in OUTCOME_COLUMNS} | {"error": result.get("error")}
+        rows.append(row)
+
+    declared = declared_sweeps(sweep_dir)
+    seen = list(dict.fromkeys(k for p in params for k in p))
+    varying = [k for k in seen if len({p.get(k) for p in params}) > 1]
+    swept = [k for k in declared if k in seen] + [k for k in varying if k not in declared]
+    for row, p in zip(rows, params):
+        row |= {k: p.get(k) for k in swept}
+
+    has_trials = any("trial" in r for r in rows)
+    columns = ["run"] + (TRIAL_COLUMNS if has_trials else []) + swept + OUTCOME_COLUMNS + ["error"]
+    table = pd.DataFrame(rows, columns=columns)
+    for key in swept:  # "1e-3" from the command line is a number in the table
+        numeric = pd.to_numeric(table[key], errors="coerce")
+        if numeric.notna().sum() == table[key].notna().sum():
+            table[key] = numeric
+    if has_trials:
+        table["trial"] = table["trial"].astype("Int64")
+    return table
+
+
+def sort_by_objective(table: pd.DataFrame, objective: str = "val_acc") -> pd.DataFrame:
+    """Best run first; runs without a value last."""
+    column = f"best_{objective}"
+    return table.sort_values(column, ascending=objective == "val_loss", na_position="last", kind="stable")
+
+
+def write_summary(sweep_dir: Path) -> pd.DataFrame:
+    """Rebuild `summary.csv` in `sweep_dir` (atomically) and return it."""
+    table = build_summary(sweep_dir)
+    buf = io.StringIO()
+    table.to_csv(buf, index=False)
+    atomic_write(Path(sweep_dir) / SUMMARY_FILE, buf.getvalue())
+    return table
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The table as a user reads it at the end of a sweep: the error column only when a run failed."""
+    shown = table if table["error"].notna().any() else table.drop(columns="error")
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")

@@ -1,0 +1,151 @@
+"""The training loop: seeded mini-batches drawn from on-device tensors, early stopping on
+val_loss with the best weights restored, and a non-finite loss ending the run as `diverged`."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import OneCycleLR, ReduceLROnPlateau
+
+from sweep.data import Data
+
+log = logging.getLogger("sweep")
+
+EVAL_BATCH = 4096  # evaluation holds no activations for backward, so it takes big batches
+
+# Called after each epoch with that epoch's metrics row; returning True stops the run as pruned.
+EpochHook = Callable[[dict], bool]
+
+
+@dataclass(frozen=True)
+class Settings:
+    batch_size: int
+    epochs: int
+    patience: int
+    min_delta: float
+    seed: int
+    progress: bool = False
+
+
+@dataclass
+class Fit:
+    """What a run learned: per-epoch metrics and where it stopped. The model holds the best weights."""
+
+    stop_reason: str = "max_epochs"  # early_stopping | max_epochs | diverged | pruned
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.nan
+    best_val_acc: float = math.nan
+    train_time_s: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return {"diverged": "diverged", "pruned": "pruned"}.get(self.stop_reason, "completed")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: nn.Module) -> tuple[float, float]:
+    """Mean loss and accuracy of `model` on (x, y)."""
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(x), EVAL_BATCH):
+        out = model(x[i:i + EVAL_BATCH])
+        yb = y[i:i + EVAL_BATCH]
+        total_loss += loss_fn(out, yb).item() * len(yb)
+        correct += (out.argmax(1) == yb).sum().item()
+    return total_loss / len(x), correct / len(x)
+
+
+def fit(model: nn.Module, data: Data, make_optimizer: Callable, make_scheduler: Callable,
+        loss_fn: nn.Module, s: Settings, on_epoch: EpochHook | None = None) -> Fit:
+    """Train `model` on `data` (already prepared on the model's device) and return what happened."""
+    optimizer = make_optimizer(model.parameters())
+    n, steps = len(data.x_train), math.ceil(len(data.x_train) / s.batch_size)
+    per_batch = getattr(make_scheduler, "func", None) is OneCycleLR  # it needs the step count up front
+    scheduler = (make_scheduler(optimizer, epochs=s.epochs, steps_per_epoch=steps) if per_batch
+                 else make_scheduler(optimizer))
+    order = torch.Generator().manual_seed(s.seed)
+
+    result, best_state, waited = Fit(), None, 0
+    start = time.perf_counter()
+    epochs = range(1, s.epochs + 1)
+    if s.progress:
+        from tqdm import tqdm
+        epochs = tqdm(epochs, desc="epochs", unit="epoch", leave=False)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        train_loss, correct = 0.0, 0
+        perm = torch.randperm(n, generator=order).to(data.x_train.device)
+        for i in range(0, n, s.batch_size):
+            idx = perm[i:i + s.batch_size]
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if per_batch:
+                scheduler.step()
+            train_loss += loss_value * len(idx)
+            correct += (out.argmax(1) == yb).sum().item()
+        else:
+            loss_value = 0.0
+        if not math.isfinite(loss_value):
+            result.stop_reason = "diverged"
+            log.warning("epoch %d: the training loss became %s; the run diverged", epoch, loss_value)
+            break
+
+        val_loss, val_acc = evaluate(model, data.x_val, data.y_val, loss_fn)
+        row = {"epoch": epoch, "train_loss": train_loss / n, "train_acc": correct / n,
+               "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+               "epoch_time_s": time.perf_counter() - t0}
+        result.history.append(row)
+        _show(epochs, row, s.progress)
+        if not math.isfinite(val_loss):
+            result.stop_reason = "diverged"
+            break
+
+        if best_state is None or val_loss < result.best_val_loss - s.min_delta:
+            result.best_epoch, result.best_val_loss, result.best_val_acc = epoch, val_loss, val_acc
+            best_state, waited = copy.deepcopy(model.state_dict()), 0
+        else:
+            waited += 1
+
+        if isinstance(scheduler, ReduceLROnPlateau):
+            scheduler.step(val_loss)
+        elif not per_batch:
+            scheduler.step()
+
+        if on_epoch is not None and on_epoch(row):
+            result.stop_reason = "pruned"
+            break
+        if waited > s.patience:
+            result.stop_reason = "early_stopping"
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.train_time_s = time.perf_counter() - start
+    return result
+
+
+def _show(bar: object, row: dict, progress: bool) -> None:
+    if progress:
+        bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_loss=f"{row['val_loss']:.4f}",  # type: ignore[attr-defined]
+                        val_acc=f"{row['val_acc']:.4f}")
+    else:
+        log.info("epoch %d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.2fs",
+                 row["epoch"], row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+                 row["lr"], row["epoch_time_s"])
