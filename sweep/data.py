@@ -92,10 +92,11 @@ def _torchvision(cls: type, root: Path, download: bool, expected: str) -> dict[s
     try:
         train, test = (cls(str(root), train=t, download=download) for t in (True, False))
     except (RuntimeError, OSError) as e:  # torchvision raises these for missing files and failed downloads
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        why = "the download failed" if download else "data.download=false"
+        detail = str(e).splitlines()[0].rstrip(": ") if str(e) else type(e).__name__
         raise DataNotFound(
-            f"data.root={root}: no {cls.__name__} files at {expected} ({reason}); "
-            "put them there, or use data=digits, which works offline"
+            f"data.root={root}: no {cls.__name__} files at {expected} and {why} ({detail}); "
+            "put the files there, or use data=digits, which works offline"
         ) from None
     as_tensor = lambda a: a if isinstance(a, Tensor) else torch.as_tensor(a)  # noqa: E731
     return {"x": as_tensor(train.data), "y": as_tensor(train.targets),

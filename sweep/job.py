@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,15 +21,9 @@ from sweep import results, trial_link
 from sweep.data import DataNotFound
 from sweep.losses import wants_log_probs
 from sweep.train import Settings, evaluate, fit
-from sweep.validate import ConfigError, validate
+from sweep.validate import ConfigError, user_error, validate
 
 log = logging.getLogger("sweep")
-
-
-def user_error(message: str) -> None:
-    """End the process with one line for the user: no traceback, non-zero exit."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 def pick_device(name: str) -> torch.device:
@@ -47,11 +40,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def pick_threads(threads: int | str, hydra_cfg: Any) -> int:
+def pick_threads(threads: int | str, parallel: int | None) -> int:
     """`auto` shares the cores between the jobs a launcher runs at once, so they don't oversubscribe."""
     if threads != "auto":
         return int(threads)
-    parallel = hydra_cfg.launcher.get("n_jobs", 1) if "launcher" in hydra_cfg else 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     parallel = cores if parallel is None or parallel < 1 else parallel
     return max(1, cores // parallel)
@@ -79,19 +71,17 @@ def provenance() -> dict[str, Any]:
     return {"versions": versions, "git": git or None}
 
 
-def run(cfg: DictConfig) -> float:
-    """Train one configuration; return the objective at the early-stopped epoch (NaN if none)."""
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
+def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int | None = 1) -> float:
+    """Train one configuration into `run_dir`; return the objective at the early-stopped epoch
+    (NaN when the run failed or diverged). `parallel_jobs` is how many runs share this machine."""
     try:
         validate(cfg)
         device = pick_device(cfg.device)
     except ConfigError as e:
         user_error(str(e))
-    torch.set_num_threads(pick_threads(cfg.threads, hc))
-    overrides = list(hc.overrides.task)
+    torch.set_num_threads(pick_threads(cfg.threads, parallel_jobs))
     record: dict[str, Any] = {
-        "params": dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("~")),
+        "params": dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~")),
         "overrides": overrides, "seed": cfg.seed, "device": str(device), "objective": cfg.objective,
         **provenance(),
     }

@@ -68,7 +68,9 @@ def load_model(path: Path, map_location: str = "cpu"):
     import torch
     from hydra.utils import instantiate
 
+    from sweep import TRUSTED_TARGETS
+
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    model = instantiate(ckpt["model"])(**ckpt["build"])
+    model = instantiate(ckpt["model"], _execution_whitelist_=TRUSTED_TARGETS)(**ckpt["build"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

@@ -21,10 +21,19 @@ from sweep import TRUSTED_TARGETS
 
 @hydra.main(config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from sweep.job import run  # imported here so --help and config errors skip torch's start-up
+    from hydra.core.hydra_config import HydraConfig
 
+    from sweep.validate import ConfigError, user_error, validate
+
+    try:
+        validate(cfg)  # before importing torch: a typo costs the user no start-up time
+    except ConfigError as e:
+        user_error(str(e))
+    from sweep.job import run
+
+    hc = HydraConfig.get()
     with execution_whitelist(TRUSTED_TARGETS):  # again: launchers may run jobs in other processes
-        return run(cfg)
+        return run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task), hc.launcher.get("n_jobs", 1))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ the value and what is allowed, instead of a traceback from deep inside torch."""
 from __future__ import annotations
 
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig
 
@@ -13,6 +14,12 @@ OBJECTIVES = {"val_acc": "maximize", "val_loss": "minimize"}
 
 class ConfigError(Exception):
     """A config value a run cannot use; its message is the one line the user sees."""
+
+
+def user_error(message: str) -> NoReturn:
+    """End the process with one line for the user: no traceback, non-zero exit."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def _check(cfg: DictConfig, key: str, ok, allowed: str) -> Any:

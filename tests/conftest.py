@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import execution_whitelist
+
+from sweep import TRUSTED_TARGETS
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # tests/formats.py
+
+
+def make_config(*overrides: str):
+    """The composed config a user gets for these command-line overrides."""
+    with initialize_config_dir(config_dir=str(REPO / "conf")):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def train(run_dir: Path, *overrides: str) -> tuple[float, dict]:
+    """Run one job in this process, as `python sweep/run.py OVERRIDES` would; return its value and result.json."""
+    from sweep.job import run
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with execution_whitelist(TRUSTED_TARGETS):
+        value = run(make_config(*overrides), run_dir, list(overrides))
+    return value, json.loads((run_dir / "result.json").read_text())
+
+
+def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python sweep/run.py ARGS` in a fresh process, from `cwd`."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, str(REPO / "sweep" / "run.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_torch_threads():
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

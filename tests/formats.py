@@ -1,0 +1,61 @@
+"""Writers for torchvision's on-disk formats, so the real loaders can be tested (and benchmarked)
+on small files made here: no data set can be downloaded on these machines."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+IDX_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file of unsigned bytes: magic 0x08 + rank, big-endian int32 dims, then the data."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    with open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 0x08, array.ndim))
+        f.write(struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(array.tobytes())
+
+
+def write_mnist(root: Path, name: str = "MNIST", n_train: int = 200, n_test: int = 50, side: int = 28,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-style IDX files under `<root>/<name>/raw/`: images with a class-dependent bright band,
+    so a model can learn them. Returns the training images and labels written."""
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    out = None
+    for train, n in ((True, n_train), (False, n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 80, (n, side, side)).astype(np.uint8)
+        for i, r in enumerate(labels.astype(int) * side // 10):
+            images[i, r:r + max(1, side // 10)] = 255
+        write_idx(raw / IDX_FILES[train][0], images)
+        write_idx(raw / IDX_FILES[train][1], labels)
+        out = out or (images, labels)
+    return out
+
+
+def write_cifar10(root: Path, per_batch: int = 20, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """CIFAR-10 python batches under `<root>/cifar-10-batches-py/`: five training batches,
+    a test batch and the meta file. Returns the first batch's rows (N x 3072) and labels."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    first = None
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, per_batch).tolist()
+        data = rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"batch_label": name, "labels": labels, "data": data,
+                         "filenames": [f"{i}.png" for i in range(per_batch)]}, f)
+        first = first or (data, labels)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                     "horse", "ship", "truck"]}, f)
+    return first

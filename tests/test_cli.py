@@ -1,0 +1,86 @@
+"""The whole command as a user runs it: grid sweeps land a summary, a failing run does not stop
+the others, bad input is one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import cli
+from formats import write_mnist
+
+
+def test_grid_multirun_lands_a_summary_row_per_run(tmp_path):
+    sweep_dir = tmp_path / "grid"
+    p = cli("-m", "data=digits", "epochs=2", "optimizer=adam,sgd", "lr=1e-3,1e-2", f"hydra.sweep.dir={sweep_dir}",
+            cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert len(summary) == 4
+    assert list(summary.columns[:3]) == ["run", "optimizer", "lr"]
+    assert set(zip(summary.optimizer, summary.lr)) == {("adam", 1e-3), ("adam", 1e-2), ("sgd", 1e-3), ("sgd", 1e-2)}
+    assert (summary.status == "completed").all()
+    assert summary.best_val_acc.between(0, 1).all() and summary.test_acc.notna().all()
+    # printed sorted by the objective, best first
+    printed = p.stdout[p.stdout.index("Summary of 4 runs"):]
+    best = summary.sort_values("best_val_acc", ascending=False).iloc[0]
+    assert printed.splitlines()[2].split()[:3] == [str(best.run), best.optimizer, f"{best.lr:.4g}"]
+
+
+def test_a_failing_run_does_not_stop_the_others(tmp_path):
+    sweep_dir = tmp_path / "s"
+    # momentum=-1 is refused by torch.optim.SGD inside the job: a runtime failure, not a config error
+    p = cli("-m", "data=digits", "epochs=1", "optimizer=sgd", "optimizer.momentum=-1,0.9", f"hydra.sweep.dir={sweep_dir}",
+            cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    summary = pd.read_csv(sweep_dir / "summary.csv").set_index("optimizer.momentum")
+    assert summary.loc[-1.0, "status"] == "failed" and "momentum" in summary.loc[-1.0, "error"]
+    assert summary.loc[0.9, "status"] == "completed"
+    assert json.loads((sweep_dir / "0" / "result.json").read_text())["stop_reason"] == "failed"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("lr=0", "lr=0"), ("lr=-1e-3", "lr=-0.001"), ("batch_size=0", "batch_size=0"), ("dropout=1.0", "dropout=1.0"),
+    ("epochs=0", "epochs=0"), ("patience=-1", "patience=-1"), ("data.val_fraction=1.5", "data.val_fraction=1.5"),
+    ("objective=test_acc", "objective=test_acc"),
+])
+def test_bad_values_get_one_line_and_no_run(tmp_path, override, key):
+    p = cli("data=digits", override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}:"), p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_a_data_root_without_the_files_is_one_line(tmp_path):
+    p = cli("data=mnist", f"data.root={tmp_path / 'empty'}", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}",
+            cwd=tmp_path)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    [line] = p.stderr.strip().splitlines()
+    assert line.startswith(f"error: data.root={tmp_path / 'empty'}:") and "data=digits" in line
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_an_unknown_option_lists_the_options(tmp_path):
+    p = cli("optimizer=adamx", cwd=tmp_path)
+    assert p.returncode != 0
+    assert "adamx" in p.stderr and "sgd" in p.stderr and "rmsprop" in p.stderr
+
+
+def test_help_lists_the_groups_before_the_config(tmp_path):
+    p = cli("--help", cwd=tmp_path)
+    assert p.returncode == 0
+    groups = p.stdout.index("optimizer: adagrad, adam, adamw, rmsprop, sgd")
+    assert groups < p.stdout.index("== The composed config ==")
+    assert "scheduler: cosine, exponential, multistep, none, onecycle, plateau, step" in p.stdout
+
+
+def test_relative_data_root_reads_torchvision_files(tmp_path):
+    write_mnist(tmp_path / "data", "FashionMNIST", n_train=300, n_test=60)
+    p = cli("epochs=2", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # default data
+    assert p.returncode == 0, p.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "completed" and result["best_val_acc"] > 0.5  # the bands are learnable

@@ -1,0 +1,62 @@
+"""torchvision's real loaders on files written here in their on-disk formats, the decode cache,
+and the splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from formats import write_cifar10, write_mnist
+from sweep.data import CACHE_DIR, DataNotFound, cifar10, digits, fashion_mnist, mnist
+
+
+@pytest.mark.parametrize("load, folder", [(mnist, "MNIST"), (fashion_mnist, "FashionMNIST")])
+def test_idx_files_load_split_and_cache(tmp_path, load, folder):
+    images, labels = write_mnist(tmp_path, folder, n_train=200, n_test=50)
+    data = load(root=str(tmp_path), download=False, val_fraction=0.25)
+    assert data.shape == (1, 28, 28) and data.classes == 10
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (150, 50, 50)
+    assert data.x_train.dtype == torch.uint8
+    # train and val partition the training file: every written image is in exactly one of them
+    together = torch.cat([data.x_train, data.x_val]).flatten(1)
+    assert sorted(map(bytes, together.numpy())) == sorted(map(bytes, images.reshape(200, -1)))
+    assert (tmp_path / CACHE_DIR / f"{load.__name__}.pt").exists()
+
+    # later runs read the cache, not the IDX files
+    for f in (tmp_path / folder / "raw").iterdir():
+        f.unlink()
+    again = load(root=str(tmp_path), download=False, val_fraction=0.25)
+    assert torch.equal(again.x_val, data.x_val)
+
+
+def test_val_split_is_seeded(tmp_path):
+    write_mnist(tmp_path)
+    a, b, c = (mnist(root=str(tmp_path), download=False, split_seed=s) for s in (0, 0, 1))
+    assert torch.equal(a.y_val, b.y_val) and not torch.equal(a.x_val, c.x_val)
+
+
+def test_cifar10_python_batches_load(tmp_path):
+    rows, labels = write_cifar10(tmp_path, per_batch=20)
+    data = cifar10(root=str(tmp_path), download=False, val_fraction=0.2)
+    assert data.shape == (3, 32, 32) and data.classes == 10
+    assert len(data.x_train) + len(data.x_val) == 100 and len(data.x_test) == 20
+    # channels first, as torchvision's HWC rows reshaped: red plane is the first 1024 bytes of a row
+    first = rows[0].reshape(3, 32, 32)
+    found = [x for x in torch.cat([data.x_train, data.x_val]) if torch.equal(x, torch.as_tensor(first))]
+    assert len(found) == 1
+
+
+def test_missing_files_name_the_path_and_the_offline_option(tmp_path):
+    with pytest.raises(DataNotFound) as e:
+        mnist(root=str(tmp_path), download=False)
+    message = str(e.value)
+    assert str(tmp_path / "MNIST" / "raw") in message and "data=digits" in message and "\n" not in message
+
+
+def test_digits_are_real_and_offline():
+    data = digits()
+    assert data.shape == (1, 8, 8) and data.classes == 10
+    assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 1797
+    prepared = data.prepare(torch.device("cpu"))
+    assert abs(float(prepared.x_train.mean())) < 1e-4 and np.isclose(float(prepared.x_train.std()), 1, atol=1e-3)
