@@ -79,10 +79,12 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int
         device = pick_device(cfg.device)
     except ConfigError as e:
         user_error(str(e))
-    torch.set_num_threads(pick_threads(cfg.threads, parallel_jobs))
+    threads = pick_threads(cfg.threads, parallel_jobs)
+    torch.set_num_threads(threads)
     record: dict[str, Any] = {
         "params": dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~")),
-        "overrides": overrides, "seed": cfg.seed, "device": str(device), "objective": cfg.objective,
+        "overrides": overrides, "seed": cfg.seed, "device": str(device), "threads": threads,
+        "objective": cfg.objective,
         **provenance(),
     }
 
@@ -99,6 +101,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int
         raise
 
     trial = trial_link.current()
+    if trial is not None:
+        record["trial"] = trial.number
     try:
         outcome = _train(cfg, data, device, run_dir, trial)
     except Exception as e:  # a run that raises is a row of the summary, not the end of the sweep

@@ -30,15 +30,16 @@ def _overrides(run_dir: Path) -> dict[str, str]:
     return dict(line.lstrip("+").split("=", 1) for line in lines or [] if "=" in line and not line.startswith("~"))
 
 
-def declared_sweeps(sweep_dir: Path) -> list[str]:
-    """The keys the sweep command swept (comma lists, ranges, Optuna's search space), in order."""
+def _multirun_hydra_config(sweep_dir: Path) -> dict:
+    """The `hydra` part of the sweep's multirun.yaml (empty when Hydra did not write one)."""
     path = Path(sweep_dir) / "multirun.yaml"
-    if not path.exists():
-        return []
+    return ((yaml.safe_load(path.read_text()) or {}).get("hydra") or {}) if path.exists() else {}
+
+
+def declared_sweeps(hydra_cfg: dict) -> list[str]:
+    """The keys the sweep command swept (comma lists, ranges, Optuna's search space), in order."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    cfg = yaml.safe_load(path.read_text()) or {}
-    hydra_cfg = cfg.get("hydra", {})
     keys = []
     for override in OverridesParser.create().parse_overrides(hydra_cfg.get("overrides", {}).get("task", [])):
         if override.is_sweep_override():
@@ -47,20 +48,50 @@ def declared_sweeps(sweep_dir: Path) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def trial_number(run_dir: Path) -> int | None:
+    """Optuna runs live in `trial_NNNN` (or `trial_NNNN/seed_S`) folders named by the sweeper."""
+    for part in reversed(run_dir.parts):
+        if part.startswith("trial_") and part[6:].isdigit():
+            return int(part[6:])
+    return None
+
+
+def _trial_states(sweep_dir: Path, hydra_cfg: dict) -> dict[int, str]:
+    """Each trial's state as its study stores it (a killed run's trial is FAIL there, not RUNNING);
+    empty when the sweep was not an Optuna search or its storage cannot be reached."""
+    sweeper = hydra_cfg.get("sweeper") or {}
+    if not str(sweeper.get("_target_", "")).startswith("sweep.optuna_sweeper."):
+        return {}
+    try:
+        import optuna
+
+        from sweep.optuna_sweeper import DEFAULT_STUDY, open_storage, storage_url
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=sweeper.get("study_name") or DEFAULT_STUDY,
+                                  storage=open_storage(storage_url(sweeper.get("storage"), sweep_dir)))
+        return {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+    except Exception:  # noqa: BLE001 - a summary from the run dirs alone is still a summary
+        return {}
+
+
 def build_summary(sweep_dir: Path) -> pd.DataFrame:
     """One row per run of `sweep_dir`; a run dir without a result is a row with status `incomplete`."""
     sweep_dir = Path(sweep_dir)
+    hydra_cfg = _multirun_hydra_config(sweep_dir)
+    states = _trial_states(sweep_dir, hydra_cfg)
     rows, params = [], []
     for run_dir in find_runs(sweep_dir):
         result = read_result(run_dir) or {"status": "incomplete"}
         params.append(_overrides(run_dir))
         row = {"run": str(run_dir.relative_to(sweep_dir))}
-        if result.get("trial") is not None:
-            row |= {"trial": result["trial"], "state": TRIAL_STATES.get(result["status"], "FAIL")}
+        trial = trial_number(run_dir)
+        if trial is not None:
+            row |= {"trial": trial, "state": states.get(trial) or TRIAL_STATES.get(result["status"], "FAIL")}
         row |= {c: result.get(c) for c in OUTCOME_COLUMNS} | {"error": result.get("error")}
         rows.append(row)
 
-    declared = declared_sweeps(sweep_dir)
+    declared = declared_sweeps(hydra_cfg)
     seen = list(dict.fromkeys(k for p in params for k in p))
     varying = [k for k in seen if len({p.get(k) for p in params}) > 1]
     swept = [k for k in declared if k in seen] + [k for k in varying if k not in declared]

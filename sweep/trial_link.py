@@ -5,34 +5,39 @@ from __future__ import annotations
 
 import os
 
-STORAGE_ENV, STUDY_ENV, TRIAL_ENV = "SWEEP_OPTUNA_STORAGE", "SWEEP_OPTUNA_STUDY", "SWEEP_OPTUNA_TRIAL"
+TRIAL_ENV = "SWEEP_OPTUNA_TRIAL_ID"  # set for each job by the sweeper (hydra.job.env_set)
 
 
 class TrialLink:
     """Reports a run's per-epoch objective to its trial and asks the study's pruner."""
 
-    def __init__(self, trial, prune: bool) -> None:
-        self.trial, self.prune = trial, prune
+    def __init__(self, trial, report: bool) -> None:
+        self.trial, self.report = trial, report
+        self.number = trial.number
 
     def should_prune(self, value: float, epoch: int) -> bool:
+        if not self.report:  # runs repeated over seeds would report the same epochs twice
+            return False
         self.trial.report(value, epoch)
-        return self.prune and self.trial.should_prune()
+        return self.trial.should_prune()
 
 
 def current() -> TrialLink | None:
-    """The job's trial when an Optuna sweep launched it, else None."""
+    """The job's trial when an Optuna search launched it, else None."""
     if TRIAL_ENV not in os.environ:
         return None
     import optuna
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from sweep.optuna_sweeper import open_storage
+    from sweep import TRUSTED_TARGETS
+    from sweep.optuna_sweeper import DEFAULT_STUDY, open_storage, storage_url
 
-    sweeper = HydraConfig.get().sweeper
-    pruner_cfg = sweeper.get("pruner")
-    pruner = instantiate(pruner_cfg) if pruner_cfg else optuna.pruners.NopPruner()
-    study = optuna.load_study(study_name=os.environ[STUDY_ENV], storage=open_storage(os.environ[STORAGE_ENV]),
-                              pruner=pruner)
+    hc = HydraConfig.get()
+    pruner_cfg = hc.sweeper.get("pruner")
+    pruner = instantiate(pruner_cfg, _execution_whitelist_=TRUSTED_TARGETS) if pruner_cfg else None
+    study = optuna.load_study(study_name=hc.sweeper.get("study_name") or DEFAULT_STUDY,
+                              storage=open_storage(storage_url(hc.sweeper.get("storage"), hc.sweep.dir)),
+                              pruner=pruner or optuna.pruners.NopPruner())
     trial = optuna.trial.Trial(study, int(os.environ[TRIAL_ENV]))
-    return TrialLink(trial, prune=not isinstance(pruner, optuna.pruners.NopPruner) and sweeper.get("repeats", 1) == 1)
+    return TrialLink(trial, report=pruner is not None and hc.sweeper.get("repeats", 1) == 1)

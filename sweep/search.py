@@ -1,0 +1,178 @@
+"""The Optuna search behind `search=optuna`: ask trials in batches, launch their jobs through
+Hydra's launcher with a link to the trial, and tell each trial what its runs' result.json files
+say (COMPLETE with the mean objective over seeds, PRUNED, or FAIL with the reason)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from hydra.utils import instantiate
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from sweep.optuna_sweeper import DEFAULT_STUDY, open_storage, storage_url
+from sweep.results import atomic_write, read_result
+from sweep.trial_link import TRIAL_ENV
+from sweep.validate import OBJECTIVES, user_error
+
+log = logging.getLogger("sweep")
+SAMPLER_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
+RESULTS_FILE = "optimization_results.yaml"
+
+
+class TrialSearch(OptunaSweeperImpl):
+    def __init__(self, sampler: Any, direction: Any, storage: str | None, study_name: str | None, n_trials: int,
+                 n_jobs: int | None, max_failure_rate: float, custom_search_space: str | None,
+                 params: DictConfig | None, pruner: Any = None, repeats: int = 1, heartbeat_interval: int = 30) -> None:
+        if repeats < 1:
+            user_error(f"hydra.sweeper.repeats={repeats}: must be an integer >= 1")
+        if not 0.0 <= max_failure_rate <= 1.0:
+            user_error(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be a number in [0, 1]")
+        super().__init__(None, direction, storage, study_name, n_trials,
+                         n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1),
+                         max_failure_rate, custom_search_space, params)
+        self.sampler_cfg = sampler
+        self.repeats, self.heartbeat_interval = repeats, heartbeat_interval
+        self.has_pruner = pruner is not None and "NopPruner" not in str(OmegaConf.select(pruner, "_target_"))
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        if self.direction == "auto":
+            self.direction = OBJECTIVES.get(config.objective, "maximize")
+
+    def sweep(self, arguments: list[str]) -> None:
+        sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        storage = open_storage(storage_url(self.storage, sweep_dir), self.heartbeat_interval)
+
+        self._process_searchspace_config()
+        space, fixed, fixed_overrides = create_params_from_overrides(self._parse_sweeper_params_config() + arguments)
+        for name in fixed:  # a value given on the command line is not searched
+            space.pop(name, None)
+        base_seed = int(fixed.pop("seed", self.config.seed)) if self.repeats > 1 else None
+
+        study = optuna.create_study(study_name=self.study_name or DEFAULT_STUDY, storage=storage,
+                                    directions=self._get_directions(), load_if_exists=True)
+        _fail_stale_trials(study)
+        study.sampler, n_trials = self._sampler(space, len(study.trials))
+        log.info("Study %s in %s: %d trials already, %d to add; sampler %s, direction %s",
+                 study.study_name, storage_url(self.storage, sweep_dir), len(study.trials), n_trials,
+                 type(study.sampler).__name__, self.direction)
+
+        finished = failed = 0
+        while finished < n_trials:
+            _fail_stale_trials(study)
+            with warnings.catch_warnings():  # we record the heartbeats that study.optimize would
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                trials = [study.ask() for _ in range(min(self.n_jobs, n_trials - finished))]
+            overrides = self._configure_trials(trials, space, fixed, fixed_overrides)
+            jobs, run_dirs = [], {t.number: [] for t in trials}
+            for trial, trial_overrides in zip(trials, overrides):
+                for seed in ([None] if base_seed is None else range(base_seed, base_seed + self.repeats)):
+                    subdir = f"trial_{trial.number:04d}" + ("" if seed is None else f"/seed_{seed}")
+                    jobs.append(tuple(trial_overrides) + (f"hydra.sweep.subdir={subdir}",
+                                                          f"+hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}")
+                                + (() if seed is None else (f"seed={seed}",)))
+                    run_dirs[trial.number].append(sweep_dir / subdir)
+            with _Heartbeat(storage, [t._trial_id for t in trials]):
+                self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats)
+            for trial in trials:
+                failed += not self._tell(study, trial, run_dirs[trial.number], sweep_dir)
+            finished += len(trials)
+            if failed / finished > self.max_failure_rate:
+                self._write_results(study, sweep_dir)
+                from sweep.summary import write_summary
+
+                write_summary(sweep_dir)
+                user_error(f"{failed} of {finished} trials failed or diverged, more than "
+                           f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; see {sweep_dir}")
+        self._write_results(study, sweep_dir)
+
+    def _sampler(self, space: dict, n_existing: int) -> tuple[optuna.samplers.BaseSampler, int]:
+        """The configured sampler; a seeded one is offset by the trials the study already has,
+        so a resumed search does not draw its first trials again."""
+        seed = OmegaConf.select(self.sampler_cfg, "seed")
+        kwargs = {"seed": seed + n_existing} if seed is not None and n_existing else {}
+        sampler = instantiate(self.sampler_cfg, _execution_whitelist_=SAMPLER_TARGETS, **kwargs)
+        n_trials = self.n_trials
+        if getattr(sampler, "func", None) is optuna.samplers.GridSampler:
+            grid = {name: self._to_grid_sampler_choices(d) for name, d in space.items()}
+            sampler = sampler(grid)
+            n_trials = min(n_trials, max(0, math.prod(len(v) for v in grid.values()) - n_existing))
+        return sampler, n_trials
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, run_dirs: list[Path], sweep_dir: Path) -> bool:
+        """Store the trial's outcome from its runs' results; False when it failed."""
+        results = [read_result(d) or {"status": "failed", "error": "the job ended without a result"}
+                   for d in run_dirs]
+        statuses = [r["status"] for r in results]
+        trial.set_user_attr("runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
+        key = f"best_{self.config.objective}"
+        if all(s == "completed" for s in statuses):
+            study.tell(trial, sum(r[key] for r in results) / len(results))
+            return True
+        if "pruned" in statuses and all(s in ("completed", "pruned") for s in statuses):
+            study.tell(trial, state=TrialState.PRUNED)
+            return True
+        bad = next(r for r in results if r["status"] not in ("completed", "pruned"))
+        reason = bad["status"] + (f": {bad['error']}" if bad.get("error") else "")
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+        log.warning("trial %d failed (%s)", trial.number, reason)
+        return False
+
+    def _write_results(self, study: optuna.Study, sweep_dir: Path) -> None:
+        complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "best_params": None,
+                                   "best_value": None, "best_trial": None,
+                                   "n_trials": {s.name: sum(t.state == s for t in study.trials)
+                                                for s in TrialState if any(t.state == s for t in study.trials)}}
+        if complete:
+            best = study.best_trial
+            results |= {"best_params": dict(best.params), "best_value": best.value,
+                        "best_trial": {"number": best.number, "run_dir": best.user_attrs.get("runs", [None])[0]}}
+            log.info("Best trial %d: %s = %.4f with %s", best.number, self.config.objective, best.value, best.params)
+        atomic_write(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Mark FAIL the RUNNING trials whose process stopped sending heartbeats (it was killed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+class _Heartbeat:
+    """While a batch runs, record each of its trials' heartbeats, as study.optimize would."""
+
+    def __init__(self, storage: Any, trial_ids: list[int]) -> None:
+        self.storage, self.trial_ids = storage, trial_ids
+        self.interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            for trial_id in self.trial_ids:
+                self.storage.record_heartbeat(trial_id)
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> _Heartbeat:
+        if self.interval:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
