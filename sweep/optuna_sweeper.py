@@ -59,6 +59,7 @@ class TrialSweeper(Sweeper):
 def open_storage(url: str, heartbeat_interval: int | None = None):
     """An Optuna storage for `url`: SQL URLs (sqlite, postgresql, mysql), with heartbeats when
     asked and a patient SQLite lock; `journal:///path` or a `.log` path for Optuna's journal file."""
+    import time
     import warnings
 
     import optuna
@@ -67,9 +68,18 @@ def open_storage(url: str, heartbeat_interval: int | None = None):
         path = url.removeprefix("journal://")
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval)
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # Workers started together race to create the schema; the loser finds it made.
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def storage_url(storage: str | None, sweep_dir: str | Path) -> str:

@@ -52,6 +52,7 @@ class TrialSearch(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
         sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as Hydra's basic sweeper does
         storage = open_storage(storage_url(self.storage, sweep_dir), self.heartbeat_interval)
 
         self._process_searchspace_config()
@@ -118,15 +119,15 @@ class TrialSearch(OptunaSweeperImpl):
         trial.set_user_attr("runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
         key = f"best_{self.config.objective}"
         if all(s == "completed" for s in statuses):
-            study.tell(trial, sum(r[key] for r in results) / len(results))
+            _tell(study, trial, sum(r[key] for r in results) / len(results))
             return True
         if "pruned" in statuses and all(s in ("completed", "pruned") for s in statuses):
-            study.tell(trial, state=TrialState.PRUNED)
+            _tell(study, trial, state=TrialState.PRUNED)
             return True
         bad = next(r for r in results if r["status"] not in ("completed", "pruned"))
         reason = bad["status"] + (f": {bad['error']}" if bad.get("error") else "")
         trial.set_user_attr("fail_reason", reason)
-        study.tell(trial, state=TrialState.FAIL)
+        _tell(study, trial, state=TrialState.FAIL)
         log.warning("trial %d failed (%s)", trial.number, reason)
         return False
 
@@ -142,6 +143,16 @@ class TrialSearch(OptunaSweeperImpl):
                         "best_trial": {"number": best.number, "run_dir": best.user_attrs.get("runs", [None])[0]}}
             log.info("Best trial %d: %s = %.4f with %s", best.number, self.config.objective, best.value, best.params)
         atomic_write(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: TrialState | None = None) -> None:
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as e:
+        # GridSampler calls study.stop() when its grid is used up, which only study.optimize
+        # allows; the trial's state is stored before that (optuna's tell stores it in `finally`).
+        if "Study.stop" not in str(e):
+            raise
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:

@@ -1,0 +1,141 @@
+"""Optuna searches as a user runs them (`-m search=optuna ...`), each in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, cli
+
+FAST = ("data=digits", "epochs=2", "patience=5")
+
+
+def study(sweep_dir, name="sweep") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir}/optuna.db")
+
+
+def search(sweep_dir, *args, cwd):
+    p = cli("-m", "search=optuna", *FAST, f"hydra.sweep.dir={sweep_dir}", *args, cwd=cwd)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def test_a_short_study_lands_its_trials_results_and_summary(tmp_path):
+    sweep_dir = tmp_path / "s"
+    search(sweep_dir, "hydra.sweeper.n_trials=3", "objective=val_loss", cwd=tmp_path)
+    trials = study(sweep_dir).trials
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert study(sweep_dir).direction.name == "MINIMIZE"  # objective=val_loss
+
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    best = min(trials, key=lambda t: t.value)
+    assert results["best_value"] == best.value and results["best_params"] == best.params
+    assert results["best_trial"] == {"number": best.number, "run_dir": f"trial_{best.number:04d}"}
+    assert set(best.params) == {"lr", "batch_size", "dropout"}
+
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert list(summary.columns[:6]) == ["run", "trial", "state", "lr", "batch_size", "dropout"]
+    assert list(summary.trial) == [0, 1, 2] and (summary.state == "COMPLETE").all()
+    by_trial = summary.set_index("trial")
+    assert by_trial.loc[best.number, "best_val_loss"] == pytest.approx(best.value)
+    assert by_trial.loc[best.number, "lr"] == pytest.approx(best.params["lr"])
+
+
+def test_running_again_resumes_the_study_without_overwriting(tmp_path):
+    sweep_dir = tmp_path / "s"
+    search(sweep_dir, "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    first = {d.name: (d / "result.json").read_text() for d in sorted(sweep_dir.glob("trial_*"))}
+    search(sweep_dir, "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    trials = study(sweep_dir).trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert {d.name: (d / "result.json").read_text() for d in sorted(sweep_dir.glob("trial_*"))[:2]} == first
+    # the seeded sampler is offset on resume: the new trials are not the first ones again
+    assert trials[2].params != trials[0].params
+    assert len(pd.read_csv(sweep_dir / "summary.csv")) == 4
+
+
+def test_a_pruner_prunes_a_hopeless_trial(tmp_path):
+    sweep_dir = tmp_path / "s"
+    # A trial with a working lr, then (resuming the study) one far too small to learn in time:
+    # the median pruner, comparing it with the finished trial, stops it at its first epoch.
+    prune = ("search/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0",
+             "optimizer=sgd", "batch_size=64", "dropout=0.1", "epochs=4", "hydra.sweeper.n_trials=1")
+    search(sweep_dir, *prune, "lr=0.05", cwd=tmp_path)
+    search(sweep_dir, *prune, "lr=0.0000001", cwd=tmp_path)
+    good, hopeless = study(sweep_dir).trials
+    assert good.state.name == "COMPLETE" and good.user_attrs["lr"] == "0.05"
+    assert hopeless.state.name == "PRUNED"
+    result = json.loads((sweep_dir / f"trial_{hopeless.number:04d}" / "result.json").read_text())
+    assert result["status"] == "pruned" and result["epochs_run"] < 4
+    assert (sweep_dir / f"trial_{hopeless.number:04d}" / "best.pt").exists()
+    summary = pd.read_csv(sweep_dir / "summary.csv").set_index("trial")
+    assert summary.loc[hopeless.number, "state"] == "PRUNED"
+
+
+def test_failed_trials_are_fail_with_a_reason_and_max_failure_rate_stops(tmp_path):
+    sweep_dir = tmp_path / "s"
+    p = cli("-m", "search=optuna", *FAST, f"hydra.sweep.dir={sweep_dir}", "optimizer=sgd", "optimizer.momentum=-1",
+            "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.0", cwd=tmp_path)
+    assert p.returncode != 0
+    assert p.stderr.strip().splitlines()[-1].startswith("error: 1 of 1 trials failed")
+    [trial] = study(sweep_dir).trials
+    assert trial.state.name == "FAIL" and "momentum" in trial.user_attrs["fail_reason"]
+    assert pd.read_csv(sweep_dir / "summary.csv").state.tolist() == ["FAIL"]
+
+
+def test_repeats_run_each_trial_over_seeds_and_report_the_mean(tmp_path):
+    sweep_dir = tmp_path / "s"
+    search(sweep_dir, "hydra.sweeper.n_trials=2", "hydra.sweeper.repeats=2", "seed=10", cwd=tmp_path)
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert len(summary) == 4 and sorted(set(summary.seed)) == [10, 11]
+    for t in study(sweep_dir).trials:
+        runs = summary[summary.trial == t.number]
+        assert sorted(runs.seed) == [10, 11]
+        assert t.value == pytest.approx(runs.best_val_acc.mean())
+
+
+def test_two_processes_share_one_study(tmp_path):
+    sweep_dir = tmp_path / "s"
+    cmd = [sys.executable, str(REPO / "sweep" / "run.py"), "-m", "search=optuna", *FAST, f"hydra.sweep.dir={sweep_dir}",
+           "hydra.sweeper.n_trials=3"]
+    workers = [subprocess.Popen(cmd + [f"hydra.sweeper.sampler.seed={i}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err[-3000:]
+    trials = study(sweep_dir).trials
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    results = [json.loads((sweep_dir / f"trial_{n:04d}" / "result.json").read_text()) for n in range(6)]
+    assert [r["trial"] for r in results] == list(range(6))
+
+
+def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path):
+    sweep_dir = tmp_path / "s"
+    cmd = [sys.executable, str(REPO / "sweep" / "run.py"), "-m", "search=optuna", "data=digits", "epochs=1000",
+           "patience=1000", f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=1",
+           "hydra.sweeper.heartbeat_interval=1"]
+    victim = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (sweep_dir / "trial_0000" / "metrics.csv").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert study(sweep_dir).trials[0].state.name == "RUNNING"
+    time.sleep(2.5)  # past the grace period of two heartbeats
+
+    search(sweep_dir, "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1", cwd=tmp_path)
+    states = [t.state.name for t in study(sweep_dir).trials]
+    assert states == ["FAIL", "COMPLETE"]
+    summary = pd.read_csv(sweep_dir / "summary.csv").set_index("trial")
+    assert summary.loc[0, "status"] == "incomplete" and summary.loc[0, "state"] == "FAIL"
+    assert summary.loc[1, "status"] == "completed"
