@@ -1,4 +1,5 @@
-"""Hydra callback: when a multirun ends, build the sweep's summary table and print it."""
+"""Hydra callback: when a multirun ends, build the sweep's summary table, print it, and write the
+comparison report (`hydra.callbacks.summary.report=false` to skip the report)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ log = logging.getLogger("sweep")
 
 
 class SummaryCallback(Callback):
+    def __init__(self, report: bool = True, metric: str = "test_acc") -> None:
+        self.report, self.metric = report, metric
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from sweep.summary import SUMMARY_FILE, format_table, sort_by_objective, write_summary
 
@@ -24,3 +28,7 @@ class SummaryCallback(Callback):
         objective = config.get("objective", "val_acc")
         print(f"\nSummary of {len(table)} runs, best {objective} first ({sweep_dir / SUMMARY_FILE}):")
         print(format_table(sort_by_objective(table, objective)), flush=True)
+        if self.report:
+            from sweep.report import write_report
+
+            print(f"Report: {write_report([sweep_dir], metric=self.metric)}", flush=True)

@@ -104,11 +104,15 @@ def _torchvision(cls: type, root: Path, download: bool, expected: str) -> dict[s
 
 
 def _idx(cls_name: str, name: str, root: str, download: bool, val_fraction: float, split_seed: int) -> Data:
-    import torchvision.datasets as tvd
-
     root_path = Path(root).expanduser().resolve()
-    cls = getattr(tvd, cls_name)
-    t = _cached(root_path, name, lambda: _torchvision(cls, root_path, download, str(root_path / cls_name / "raw")))
+
+    def decode() -> dict[str, Tensor]:
+        import torchvision.datasets  # ~1 s to import: only when there is something to decode
+
+        cls = getattr(torchvision.datasets, cls_name)
+        return _torchvision(cls, root_path, download, str(root_path / cls_name / "raw"))
+
+    t = _cached(root_path, name, decode)
     return split(name, t["x"], t["y"], t["x_test"], t["y_test"], val_fraction, split_seed)
 
 
@@ -126,22 +130,25 @@ def fashion_mnist(root: str = "data", download: bool = True, val_fraction: float
 
 def cifar10(root: str = "data", download: bool = True, val_fraction: float = 0.2, split_seed: int = 0) -> Data:
     """CIFAR-10 from torchvision's python batches under `<root>/cifar-10-batches-py/`."""
-    from torchvision.datasets import CIFAR10
-
-    class PresentCIFAR10(CIFAR10):
-        # torchvision checks md5 sums when it downloads; for files already in place
-        # (copied from elsewhere, or a subset) presence is enough to load them.
-        def _check_integrity(self) -> bool:
-            folder = Path(self.root) / self.base_folder
-            return all((folder / f).exists() for f, _ in self.train_list + self.test_list)
-
-        def _load_meta(self) -> None:
-            meta = Path(self.root) / self.base_folder / self.meta["filename"]
-            self.classes = [] if not meta.exists() else _read_meta(meta, self.meta["key"])
-
     root_path = Path(root).expanduser().resolve()
-    t = _cached(root_path, "cifar10",
-                lambda: _torchvision(PresentCIFAR10, root_path, download, str(root_path / "cifar-10-batches-py")))
+
+    def decode() -> dict[str, Tensor]:
+        from torchvision.datasets import CIFAR10
+
+        class PresentCIFAR10(CIFAR10):
+            # torchvision checks md5 sums when it downloads; for files already in place
+            # (copied from elsewhere, or a subset) presence is enough to load them.
+            def _check_integrity(self) -> bool:
+                folder = Path(self.root) / self.base_folder
+                return all((folder / f).exists() for f, _ in self.train_list + self.test_list)
+
+            def _load_meta(self) -> None:
+                meta = Path(self.root) / self.base_folder / self.meta["filename"]
+                self.classes = [] if not meta.exists() else _read_meta(meta, self.meta["key"])
+
+        return _torchvision(PresentCIFAR10, root_path, download, str(root_path / "cifar-10-batches-py"))
+
+    t = _cached(root_path, "cifar10", decode)
     x, x_test = (t[k].permute(0, 3, 1, 2).contiguous() if t[k].shape[-1] == 3 else t[k] for k in ("x", "x_test"))
     return split("cifar10", x, t["y"], x_test, t["y_test"], val_fraction, split_seed)
 

@@ -90,10 +90,7 @@ class TrialSearch(OptunaSweeperImpl):
                 failed += not self._tell(study, trial, run_dirs[trial.number], sweep_dir)
             finished += len(trials)
             if failed / finished > self.max_failure_rate:
-                self._write_results(study, sweep_dir)
-                from sweep.summary import write_summary
-
-                write_summary(sweep_dir)
+                self._write_results(study, sweep_dir)  # Hydra still runs the end-of-sweep summary
                 user_error(f"{failed} of {finished} trials failed or diverged, more than "
                            f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; see {sweep_dir}")
         self._write_results(study, sweep_dir)

@@ -56,30 +56,37 @@ def trial_number(run_dir: Path) -> int | None:
     return None
 
 
-def _trial_states(sweep_dir: Path, hydra_cfg: dict) -> dict[int, str]:
-    """Each trial's state as its study stores it (a killed run's trial is FAIL there, not RUNNING);
-    empty when the sweep was not an Optuna search or its storage cannot be reached."""
+def load_study(sweep_dir: Path, hydra_cfg: dict | None = None):
+    """The Optuna study of a `search=optuna` sweep dir, or None (not a search, storage unreachable)."""
+    hydra_cfg = _multirun_hydra_config(sweep_dir) if hydra_cfg is None else hydra_cfg
     sweeper = hydra_cfg.get("sweeper") or {}
     if not str(sweeper.get("_target_", "")).startswith("sweep.optuna_sweeper."):
-        return {}
+        return None
     try:
         import optuna
 
         from sweep.optuna_sweeper import DEFAULT_STUDY, open_storage, storage_url
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(study_name=sweeper.get("study_name") or DEFAULT_STUDY,
-                                  storage=open_storage(storage_url(sweeper.get("storage"), sweep_dir)))
-        return {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+        return optuna.load_study(study_name=sweeper.get("study_name") or DEFAULT_STUDY,
+                                 storage=open_storage(storage_url(sweeper.get("storage"), sweep_dir)))
     except Exception:  # noqa: BLE001 - a summary from the run dirs alone is still a summary
-        return {}
+        return None
+
+
+def param_columns(table: pd.DataFrame) -> list[str]:
+    """The swept-parameter columns of a summary table."""
+    fixed = {"sweep", "run", *TRIAL_COLUMNS, *OUTCOME_COLUMNS, "error"}
+    return [c for c in table.columns if c not in fixed]
 
 
 def build_summary(sweep_dir: Path) -> pd.DataFrame:
     """One row per run of `sweep_dir`; a run dir without a result is a row with status `incomplete`."""
     sweep_dir = Path(sweep_dir)
     hydra_cfg = _multirun_hydra_config(sweep_dir)
-    states = _trial_states(sweep_dir, hydra_cfg)
+    study = load_study(sweep_dir, hydra_cfg)
+    # a killed run's trial is FAIL in its study, though its run dir only says `incomplete`
+    states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)} if study else {}
     rows, params = [], []
     for run_dir in find_runs(sweep_dir):
         result = read_result(run_dir) or {"status": "incomplete"}
@@ -101,6 +108,8 @@ def build_summary(sweep_dir: Path) -> pd.DataFrame:
     has_trials = any("trial" in r for r in rows)
     columns = ["run"] + (TRIAL_COLUMNS if has_trials else []) + swept + OUTCOME_COLUMNS + ["error"]
     table = pd.DataFrame(rows, columns=columns)
+    for column in OUTCOME_COLUMNS[2:]:  # numbers, NaN where a run has none (not None)
+        table[column] = pd.to_numeric(table[column])
     for key in swept:  # "1e-3" from the command line is a number in the table
         numeric = pd.to_numeric(table[key], errors="coerce")
         if numeric.notna().sum() == table[key].notna().sum():

@@ -74,6 +74,9 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
 
 
 def main() -> None:
+    from sweep.job import configure_cpu
+
+    configure_cpu(torch.get_num_threads())  # what every run does; the tutorial loop runs as written
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)

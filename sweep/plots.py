@@ -1,0 +1,112 @@
+"""The report's PNG plots, drawn headless with matplotlib: learning curves coloured by level, the
+metric per level with its 95% interval, and for Optuna searches the history and importances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from sweep.results import METRICS_FILE, atomic_write  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+    return path
+
+
+def level_labels(table: pd.DataFrame, by: list[str]) -> pd.Series:
+    return table[by].astype(str).agg(", ".join, axis=1) if by else pd.Series("all", index=table.index)
+
+
+def learning_curves(summary: pd.DataFrame, by: list[str], path: Path) -> Path | None:
+    """val_loss and val_acc per epoch, one line per run, one colour per level of `by`."""
+    labels = level_labels(summary, by)
+    colours = {lvl: plt.cm.tab10(i % 10) for i, lvl in enumerate(sorted(labels.unique()))}
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    drawn = set()
+    for (_, row), label in zip(summary.iterrows(), labels):
+        metrics = Path(row["run_dir"]) / METRICS_FILE
+        if not metrics.exists():
+            continue
+        curve = pd.read_csv(metrics)
+        legend = label if label not in drawn else None
+        drawn.add(label)
+        ax_loss.plot(curve.epoch, curve.val_loss, color=colours[label], alpha=0.8, label=legend)
+        ax_acc.plot(curve.epoch, curve.val_acc, color=colours[label], alpha=0.8)
+    if not drawn:
+        plt.close(fig)
+        return None
+    for ax, name in ((ax_loss, "val_loss"), (ax_acc, "val_acc")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    ax_loss.legend(title=", ".join(by) or None, fontsize="small")
+    fig.suptitle("Learning curves")
+    return _save(fig, path)
+
+
+def metric_by_level(comparison: pd.DataFrame, by: list[str], metric: str, path: Path) -> Path | None:
+    """Each level's mean metric with its t-distribution 95% interval (a dot alone when n < 2)."""
+    table = comparison.dropna(subset=["mean"]).iloc[::-1]
+    if table.empty:
+        return None
+    labels = level_labels(table, by)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.5))
+    low = (table["mean"] - table["ci95_low"]).fillna(0)
+    high = (table["ci95_high"] - table["mean"]).fillna(0)
+    ax.errorbar(table["mean"], range(len(table)), xerr=[low, high], fmt="o", capsize=4)
+    ax.set_yticks(range(len(table)), labels)
+    ax.set_xlabel(f"{metric} (mean, 95% CI)")
+    ax.set_ylabel(", ".join(by))
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def optimization_history(study, path: Path) -> Path | None:
+    """Each finished trial's value and the best so far."""
+    from optuna.trial import TrialState
+
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not trials:
+        return None
+    numbers, values = [t.number for t in trials], [t.value for t in trials]
+    best_of = max if study.direction.name == "MAXIMIZE" else min
+    best = [best_of(values[: i + 1]) for i in range(len(values))]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter(numbers, values, label="trial value")
+    ax.step(numbers, best, where="post", color="C1", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def param_importances(study, path: Path) -> Path | None:
+    """Optuna's importances of the searched parameters (needs a few completed trials)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 3:
+        return None
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError):  # too few trials, or one-valued parameters
+        return None
+    if not importances:
+        return None
+    names, values = list(importances)[::-1], list(importances.values())[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
+    ax.barh(names, values)
+    ax.set_xlabel("importance (Optuna's default evaluator)")
+    return _save(fig, path)
