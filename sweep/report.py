@@ -39,7 +39,7 @@ def combined_summary(sweep_dirs: list[Path]) -> pd.DataFrame:
 
 def default_keys(summary: pd.DataFrame) -> list[str]:
     """Every swept key except the seed (runs over seeds are what the comparison averages)."""
-    return [c for c in param_columns(summary) if c not in ("seed", "run_dir")]
+    return [c for c in param_columns(summary) if c != "seed"]
 
 
 def rerun_command(summary: pd.DataFrame, comparison: pd.DataFrame, by: list[str]) -> str | None:

@@ -17,7 +17,6 @@ METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 # The outcome fields every summary row carries, in order (result.json has more).
 OUTCOME_COLUMNS = ["status", "stop_reason", "epochs_run", "best_epoch", "best_val_loss", "best_val_acc",
                    "test_loss", "test_acc", "train_time_s"]
-STATUSES = ("completed", "diverged", "pruned", "failed")
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:

@@ -76,7 +76,7 @@ def load_study(sweep_dir: Path, hydra_cfg: dict | None = None):
 
 def param_columns(table: pd.DataFrame) -> list[str]:
     """The swept-parameter columns of a summary table."""
-    fixed = {"sweep", "run", *TRIAL_COLUMNS, *OUTCOME_COLUMNS, "error"}
+    fixed = {"sweep", "run", "run_dir", *TRIAL_COLUMNS, *OUTCOME_COLUMNS, "error"}
     return [c for c in table.columns if c not in fixed]
 
 

@@ -83,7 +83,7 @@ def fit(model: nn.Module, data: Data, make_optimizer: Callable, make_scheduler: 
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         model.train()
-        train_loss, correct = 0.0, 0
+        train_loss, correct, diverged = 0.0, 0, False
         perm = torch.randperm(n, generator=order).to(data.x_train.device)
         for i in range(0, n, s.batch_size):
             idx = perm[i:i + s.batch_size]
@@ -91,7 +91,8 @@ def fit(model: nn.Module, data: Data, make_optimizer: Callable, make_scheduler: 
             out = model(xb)
             loss = loss_fn(out, yb)
             loss_value = loss.item()
-            if not math.isfinite(loss_value):
+            if not math.isfinite(loss_value):  # before backward: the weights stay as they were
+                diverged = True
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -100,9 +101,7 @@ def fit(model: nn.Module, data: Data, make_optimizer: Callable, make_scheduler: 
                 scheduler.step()
             train_loss += loss_value * len(idx)
             correct += (out.argmax(1) == yb).sum().item()
-        else:
-            loss_value = 0.0
-        if not math.isfinite(loss_value):
+        if diverged:
             result.stop_reason = "diverged"
             log.warning("epoch %d: the training loss became %s; the run diverged", epoch, loss_value)
             break

@@ -140,3 +140,13 @@ def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path):
     summary = pd.read_csv(sweep_dir / "summary.csv").set_index("trial")
     assert summary.loc[0, "status"] == "incomplete" and summary.loc[0, "state"] == "FAIL"
     assert summary.loc[1, "status"] == "completed"
+
+
+def test_a_journal_file_storage_works_too(tmp_path):
+    journal = tmp_path / "study.log"
+    search(tmp_path / "s", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=journal://{journal}",
+           "search/pruner=median", cwd=tmp_path)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name="sweep", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert all(t.intermediate_values for t in trials)  # the jobs reported their epochs through the file
