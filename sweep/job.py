@@ -96,23 +96,13 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int
         **provenance(),
     }
 
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    if "root" in data_cfg:
-        data_cfg["root"] = to_absolute_path(data_cfg["root"])
-    try:
-        data = instantiate(data_cfg)
-    except DataNotFound as e:
-        user_error(str(e))
-    except Exception as e:  # instantiate wraps the loader's own errors
-        if isinstance(e.__cause__, DataNotFound):
-            user_error(str(e.__cause__))
-        raise
-
     trial = trial_link.current()
     if trial is not None:
         record["trial"] = trial.number
     try:
-        outcome = _train(cfg, data, device, run_dir, trial)
+        outcome = _train(cfg, _load_data(cfg.data), device, run_dir, trial)
+    except DataNotFound as e:  # every run of a sweep would fail alike: tell the user once
+        user_error(str(e))
     except Exception as e:  # a run that raises is a row of the summary, not the end of the sweep
         error = " ".join(f"{type(e).__name__}: {e}".split())  # one line: Hydra's messages span several
         log.error("run failed: %s (the traceback is in result.json)", error)
@@ -122,6 +112,18 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int
     if outcome["status"] not in ("completed", "pruned"):
         return math.nan
     return outcome[f"best_{cfg.objective}"]
+
+
+def _load_data(data_cfg: DictConfig):
+    data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
+    if "root" in data_cfg:  # relative to where the user ran the command, whatever the launcher's cwd
+        data_cfg["root"] = to_absolute_path(data_cfg["root"])
+    try:
+        return instantiate(data_cfg)
+    except Exception as e:
+        if isinstance(e.__cause__, DataNotFound):  # instantiate wraps the loader's own errors
+            raise e.__cause__ from None
+        raise
 
 
 def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) -> dict[str, Any]:

@@ -129,6 +129,7 @@ def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path):
     deadline = time.time() + 120
     while not (sweep_dir / "trial_0000" / "metrics.csv").exists() and time.time() < deadline:
         time.sleep(0.2)
+    assert (sweep_dir / "trial_0000" / "metrics.csv").exists(), "the first trial never started training"
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert study(sweep_dir).trials[0].state.name == "RUNNING"
