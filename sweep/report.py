@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -43,22 +44,28 @@ def default_keys(summary: pd.DataFrame) -> list[str]:
 
 
 def rerun_command(summary: pd.DataFrame, comparison: pd.DataFrame, by: list[str]) -> str | None:
-    """The command that runs the best level again: its runs' own overrides, over the same seeds."""
-    import yaml
+    """The command that runs the best level again: its runs' own overrides, with every other swept
+    key (the seed among them) over the values the comparison averaged."""
+    from sweep.summary import run_overrides
 
     if comparison.empty or pd.isna(comparison.loc[0, "mean"]):
         return None
     best = comparison.iloc[0]
-    mask = pd.Series(True, index=summary.index)
+    mask = summary.status == "completed"
     for key in by:
         mask &= summary[key].astype(str) == str(best[key])
-    runs = summary[mask & (summary.status == "completed")]
-    overrides_file = Path(runs.iloc[0]["run_dir"]) / ".hydra" / "overrides.yaml"
-    overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or []
-                 if not o.lstrip("+").startswith(("seed=", "search=", "search/"))]
-    seeds = sorted(runs["seed"].dropna().astype(int).unique()) if "seed" in runs else []
-    seed_arg = [f"seed={','.join(map(str, seeds))}"] if len(seeds) > 1 else []
-    return " ".join(["python sweep/run.py"] + (["-m"] if seed_arg else []) + overrides + seed_arg)
+    per_run = [run_overrides(Path(d)) for d in summary.loc[mask, "run_dir"]]
+    averaged = [k for k in param_columns(summary) if k not in by]
+    args, multirun = [], False
+    for key, value in per_run[0].items():
+        if key.startswith("search"):  # an Optuna trial re-runs as the plain run it was
+            continue
+        if key in averaged:
+            values = list(dict.fromkeys(o[key] for o in per_run if key in o))
+            multirun |= len(values) > 1
+            value = ",".join(values)
+        args.append(f"{key}={value}")
+    return " ".join(["python sweep/run.py"] + (["-m"] if multirun else []) + [shlex.quote(a) for a in args])
 
 
 def markdown_table(table: pd.DataFrame) -> str:

@@ -24,7 +24,8 @@ def find_runs(sweep_dir: Path) -> list[Path]:
     return sorted(runs, key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(sweep_dir).parts])
 
 
-def _overrides(run_dir: Path) -> dict[str, str]:
+def run_overrides(run_dir: Path) -> dict[str, str]:
+    """The run's command-line overrides, key to value as typed (`lr` -> `1e-3`)."""
     path = run_dir / ".hydra" / "overrides.yaml"
     lines = yaml.safe_load(path.read_text()) if path.exists() else []
     return dict(line.lstrip("+").split("=", 1) for line in lines or [] if "=" in line and not line.startswith("~"))
@@ -90,7 +91,7 @@ def build_summary(sweep_dir: Path) -> pd.DataFrame:
     rows, params = [], []
     for run_dir in find_runs(sweep_dir):
         result = read_result(run_dir) or {"status": "incomplete"}
-        params.append(_overrides(run_dir))
+        params.append(run_overrides(run_dir))
         row = {"run": str(run_dir.relative_to(sweep_dir))}
         trial = trial_number(run_dir)
         if trial is not None:
