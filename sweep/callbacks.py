@@ -18,13 +18,12 @@ class SummaryCallback(Callback):
         self.report, self.metric = report, metric
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from sweep.summary import SUMMARY_FILE, format_table, sort_by_objective, write_summary
+        from sweep.summary import SUMMARY_FILE, find_runs, format_table, sort_by_objective, write_summary
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        table = write_summary(sweep_dir)
-        if table.empty:
-            log.warning("no runs found in %s", sweep_dir)
+        if not sweep_dir.is_dir() or not find_runs(sweep_dir):  # the sweep stopped before its first run
             return
+        table = write_summary(sweep_dir)
         objective = config.get("objective", "val_acc")
         print(f"\nSummary of {len(table)} runs, best {objective} first ({sweep_dir / SUMMARY_FILE}):")
         print(format_table(sort_by_objective(table, objective)), flush=True)

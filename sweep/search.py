@@ -26,6 +26,7 @@ from sweep.validate import OBJECTIVES, user_error
 
 log = logging.getLogger("sweep")
 SAMPLER_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
+PRUNER_TARGETS = ("optuna.pruners.*",)
 RESULTS_FILE = "optimization_results.yaml"
 
 
@@ -42,7 +43,11 @@ class TrialSearch(OptunaSweeperImpl):
                          max_failure_rate, custom_search_space, params)
         self.sampler_cfg = sampler
         self.repeats, self.heartbeat_interval = repeats, heartbeat_interval
-        self.has_pruner = pruner is not None and "NopPruner" not in str(OmegaConf.select(pruner, "_target_"))
+        if pruner is not None:  # each job builds the pruner again; a bad config should stop us here, once
+            try:
+                instantiate(pruner, _execution_whitelist_=PRUNER_TARGETS)
+            except Exception as e:  # noqa: BLE001 - Hydra wraps the pruner's own error
+                user_error(f"hydra.sweeper.pruner: {' '.join(str(e).split())}")
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)

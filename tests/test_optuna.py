@@ -151,3 +151,12 @@ def test_a_journal_file_storage_works_too(tmp_path):
     trials = optuna.load_study(study_name="sweep", storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert all(t.intermediate_values for t in trials)  # the jobs reported their epochs through the file
+
+
+def test_a_bad_pruner_setting_is_one_line_before_any_trial(tmp_path):
+    p = cli("-m", "search=optuna", "search/pruner=median", "hydra.sweeper.pruner.n_startup_trials=-3", *FAST,
+            f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "Warning" not in p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "error: hydra.sweeper.pruner: Number of startup trials cannot be negative, but got n_startup_trials=-3."]
+    assert not list((tmp_path / "s").glob("trial_*"))
