@@ -50,10 +50,10 @@ def rerun_command(summary: pd.DataFrame, comparison: pd.DataFrame, by: list[str]
 
     if comparison.empty or pd.isna(comparison.loc[0, "mean"]):
         return None
-    best = comparison.iloc[0]
     mask = summary.status == "completed"
     for key in by:
-        mask &= summary[key].astype(str) == str(best[key])
+        best = comparison.loc[0, key]  # per column: a row would turn 32 into 32.0
+        mask &= (summary[key] == best) | (summary[key].isna() & pd.isna(best))
     per_run = [run_overrides(Path(d)) for d in summary.loc[mask, "run_dir"]]
     averaged = [k for k in param_columns(summary) if k not in by]
     args, multirun = [], False

@@ -108,7 +108,13 @@ class TrialSearch(OptunaSweeperImpl):
         sampler = instantiate(self.sampler_cfg, _execution_whitelist_=SAMPLER_TARGETS, **kwargs)
         n_trials = self.n_trials
         if getattr(sampler, "func", None) is optuna.samplers.GridSampler:
-            grid = {name: self._to_grid_sampler_choices(d) for name, d in space.items()}
+            grid = {}
+            for name, distribution in space.items():
+                try:
+                    grid[name] = self._to_grid_sampler_choices(distribution)
+                except ValueError:
+                    user_error(f"{name}: the grid sampler enumerates choices and ranges, not intervals; "
+                               f"fix it ({name}=0.1) or make it a choice ('{name}=choice(0.1,0.2)')")
             sampler = sampler(grid)
             n_trials = min(n_trials, max(0, math.prod(len(v) for v in grid.values()) - n_existing))
         return sampler, n_trials

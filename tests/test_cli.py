@@ -17,6 +17,7 @@ def test_grid_multirun_lands_a_summary_row_per_run(tmp_path):
     p = cli("-m", "data=digits", "epochs=2", "optimizer=adam,sgd", "lr=1e-3,1e-2", f"hydra.sweep.dir={sweep_dir}",
             cwd=tmp_path)
     assert p.returncode == 0, p.stderr
+    assert "Callback SummaryCallback" not in p.stderr, p.stderr  # the summary and report landed
     summary = pd.read_csv(sweep_dir / "summary.csv")
     assert len(summary) == 4
     assert list(summary.columns[:3]) == ["run", "optimizer", "lr"]

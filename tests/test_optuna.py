@@ -25,7 +25,23 @@ def study(sweep_dir, name="sweep") -> optuna.Study:
 def search(sweep_dir, *args, cwd):
     p = cli("-m", "search=optuna", *FAST, f"hydra.sweep.dir={sweep_dir}", *args, cwd=cwd)
     assert p.returncode == 0, p.stderr[-3000:]
+    assert "Callback SummaryCallback" not in p.stderr, p.stderr[-3000:]  # the summary and report landed
     return p
+
+
+@pytest.mark.parametrize("sampler", ["random", "grid", "cmaes", "gp"])
+def test_samplers_switch_from_the_shell(tmp_path, sampler):
+    sweep_dir = tmp_path / "s"
+    grid = ("lr=choice(0.001,0.01)", "batch_size=64", "dropout=0.1") if sampler == "grid" else ()
+    p = search(sweep_dir, f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.n_trials=2", "epochs=1", *grid,
+               cwd=tmp_path)
+    name = {"random": "RandomSampler", "grid": "GridSampler", "cmaes": "CmaEsSampler", "gp": "GPSampler"}[sampler]
+    assert f"sampler {name}," in p.stdout + p.stderr
+    trials = study(sweep_dir).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    if sampler == "grid":
+        assert sorted(t.params["lr"] for t in trials) == [0.001, 0.01]
+    assert (sweep_dir / "report.md").exists()
 
 
 def test_a_short_study_lands_its_trials_results_and_summary(tmp_path):
@@ -151,6 +167,12 @@ def test_a_journal_file_storage_works_too(tmp_path):
     trials = optuna.load_study(study_name="sweep", storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert all(t.intermediate_values for t in trials)  # the jobs reported their epochs through the file
+
+
+def test_the_grid_sampler_names_a_continuous_key(tmp_path):
+    p = cli("-m", "search=optuna", "hydra/sweeper/sampler=grid", *FAST, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("error: lr: the grid sampler enumerates choices and ranges")
 
 
 def test_a_bad_pruner_setting_is_one_line_before_any_trial(tmp_path):
