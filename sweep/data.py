@@ -7,7 +7,7 @@ training loop indexes batches straight out of tensors instead of running a DataL
 
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -80,11 +80,13 @@ def _cached(root: str | Path, name: str, decode: Callable[[], dict[str, Tensor]]
     path = Path(root) / CACHE_DIR / f"{name}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
+    from sweep.results import atomic_write
+
     tensors = decode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(tensors, tmp)
-    os.replace(tmp, path)  # parallel jobs may race here; whichever lands is complete
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    atomic_write(path, buf.getvalue())  # parallel jobs may race here; whichever lands is complete
     return tensors
 
 

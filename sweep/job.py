@@ -90,7 +90,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int
     threads = pick_threads(cfg.threads, parallel_jobs)
     configure_cpu(threads)
     record: dict[str, Any] = {
-        "params": dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~")),
+        "params": results.overrides_dict(overrides),
         "overrides": overrides, "seed": cfg.seed, "device": str(device), "threads": threads,
         "objective": cfg.objective,
         **provenance(),

@@ -32,6 +32,11 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         raise
 
 
+def overrides_dict(overrides: list[str]) -> dict[str, str]:
+    """Command-line overrides as key -> value as typed (`+lr=1e-3` -> `lr: 1e-3`); deletions dropped."""
+    return dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~"))
+
+
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, METRICS_COLUMNS, lineterminator="\n")

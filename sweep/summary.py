@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from sweep.results import OUTCOME_COLUMNS, atomic_write, read_result
+from sweep.results import OUTCOME_COLUMNS, atomic_write, overrides_dict, read_result
 
 SUMMARY_FILE = "summary.csv"
 TRIAL_COLUMNS = ["trial", "state"]  # Optuna sweeps only
@@ -27,8 +27,7 @@ def find_runs(sweep_dir: Path) -> list[Path]:
 def run_overrides(run_dir: Path) -> dict[str, str]:
     """The run's command-line overrides, key to value as typed (`lr` -> `1e-3`)."""
     path = run_dir / ".hydra" / "overrides.yaml"
-    lines = yaml.safe_load(path.read_text()) if path.exists() else []
-    return dict(line.lstrip("+").split("=", 1) for line in lines or [] if "=" in line and not line.startswith("~"))
+    return overrides_dict((yaml.safe_load(path.read_text()) if path.exists() else None) or [])
 
 
 def _multirun_hydra_config(sweep_dir: Path) -> dict:
