@@ -30,4 +30,4 @@ class SummaryCallback(Callback):
         if self.report:
             from sweep.report import write_report
 
-            print(f"Report: {write_report([sweep_dir], metric=self.metric)}", flush=True)
+            print(f"Report: {write_report([sweep_dir], metric=self.metric, built={sweep_dir: table})}", flush=True)

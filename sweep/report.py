@@ -26,11 +26,13 @@ from sweep.summary import find_runs, load_study, param_columns, write_summary  #
 COMPARISON_FILE, REPORT_FILE = "comparison.csv", "report.md"
 
 
-def combined_summary(sweep_dirs: list[Path]) -> pd.DataFrame:
-    """Every sweep's rebuilt summary, one table; a `sweep` column when there are several."""
+def combined_summary(sweep_dirs: list[Path], built: dict[Path, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Every sweep's summary (rebuilt unless `built` has it), one table; a `sweep` column when
+    there are several."""
     tables = []
     for sweep_dir in sweep_dirs:
-        table = write_summary(sweep_dir)
+        table = (built or {}).get(sweep_dir)
+        table = write_summary(sweep_dir) if table is None else table.copy()
         table.insert(0, "sweep", sweep_dir.name if len(sweep_dirs) > 1 else str(sweep_dir))
         table["run_dir"] = [str(sweep_dir / r) for r in table["run"]]
         tables.append(table)
@@ -78,14 +80,15 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def write_report(sweep_dirs: list[Path], by: list[str] | None = None, metric: str = "test_acc",
-                 out: Path | None = None) -> Path:
+                 out: Path | None = None, built: dict[Path, pd.DataFrame] | None = None) -> Path:
     """Write comparison.csv, report.md and the plots into `out` (default: the sweep dir, or a new
-    folder under outputs/reports/ for several); return the report's path."""
+    folder under outputs/reports/ for several); return the report's path. `built` holds summaries
+    just written, by sweep dir, so they are not built twice."""
     from sweep import plots
 
     column = resolve_metric(metric)
     sweep_dirs = [Path(d) for d in sweep_dirs]
-    summary = combined_summary(sweep_dirs)
+    summary = combined_summary(sweep_dirs, built)
     if summary.empty:
         raise ValueError(f"no runs found in {', '.join(map(str, sweep_dirs))}")
     by = by if by is not None else default_keys(summary)
