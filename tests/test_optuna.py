@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -182,3 +183,15 @@ def test_a_bad_pruner_setting_is_one_line_before_any_trial(tmp_path):
     assert p.stderr.strip().splitlines() == [
         "error: hydra.sweeper.pruner: Number of startup trials cannot be negative, but got n_startup_trials=-3."]
     assert not list((tmp_path / "s").glob("trial_*"))
+
+
+def test_joblib_workers_report_to_their_trials_and_share_the_cores(tmp_path):
+    sweep_dir = tmp_path / "s"
+    search(sweep_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_trials=2",
+           "search/pruner=median", cwd=tmp_path)
+    trials = study(sweep_dir).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)  # epochs reported from the workers
+    results = [json.loads((sweep_dir / f"trial_{n:04d}" / "result.json").read_text()) for n in (0, 1)]
+    share = max(1, len(os.sched_getaffinity(0)) // 2)  # the cores, split between 2 processes
+    assert [r["threads"] for r in results] == [share, share]
