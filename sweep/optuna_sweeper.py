@@ -63,13 +63,12 @@ def open_storage(url: str, heartbeat_interval: int | None = None):
     import warnings
 
     import optuna
+    import sqlalchemy.exc
 
     if url.startswith("journal://") or url.endswith((".log", ".journal")):
         path = url.removeprefix("journal://")
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    import sqlalchemy.exc
-
     for attempt in range(5):
         try:
             with warnings.catch_warnings():

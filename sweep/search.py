@@ -5,6 +5,7 @@ say (COMPLETE with the mean objective over seeds, PRUNED, or FAIL with the reaso
 from __future__ import annotations
 
 import logging
+from collections import Counter
 import math
 import os
 import threading
@@ -143,8 +144,7 @@ class TrialSearch(OptunaSweeperImpl):
         complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
         results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "best_params": None,
                                    "best_value": None, "best_trial": None,
-                                   "n_trials": {s.name: sum(t.state == s for t in study.trials)
-                                                for s in TrialState if any(t.state == s for t in study.trials)}}
+                                   "n_trials": dict(Counter(t.state.name for t in study.trials))}
         if complete:
             best = study.best_trial
             results |= {"best_params": dict(best.params), "best_value": best.value,
