@@ -1,5 +1,5 @@
-"""Hydra callback: when a multirun ends, build the sweep's summary table, print it, and write the
-comparison report (`hydra.callbacks.summary.report=false` to skip the report)."""
+"""Hydra callback: when a multirun ends, build the sweep's summary once, write and print it, and
+write the comparison report from it (`hydra.callbacks.summary.report=false` to skip the report)."""
 
 from __future__ import annotations
 
@@ -18,16 +18,21 @@ class SummaryCallback(Callback):
         self.report, self.metric = report, metric
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from sweep.summary import SUMMARY_FILE, find_runs, format_table, sort_by_objective, write_summary
+        from sweep.errors import UserError
+        from sweep.summary import build_summary, find_runs, format_table, sort_by_objective
 
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir() or not find_runs(sweep_dir):  # the sweep stopped before its first run
             return
-        table = write_summary(sweep_dir)
+        sweep = build_summary(sweep_dir)
+        path = sweep.write()
         objective = config.get("objective", "val_acc")
-        print(f"\nSummary of {len(table)} runs, best {objective} first ({sweep_dir / SUMMARY_FILE}):")
-        print(format_table(sort_by_objective(table, objective)), flush=True)
+        print(f"\nSummary of {len(sweep.table)} runs, best {objective} first ({path}):")
+        print(format_table(sort_by_objective(sweep.table, objective)), flush=True)
         if self.report:
             from sweep.report import write_report
 
-            print(f"Report: {write_report([sweep_dir], metric=self.metric, built={sweep_dir: table})}", flush=True)
+            try:
+                print(f"Report: {write_report([sweep], metric_name=self.metric)}", flush=True)
+            except UserError as e:  # a bad hydra.callbacks.summary.metric: the summary still stands
+                log.error("error: no report: %s", e)

@@ -8,18 +8,16 @@ training loop indexes batches straight out of tensors instead of running a DataL
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
 
+from sweep.errors import DataNotFound, UserError
+
 CACHE_DIR = ".sweep-cache"  # under each data root: decoded tensors, one file per data set
-
-
-class DataNotFound(Exception):
-    """A data set's files are missing and could not be downloaded."""
 
 
 @dataclass(frozen=True)
@@ -90,69 +88,23 @@ def _cached(root: str | Path, name: str, decode: Callable[[], dict[str, Tensor]]
     return tensors
 
 
-def _torchvision(cls: type, root: Path, download: bool, expected: str) -> dict[str, Tensor]:
-    try:
-        train, test = (cls(str(root), train=t, download=download) for t in (True, False))
-    except (RuntimeError, OSError) as e:  # torchvision raises these for missing files and failed downloads
-        why = "the download failed" if download else "data.download=false"
-        detail = str(e).splitlines()[0].rstrip(": ") if str(e) else type(e).__name__
-        raise DataNotFound(
-            f"data.root={root}: no {cls.__name__} files at {expected} and {why} ({detail}); "
-            "put the files there, or use data=digits, which works offline"
-        ) from None
-    as_tensor = lambda a: a if isinstance(a, Tensor) else torch.as_tensor(a)  # noqa: E731
-    return {"x": as_tensor(train.data), "y": as_tensor(train.targets),
-            "x_test": as_tensor(test.data), "y_test": as_tensor(test.targets)}
+def _present_files(cls: type) -> type:
+    """torchvision checks md5 sums of the files it downloads; for files already in place (copied
+    from elsewhere, or a subset) presence is enough. Python-batch data sets (CIFAR) only."""
+    if not hasattr(cls, "train_list"):
+        return cls
 
+    class Present(cls):  # type: ignore[misc, valid-type]
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root) / self.base_folder
+            return all((folder / f).exists() for f, _ in self.train_list + self.test_list)
 
-def _idx(cls_name: str, name: str, root: str, download: bool, val_fraction: float, split_seed: int) -> Data:
-    root_path = Path(root).expanduser().resolve()
+        def _load_meta(self) -> None:  # torchvision's checks the meta file's md5 sum too
+            meta = Path(self.root) / self.base_folder / self.meta["filename"]
+            self.classes = [] if not meta.exists() else _read_meta(meta, self.meta["key"])
 
-    def decode() -> dict[str, Tensor]:
-        import torchvision.datasets  # ~1 s to import: only when there is something to decode
-
-        cls = getattr(torchvision.datasets, cls_name)
-        return _torchvision(cls, root_path, download, str(root_path / cls_name / "raw"))
-
-    t = _cached(root_path, name, decode)
-    return split(name, t["x"], t["y"], t["x_test"], t["y_test"], val_fraction, split_seed)
-
-
-# ----------------------------------------------------------------------------- data sets
-
-def mnist(root: str = "data", download: bool = True, val_fraction: float = 0.2, split_seed: int = 0) -> Data:
-    """MNIST from torchvision's IDX files under `<root>/MNIST/raw/`."""
-    return _idx("MNIST", "mnist", root, download, val_fraction, split_seed)
-
-
-def fashion_mnist(root: str = "data", download: bool = True, val_fraction: float = 0.2, split_seed: int = 0) -> Data:
-    """FashionMNIST from torchvision's IDX files under `<root>/FashionMNIST/raw/`."""
-    return _idx("FashionMNIST", "fashion_mnist", root, download, val_fraction, split_seed)
-
-
-def cifar10(root: str = "data", download: bool = True, val_fraction: float = 0.2, split_seed: int = 0) -> Data:
-    """CIFAR-10 from torchvision's python batches under `<root>/cifar-10-batches-py/`."""
-    root_path = Path(root).expanduser().resolve()
-
-    def decode() -> dict[str, Tensor]:
-        from torchvision.datasets import CIFAR10
-
-        class PresentCIFAR10(CIFAR10):
-            # torchvision checks md5 sums when it downloads; for files already in place
-            # (copied from elsewhere, or a subset) presence is enough to load them.
-            def _check_integrity(self) -> bool:
-                folder = Path(self.root) / self.base_folder
-                return all((folder / f).exists() for f, _ in self.train_list + self.test_list)
-
-            def _load_meta(self) -> None:
-                meta = Path(self.root) / self.base_folder / self.meta["filename"]
-                self.classes = [] if not meta.exists() else _read_meta(meta, self.meta["key"])
-
-        return _torchvision(PresentCIFAR10, root_path, download, str(root_path / "cifar-10-batches-py"))
-
-    t = _cached(root_path, "cifar10", decode)
-    x, x_test = (t[k].permute(0, 3, 1, 2).contiguous() if t[k].shape[-1] == 3 else t[k] for k in ("x", "x_test"))
-    return split("cifar10", x, t["y"], x_test, t["y_test"], val_fraction, split_seed)
+    Present.__name__ = cls.__name__
+    return Present
 
 
 def _read_meta(path: Path, key: str) -> list[str]:
@@ -160,6 +112,45 @@ def _read_meta(path: Path, key: str) -> list[str]:
 
     with open(path, "rb") as f:
         return pickle.load(f, encoding="latin1")[key]
+
+
+def _decode_torchvision(name: str, root: Path, download: bool) -> dict[str, Tensor]:
+    import torchvision.datasets  # ~1 s to import: only when there is something to decode
+
+    cls = getattr(torchvision.datasets, name, None)
+    if not isinstance(cls, type):
+        raise UserError(f"data.name={name}: not a torchvision data set; "
+                        "use a class name from torchvision.datasets such as MNIST, FashionMNIST, KMNIST or CIFAR10")
+    # IDX data sets keep their files in <root>/<Name>/raw, python-batch ones in <root>/<base_folder>
+    expected = root / cls.base_folder if hasattr(cls, "base_folder") else root / name / "raw"
+    try:
+        train, test = (_present_files(cls)(str(root), train=t, download=download) for t in (True, False))
+    except (RuntimeError, OSError) as e:  # torchvision raises these for missing files and failed downloads
+        why = "the download failed" if download else "data.download=false"
+        detail = str(e).splitlines()[0].rstrip(": ") if str(e) else type(e).__name__
+        raise DataNotFound(
+            f"data.root={root}: no {name} files at {expected} and {why} ({detail}); "
+            "put the files there, or use data=digits, which works offline"
+        ) from None
+
+    def images(d: object) -> Tensor:
+        x = d if isinstance(d, Tensor) else torch.as_tensor(d)
+        return x.permute(0, 3, 1, 2).contiguous() if x.dim() == 4 and x.shape[-1] in (1, 3) else x  # HWC -> CHW
+
+    return {"x": images(train.data), "y": torch.as_tensor(train.targets),
+            "x_test": images(test.data), "y_test": torch.as_tensor(test.targets)}
+
+
+# ----------------------------------------------------------------------------- data sets
+
+def torchvision_dataset(name: str, root: str = "data", download: bool = True, val_fraction: float = 0.2,
+                        split_seed: int = 0) -> Data:
+    """A torchvision image data set by class name (MNIST, FashionMNIST, KMNIST, CIFAR10, ...), in
+    torchvision's own files under `root`: IDX files in `<root>/<name>/raw/`, python batches in
+    `<root>/cifar-10-batches-py/`. Decoded once and cached; the test split is the data set's own."""
+    root_path = Path(root).expanduser().resolve()
+    t = _cached(root_path, name, lambda: _decode_torchvision(name, root_path, download))
+    return split(name, t["x"], t["y"], t["x_test"], t["y_test"], val_fraction, split_seed)
 
 
 def digits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0) -> Data:

@@ -1,11 +1,11 @@
-"""One Hydra job: build data, model, optimizer and scheduler from the composed config, train,
-and write the run's results. A run that raises or diverges is a result, never a crashed sweep."""
+"""One Hydra job: build data, model, optimizer and scheduler from the composed (and validated)
+config, train, and write the run's results. A run that raises or diverges is a result, never a
+crashed sweep; a user error (missing data) is raised for the entry point to report."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import platform
 import subprocess
 import sys
@@ -18,43 +18,17 @@ import torch
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import results, trial_link
-from sweep.data import DataNotFound
+from sweep import results
+from sweep.device import configure_cpu, pick_device, pick_threads
+from sweep.errors import UserError
 from sweep.losses import wants_log_probs
-from sweep.train import Settings, evaluate, fit
-from sweep.validate import ConfigError, user_error, validate
+from sweep.models import build
+from sweep.outcomes import METRICS, OUTCOME_COLUMNS, Status, StopReason
+from sweep.search.trial_link import TrialRef, connect
+from sweep.train import Schedule, Settings, evaluate, fit
 
 log = logging.getLogger("sweep")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name}: CUDA is not available on this machine; use auto or cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device={name}: MPS is not available on this machine; use auto or cpu")
-    return torch.device(name)
-
-
-def pick_threads(threads: int | str, parallel: int | None) -> int:
-    """`auto` shares the cores between the jobs a launcher runs at once, so they don't oversubscribe."""
-    if threads != "auto":
-        return int(threads)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    parallel = cores if parallel is None or parallel < 1 else parallel
-    return max(1, cores // parallel)
-
-
-def configure_cpu(threads: int) -> None:
-    """Torch's CPU thread count, and denormal floats flushed to zero: near-zero gradients late in
-    training are otherwise denormals, which x86 CPUs compute many times slower (10-15% an epoch here)."""
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
+SCHEDULE_KEYS = ("interval", "monitor")  # how the loop steps a scheduler; not the scheduler's own arguments
 
 
 def provenance() -> dict[str, Any]:
@@ -79,14 +53,12 @@ def provenance() -> dict[str, Any]:
     return {"versions": versions, "git": git or None}
 
 
-def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int | None = 1) -> float:
+def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int | None = 1,
+        trial: TrialRef | None = None) -> float:
     """Train one configuration into `run_dir`; return the objective at the early-stopped epoch
-    (NaN when the run failed or diverged). `parallel_jobs` is how many runs share this machine."""
-    try:
-        validate(cfg)
-        device = pick_device(cfg.device)
-    except ConfigError as e:
-        user_error(str(e))
+    (NaN when the run failed or diverged). `parallel_jobs` is how many runs share this machine;
+    `trial` is the Optuna trial the run trains for, if any."""
+    device = pick_device(cfg.device)
     threads = pick_threads(cfg.threads, parallel_jobs)
     configure_cpu(threads)
     record: dict[str, Any] = {
@@ -95,23 +67,22 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int
         "objective": cfg.objective,
         **provenance(),
     }
-
-    trial = trial_link.current()
-    if trial is not None:
-        record["trial"] = trial.number
+    link = connect(trial) if trial is not None else None
+    if link is not None:
+        record["trial"] = link.number
     try:
-        outcome = _train(cfg, _load_data(cfg.data), device, run_dir, trial)
-    except DataNotFound as e:  # every run of a sweep would fail alike: tell the user once
-        user_error(str(e))
+        outcome = _train(cfg, _load_data(cfg.data), device, run_dir, link)
+    except UserError:  # every run of a sweep would fail alike: the entry point tells the user once
+        raise
     except Exception as e:  # a run that raises is a row of the summary, not the end of the sweep
         error = " ".join(f"{type(e).__name__}: {e}".split())  # one line: Hydra's messages span several
         log.error("run failed: %s (the traceback is in result.json)", error)
-        outcome = {"status": "failed", "stop_reason": "failed", "error": error,
+        outcome = {"status": Status.FAILED, "stop_reason": StopReason.FAILED, "error": error,
                    "traceback": traceback.format_exc()}
-    results.write_result(run_dir, {**{c: None for c in results.OUTCOME_COLUMNS}, **outcome, **record})
-    if outcome["status"] not in ("completed", "pruned"):
+    results.write_result(run_dir, {**dict.fromkeys(OUTCOME_COLUMNS), **outcome, **record})
+    if not Status(outcome["status"]).trained:
         return math.nan
-    return outcome[f"best_{cfg.objective}"]
+    return outcome[METRICS[cfg.objective].column]
 
 
 def _load_data(data_cfg: DictConfig):
@@ -121,9 +92,18 @@ def _load_data(data_cfg: DictConfig):
     try:
         return instantiate(data_cfg)
     except Exception as e:
-        if isinstance(e.__cause__, DataNotFound):  # instantiate wraps the loader's own errors
+        if isinstance(e.__cause__, UserError):  # instantiate wraps the loader's own errors
             raise e.__cause__ from None
         raise
+
+
+def _schedule(scheduler_cfg: DictConfig, steps_per_epoch: int) -> Schedule:
+    """The scheduler config's factory and stepping; `steps_per_epoch: auto` gets the loop's batch count."""
+    kwargs = OmegaConf.to_container(scheduler_cfg, resolve=True)
+    how = {k: kwargs.pop(k) for k in SCHEDULE_KEYS if k in kwargs}
+    if kwargs.get("steps_per_epoch") == "auto":
+        kwargs["steps_per_epoch"] = steps_per_epoch
+    return Schedule(instantiate(kwargs, _convert_="all"), **how)
 
 
 def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) -> dict[str, Any]:
@@ -131,28 +111,29 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
     data = data.prepare(device)
     loss_fn = instantiate(cfg.loss)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    build = {"in_shape": list(data.shape), "classes": data.classes, "log_softmax": wants_log_probs(loss_fn)}
-    model = instantiate(model_cfg)(**build).to(device)
+    shape = {"in_shape": list(data.shape), "classes": data.classes, "log_probs": wants_log_probs(loss_fn)}
+    model = build(instantiate(model_cfg), **shape).to(device)
     settings = Settings(batch_size=cfg.batch_size, epochs=cfg.epochs, patience=cfg.patience,
                         min_delta=cfg.min_delta, seed=cfg.seed,
                         progress=sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress))
+    objective = METRICS[cfg.objective].name
 
     history: list[dict] = []
 
     def on_epoch(row: dict) -> bool:
         history.append(row)
         results.write_metrics(run_dir, history)
-        return trial is not None and trial.should_prune(row[cfg.objective], row["epoch"])
+        return trial is not None and trial.should_prune(row[objective], row["epoch"])
 
-    result = fit(model, data, instantiate(cfg.optimizer, _convert_="all"),
-                 instantiate(cfg.scheduler, _convert_="all"), loss_fn, settings, on_epoch)
+    schedule = _schedule(cfg.scheduler, math.ceil(len(data.x_train) / cfg.batch_size))
+    result = fit(model, data, instantiate(cfg.optimizer, _convert_="all"), schedule, loss_fn, settings, on_epoch)
     if len(result.history) > len(history):  # the last epoch diverged before reaching the hook
         results.write_metrics(run_dir, result.history)
 
     test_loss = test_acc = math.nan
     if result.best_epoch:
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test, loss_fn)
-        results.write_checkpoint(run_dir, model.state_dict(), model_cfg, build,
+        results.write_checkpoint(run_dir, model.state_dict(), model_cfg, shape,
                                  {"mean": list(data.mean), "std": list(data.std)})
     log.info("%s after %d epochs (%s): best epoch %d, val_loss %.4f, val_acc %.4f, test_acc %.4f",
              result.status, len(result.history), result.stop_reason, result.best_epoch,
@@ -161,4 +142,3 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
             "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
             "best_val_acc": result.best_val_acc, "test_loss": test_loss, "test_acc": test_acc,
             "train_time_s": round(result.train_time_s, 3)}
-

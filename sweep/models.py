@@ -3,7 +3,7 @@ runs on every data set; everything else comes from its config group."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -14,8 +14,7 @@ class MLP(nn.Sequential):
     """Flatten, then Linear (+BatchNorm) + activation + Dropout per hidden width, then a Linear head."""
 
     def __init__(self, in_shape: Sequence[int], classes: int, hidden: Sequence[int] = (512, 512),
-                 activation: Activation = nn.ReLU, dropout: float = 0.0, batch_norm: bool = False,
-                 log_softmax: bool = False) -> None:
+                 activation: Activation = nn.ReLU, dropout: float = 0.0, batch_norm: bool = False) -> None:
         layers: list[nn.Module] = [nn.Flatten()]
         width = 1
         for d in in_shape:
@@ -26,7 +25,6 @@ class MLP(nn.Sequential):
             layers += [activation(), nn.Dropout(dropout)]
             width = h
         layers += [nn.Linear(width, classes)]
-        layers += [nn.LogSoftmax(dim=1)] if log_softmax else []
         super().__init__(*layers)
 
 
@@ -35,7 +33,7 @@ class CNN(nn.Sequential):
 
     def __init__(self, in_shape: Sequence[int], classes: int, channels: Sequence[int] = (32, 64),
                  kernel_size: int = 3, activation: Activation = nn.ReLU, dropout: float = 0.0,
-                 batch_norm: bool = True, log_softmax: bool = False) -> None:
+                 batch_norm: bool = True) -> None:
         c, h, w = in_shape
         layers: list[nn.Module] = []
         for out in channels:
@@ -47,5 +45,11 @@ class CNN(nn.Sequential):
                 h, w = h // 2, w // 2
             c = out
         layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * h * w, classes)]
-        layers += [nn.LogSoftmax(dim=1)] if log_softmax else []
         super().__init__(*layers)
+
+
+def build(make: Callable[..., nn.Module], in_shape: Sequence[int], classes: int, log_probs: bool = False) -> nn.Module:
+    """The model `make` builds for this data, followed by log-softmax when the loss wants
+    log-probabilities (NLLLoss): models themselves always end in logits."""
+    model = make(in_shape=list(in_shape), classes=classes)
+    return nn.Sequential(model, nn.LogSoftmax(dim=1)) if log_probs else model

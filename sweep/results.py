@@ -14,9 +14,6 @@ from typing import Any
 
 METRICS_FILE, RESULT_FILE, CHECKPOINT_FILE = "metrics.csv", "result.json", "best.pt"
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"]
-# The outcome fields every summary row carries, in order (result.json has more).
-OUTCOME_COLUMNS = ["status", "stop_reason", "epochs_run", "best_epoch", "best_val_loss", "best_val_acc",
-                   "test_loss", "test_acc", "train_time_s"]
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -56,13 +53,13 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def write_checkpoint(run_dir: Path, state_dict: dict, model_config: dict, build: dict[str, Any],
+def write_checkpoint(run_dir: Path, state_dict: dict, model_config: dict, shape: dict[str, Any],
                      normalisation: dict[str, Any]) -> None:
-    """Best weights plus the model's config and build arguments, so `load_model` needs nothing else."""
+    """Best weights plus the model's config and the data's shape, so `load_model` needs nothing else."""
     import torch
 
     buf = io.BytesIO()
-    torch.save({"state_dict": state_dict, "model": model_config, "build": build,
+    torch.save({"state_dict": state_dict, "model": model_config, "build": shape,
                 "normalisation": normalisation}, buf)
     atomic_write(Path(run_dir) / CHECKPOINT_FILE, buf.getvalue())
 
@@ -73,8 +70,9 @@ def load_model(path: Path, map_location: str = "cpu"):
     from hydra.utils import instantiate
 
     from sweep import TRUSTED_TARGETS
+    from sweep.models import build
 
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    model = instantiate(ckpt["model"], _execution_whitelist_=TRUSTED_TARGETS)(**ckpt["build"])
+    model = build(instantiate(ckpt["model"], _execution_whitelist_=TRUSTED_TARGETS), **ckpt["build"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

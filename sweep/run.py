@@ -1,7 +1,8 @@
-"""Entry point: `python sweep/run.py [-m] [GROUP=OPTION ...] [KEY=VALUE ...]`.
+"""Entry point: `python sweep/run.py [-m] [GROUP=OPTION ...] [KEY=VALUE ...]` (or `sweep-run`).
 
 Hydra composes the config from conf/; each job trains one configuration and returns the
-objective, which Hydra's sweepers (grid or Optuna) read.
+objective, which Hydra's sweepers (grid or Optuna) read. The one place a job's user error
+becomes one line and an exit code, and the one place a job reads Hydra's own config.
 """
 
 import sys
@@ -9,33 +10,40 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     # Run as a script: import `sweep` as the package from the repo root, rather than letting
-    # this folder's modules (data, train, ...) shadow top-level names.
+    # this folder's modules (data, statistics, ...) shadow top-level names.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import hydra
-from hydra.utils import execution_whitelist
-from omegaconf import DictConfig
+import hydra  # noqa: E402
+from hydra.utils import execution_whitelist  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from sweep import TRUSTED_TARGETS
+from sweep import TRUSTED_TARGETS  # noqa: E402
 
 
 @hydra.main(config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def train(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from sweep.validate import ConfigError, user_error, validate
+    from sweep.errors import UserError, exit_with
+    from sweep.validate import validate
 
     try:
         validate(cfg)  # before importing torch: a typo costs the user no start-up time
-    except ConfigError as e:
-        user_error(str(e))
-    from sweep.job import run
+        from sweep.job import run
+        from sweep.search.trial_link import trial_ref
 
-    hc = HydraConfig.get()
-    with execution_whitelist(TRUSTED_TARGETS):  # again: launchers may run jobs in other processes
-        return run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task), hc.launcher.get("n_jobs", 1))
+        hc = HydraConfig.get()
+        trial = trial_ref(hc.sweeper, hc.sweep.dir)
+        with execution_whitelist(TRUSTED_TARGETS):  # again: launchers may run jobs in other processes
+            return run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task), hc.launcher.get("n_jobs", 1), trial)
+    except UserError as e:
+        exit_with(e)
+
+
+def main() -> None:
+    with execution_whitelist(TRUSTED_TARGETS):
+        train()
 
 
 if __name__ == "__main__":
-    with execution_whitelist(TRUSTED_TARGETS):
-        main()
+    main()

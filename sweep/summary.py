@@ -1,21 +1,51 @@
-"""The summary table of a sweep: one row per run dir, the swept parameters under their override
-keys, then each run's early-stopped outcome. Built from the run dirs alone, so the end-of-sweep
-callback and the report command (on a finished or an interrupted sweep) produce the same table."""
+"""The summary of a sweep: one row per run dir, the swept parameters under their override keys,
+then each run's early-stopped outcome. Built once, from the run dirs (and the study, for an
+Optuna search), into a `Sweep` that the end-of-sweep callback, the statistics, the plots and the
+report all read; a finished and an interrupted sweep give the same kind of table."""
 
 from __future__ import annotations
 
 import io
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
 
-from sweep.results import OUTCOME_COLUMNS, atomic_write, overrides_dict, read_result
+from sweep.outcomes import METRICS, OUTCOME_COLUMNS, Status
+from sweep.results import atomic_write, overrides_dict, read_result
+from sweep.search.study import StudyRef, trial_number
+
+log = logging.getLogger("sweep")
 
 SUMMARY_FILE = "summary.csv"
 TRIAL_COLUMNS = ["trial", "state"]  # Optuna sweeps only
-TRIAL_STATES = {"completed": "COMPLETE", "pruned": "PRUNED", "diverged": "FAIL", "failed": "FAIL",
-                "incomplete": "RUNNING"}
+
+
+@dataclass
+class Sweep:
+    """A sweep dir's summary `table` (one row per run), with what the rows came from: each run's
+    dir and command-line overrides, in table order, and the Optuna study when it is a search."""
+
+    dir: Path
+    table: pd.DataFrame
+    run_dirs: list[Path] = field(default_factory=list)
+    overrides: list[dict[str, str]] = field(default_factory=list)
+    study: Any = None
+
+    @property
+    def params(self) -> list[str]:
+        """The swept-parameter columns of the table."""
+        return param_columns(self.table)
+
+    def write(self) -> Path:
+        """Write `summary.csv` into the sweep dir (atomically); return its path."""
+        buf = io.StringIO()
+        self.table.to_csv(buf, index=False)
+        atomic_write(self.dir / SUMMARY_FILE, buf.getvalue())
+        return self.dir / SUMMARY_FILE
 
 
 def find_runs(sweep_dir: Path) -> list[Path]:
@@ -48,57 +78,48 @@ def declared_sweeps(hydra_cfg: dict) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def trial_number(run_dir: Path) -> int | None:
-    """Optuna runs live in `trial_NNNN` (or `trial_NNNN/seed_S`) folders named by the sweeper."""
-    for part in reversed(run_dir.parts):
-        if part.startswith("trial_") and part[6:].isdigit():
-            return int(part[6:])
-    return None
-
-
-def load_study(sweep_dir: Path, hydra_cfg: dict | None = None):
-    """The Optuna study of a `search=optuna` sweep dir, or None (not a search, storage unreachable)."""
-    hydra_cfg = _multirun_hydra_config(sweep_dir) if hydra_cfg is None else hydra_cfg
-    sweeper = hydra_cfg.get("sweeper") or {}
-    if not str(sweeper.get("_target_", "")).startswith("sweep.optuna_sweeper."):
+def load_study(sweep_dir: Path):
+    """The Optuna study of a search's sweep dir; None for a grid, or (with a warning) when its
+    storage cannot be opened: a summary from the run dirs alone is still a summary."""
+    ref = StudyRef.read(sweep_dir)
+    if ref is None:
         return None
     try:
         import optuna
 
-        from sweep.optuna_sweeper import DEFAULT_STUDY, open_storage, storage_url
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return optuna.load_study(study_name=sweeper.get("study_name") or DEFAULT_STUDY,
-                                 storage=open_storage(storage_url(sweeper.get("storage"), sweep_dir)))
-    except Exception:  # noqa: BLE001 - a summary from the run dirs alone is still a summary
+        return ref.load(ref.open(sweep_dir))
+    except Exception as e:  # noqa: BLE001 - any storage failure: warn and go on without trial states
+        log.warning("warning: the study %r at %s could not be opened (%s); trial states come from the run dirs",
+                    ref.name, ref.url(sweep_dir), " ".join(f"{type(e).__name__}: {e}".split()))
         return None
 
 
 def param_columns(table: pd.DataFrame) -> list[str]:
     """The swept-parameter columns of a summary table."""
-    fixed = {"sweep", "run", "run_dir", *TRIAL_COLUMNS, *OUTCOME_COLUMNS, "error"}
+    fixed = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *OUTCOME_COLUMNS, "error"}
     return [c for c in table.columns if c not in fixed]
 
 
-def build_summary(sweep_dir: Path) -> pd.DataFrame:
-    """One row per run of `sweep_dir`; a run dir without a result is a row with status `incomplete`."""
+def build_summary(sweep_dir: Path) -> Sweep:
+    """The sweep's runs, one row each; a run dir without a result is a row with status `incomplete`."""
     sweep_dir = Path(sweep_dir)
-    hydra_cfg = _multirun_hydra_config(sweep_dir)
-    study = load_study(sweep_dir, hydra_cfg)
+    study = load_study(sweep_dir)
     # a killed run's trial is FAIL in its study, though its run dir only says `incomplete`
     states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)} if study else {}
+    run_dirs = find_runs(sweep_dir)
     rows, params = [], []
-    for run_dir in find_runs(sweep_dir):
-        result = read_result(run_dir) or {"status": "incomplete"}
+    for run_dir in run_dirs:
+        result = read_result(run_dir) or {"status": Status.INCOMPLETE.value}
         params.append(run_overrides(run_dir))
         row = {"run": str(run_dir.relative_to(sweep_dir))}
         trial = trial_number(run_dir)
         if trial is not None:
-            row |= {"trial": trial, "state": states.get(trial) or TRIAL_STATES.get(result["status"], "FAIL")}
+            row |= {"trial": trial, "state": states.get(trial) or Status(result["status"]).trial_state}
         row |= {c: result.get(c) for c in OUTCOME_COLUMNS} | {"error": result.get("error")}
         rows.append(row)
 
-    declared = declared_sweeps(hydra_cfg)
+    declared = declared_sweeps(_multirun_hydra_config(sweep_dir))
     seen = list(dict.fromkeys(k for p in params for k in p))
     varying = [k for k in seen if len({p.get(k) for p in params}) > 1]
     swept = [k for k in declared if k in seen] + [k for k in varying if k not in declared]
@@ -116,22 +137,20 @@ def build_summary(sweep_dir: Path) -> pd.DataFrame:
             table[key] = numeric
     if has_trials:
         table["trial"] = table["trial"].astype("Int64")
-    return table
+    return Sweep(sweep_dir, table, run_dirs, params, study)
 
 
 def sort_by_objective(table: pd.DataFrame, objective: str = "val_acc") -> pd.DataFrame:
     """Best run first; runs without a value last."""
-    column = f"best_{objective}"
-    return table.sort_values(column, ascending=objective == "val_loss", na_position="last", kind="stable")
+    m = METRICS[objective]
+    return table.sort_values(m.column, ascending=not m.higher_is_better, na_position="last", kind="stable")
 
 
-def write_summary(sweep_dir: Path) -> pd.DataFrame:
-    """Rebuild `summary.csv` in `sweep_dir` (atomically) and return it."""
-    table = build_summary(sweep_dir)
-    buf = io.StringIO()
-    table.to_csv(buf, index=False)
-    atomic_write(Path(sweep_dir) / SUMMARY_FILE, buf.getvalue())
-    return table
+def write_summary(sweep_dir: Path) -> Sweep:
+    """Build the sweep's summary and write `summary.csv` (atomically)."""
+    sweep = build_summary(sweep_dir)
+    sweep.write()
+    return sweep
 
 
 def format_table(table: pd.DataFrame) -> str:

@@ -7,14 +7,14 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import OneCycleLR, ReduceLROnPlateau
 
 from sweep.data import Data
+from sweep.outcomes import StopReason
 
 log = logging.getLogger("sweep")
 
@@ -22,6 +22,16 @@ EVAL_BATCH = 4096  # evaluation holds no activations for backward, so it takes b
 
 # Called after each epoch with that epoch's metrics row; returning True stops the run as pruned.
 EpochHook = Callable[[dict], bool]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A learning-rate scheduler and how the loop steps it, as Lightning's scheduler dicts say it:
+    every `epoch` or every `batch`, and with the value of a `monitor`ed metric (ReduceLROnPlateau)."""
+
+    make: Callable  # optimizer -> scheduler
+    interval: str = "epoch"  # epoch | batch
+    monitor: str | None = None  # a metrics-row key, such as val_loss
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ class Settings:
 class Fit:
     """What a run learned: per-epoch metrics and where it stopped. The model holds the best weights."""
 
-    stop_reason: str = "max_epochs"  # early_stopping | max_epochs | diverged | pruned
+    stop_reason: StopReason = StopReason.MAX_EPOCHS
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_val_loss: float = math.nan
@@ -46,8 +56,8 @@ class Fit:
     train_time_s: float = 0.0
 
     @property
-    def status(self) -> str:
-        return {"diverged": "diverged", "pruned": "pruned"}.get(self.stop_reason, "completed")
+    def status(self):
+        return self.stop_reason.status
 
 
 @torch.no_grad()
@@ -63,14 +73,13 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: nn.Module) -> tupl
     return total_loss / len(x), correct / len(x)
 
 
-def fit(model: nn.Module, data: Data, make_optimizer: Callable, make_scheduler: Callable,
+def fit(model: nn.Module, data: Data, make_optimizer: Callable, schedule: Schedule,
         loss_fn: nn.Module, s: Settings, on_epoch: EpochHook | None = None) -> Fit:
     """Train `model` on `data` (already prepared on the model's device) and return what happened."""
     optimizer = make_optimizer(model.parameters())
-    n, steps = len(data.x_train), math.ceil(len(data.x_train) / s.batch_size)
-    per_batch = getattr(make_scheduler, "func", None) is OneCycleLR  # it needs the step count up front
-    scheduler = (make_scheduler(optimizer, epochs=s.epochs, steps_per_epoch=steps) if per_batch
-                 else make_scheduler(optimizer))
+    n = len(data.x_train)
+    scheduler = schedule.make(optimizer)
+    per_batch = schedule.interval == "batch"
     order = torch.Generator().manual_seed(s.seed)
 
     result, best_state, waited = Fit(), None, 0
@@ -102,7 +111,7 @@ def fit(model: nn.Module, data: Data, make_optimizer: Callable, make_scheduler: 
             train_loss += loss_value * len(idx)
             correct += (out.argmax(1) == yb).sum().item()
         if diverged:
-            result.stop_reason = "diverged"
+            result.stop_reason = StopReason.DIVERGED
             log.warning("epoch %d: the training loss became %s; the run diverged", epoch, loss_value)
             break
 
@@ -113,7 +122,7 @@ def fit(model: nn.Module, data: Data, make_optimizer: Callable, make_scheduler: 
         result.history.append(row)
         _show(epochs, row, s.progress)
         if not math.isfinite(val_loss):
-            result.stop_reason = "diverged"
+            result.stop_reason = StopReason.DIVERGED
             break
 
         if best_state is None or val_loss < result.best_val_loss - s.min_delta:
@@ -122,16 +131,14 @@ def fit(model: nn.Module, data: Data, make_optimizer: Callable, make_scheduler: 
         else:
             waited += 1
 
-        if isinstance(scheduler, ReduceLROnPlateau):
-            scheduler.step(val_loss)
-        elif not per_batch:
-            scheduler.step()
+        if not per_batch:
+            scheduler.step(*([row[schedule.monitor]] if schedule.monitor else []))
 
         if on_epoch is not None and on_epoch(row):
-            result.stop_reason = "pruned"
+            result.stop_reason = StopReason.PRUNED
             break
         if waited > s.patience:
-            result.stop_reason = "early_stopping"
+            result.stop_reason = StopReason.EARLY_STOPPING
             break
 
     if best_state is not None:

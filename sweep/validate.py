@@ -4,22 +4,14 @@ the value and what is allowed, instead of a traceback from deep inside torch."""
 from __future__ import annotations
 
 import os
-import sys
-from typing import Any, NoReturn
+from typing import Any
 
 from omegaconf import DictConfig
 
-OBJECTIVES = {"val_acc": "maximize", "val_loss": "minimize"}
+from sweep.errors import UserError
+from sweep.outcomes import OBJECTIVES
 
-
-class ConfigError(Exception):
-    """A config value a run cannot use; its message is the one line the user sees."""
-
-
-def user_error(message: str) -> NoReturn:
-    """End the process with one line for the user: no traceback, non-zero exit."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+SCHEDULER_MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")  # metrics rows a scheduler may step on
 
 
 def _check(cfg: DictConfig, key: str, ok, allowed: str) -> Any:
@@ -31,7 +23,7 @@ def _check(cfg: DictConfig, key: str, ok, allowed: str) -> Any:
     except (TypeError, ValueError):
         good = False
     if not good:
-        raise ConfigError(f"{key}={value}: {allowed}")
+        raise UserError(f"{key}={value}: {allowed}")
     return value
 
 
@@ -44,7 +36,7 @@ def _is_number(v: Any) -> bool:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first value no run could use."""
+    """Raise UserError for the first value no run could use."""
     _check(cfg, "lr", lambda v: _is_number(v) and v > 0, "must be a number > 0")
     _check(cfg, "batch_size", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
     _check(cfg, "dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)")
@@ -63,4 +55,7 @@ def validate(cfg: DictConfig) -> None:
         _check(cfg, "data.root", lambda v: isinstance(v, str) and v != "", "must be a folder path")
         root = os.path.expanduser(cfg.data.root)
         if os.path.exists(root) and not os.path.isdir(root):
-            raise ConfigError(f"data.root={cfg.data.root}: is a file; must be a folder path")
+            raise UserError(f"data.root={cfg.data.root}: is a file; must be a folder path")
+    _check(cfg, "scheduler.interval", lambda v: v in (None, "epoch", "batch"), "must be epoch or batch")
+    _check(cfg, "scheduler.monitor", lambda v: v in (None, *SCHEDULER_MONITORS),
+           f"must be one of {', '.join(SCHEDULER_MONITORS)}")

@@ -15,20 +15,28 @@ from sweep import TRUSTED_TARGETS
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests/formats.py
 
+# The smoke-test presets: the tiny runs tests repeat, in one place.
+SMOKE = ("data=digits", "epochs=2", "patience=5")  # real data, seconds a run
+TINY = ("data=synthetic", "epochs=2", "patience=5", "batch_size=32")  # random images, a fraction of a second
 
-def make_config(*overrides: str):
+
+def make_config(*overrides: str, config_dir: Path = REPO / "conf"):
     """The composed config a user gets for these command-line overrides."""
-    with initialize_config_dir(config_dir=str(REPO / "conf")):
+    with initialize_config_dir(config_dir=str(config_dir)):
         return compose(config_name="config", overrides=list(overrides))
 
 
-def train(run_dir: Path, *overrides: str) -> tuple[float, dict]:
-    """Run one job in this process, as `python sweep/run.py OVERRIDES` would; return its value and result.json."""
+def train(run_dir: Path, *overrides: str, config_dir: Path = REPO / "conf") -> tuple[float, dict]:
+    """Run one job in this process, as `python sweep/run.py OVERRIDES` would (validated at the
+    edge, then run); return its value and result.json."""
     from sweep.job import run
+    from sweep.validate import validate
 
+    cfg = make_config(*overrides, config_dir=config_dir)
+    validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     with execution_whitelist(TRUSTED_TARGETS):
-        value = run(make_config(*overrides), run_dir, list(overrides))
+        value = run(cfg, run_dir, list(overrides))
     return value, json.loads((run_dir / "result.json").read_text())
 
 

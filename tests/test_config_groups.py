@@ -1,34 +1,42 @@
-"""Every option of every config group composes and trains."""
+"""Every option of every config group composes and trains; the README's table lists exactly the
+options conf/ has; adding an option is adding a YAML file."""
 
 from __future__ import annotations
 
+import csv
+import re
+import shutil
 from pathlib import Path
 
 import pytest
+from conftest import REPO, TINY, train
+from formats import write_mnist
 
-REPO = Path(__file__).resolve().parents[1]
-FAST = ("data=synthetic", "epochs=2", "patience=5", "batch_size=32")
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+GROUPS = ("data", "model", "optimizer", "activation", "loss", "scheduler", "search")
 
 
-def test_groups_have_the_documented_options():
-    assert options("optimizer") == ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
-    assert options("activation") == ["elu", "gelu", "leaky_relu", "relu", "sigmoid", "tanh"]
-    assert options("loss") == ["cross_entropy", "focal", "mse", "nll"]
-    assert options("scheduler") == ["cosine", "exponential", "multistep", "none", "onecycle", "plateau", "step"]
-    assert options("model") == ["cnn", "mlp"]
-    assert options("data") == ["cifar10", "digits", "fashion_mnist", "mnist", "synthetic"]
+def options(group: str, conf: Path = REPO / "conf") -> list[str]:
+    return sorted(p.stem for p in (conf / group).glob("*.yaml"))
+
+
+def readme_options() -> dict[str, list[str]]:
+    """The README's group table: group -> the options it names (backticked, outside parentheses)."""
+    table = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and re.fullmatch(r"`[\w/]+`", cells[0]):
+            table[cells[0].strip("`")] = sorted(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", cells[1])))
+    return table
+
+
+def test_the_readme_table_lists_every_option_in_conf():
+    assert readme_options() == {g: options(g) for g in GROUPS}
 
 
 @pytest.mark.parametrize("override", [f"{g}={o}" for g in ("optimizer", "activation", "loss", "scheduler", "model")
                                       for o in options(g)])
 def test_option_trains(tmp_path, override):
-    from conftest import train
-
-    value, result = train(tmp_path, *FAST, override)
+    value, result = train(tmp_path, *TINY, override)
     assert result["status"] == "completed", result.get("error")
     assert result["epochs_run"] == 2
     assert 0.0 <= value <= 1.0
@@ -37,30 +45,55 @@ def test_option_trains(tmp_path, override):
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_models_run_on_every_image_shape(tmp_path, model):
-    from conftest import train
-
     for i, shape in enumerate(("[1,28,28]", "[3,32,32]", "[1,8,8]")):
         _, result = train(tmp_path / str(i), "data=synthetic", f"data.shape={shape}", f"model={model}", "epochs=1",
                           "data.n_train=64")
         assert result["status"] == "completed", result.get("error")
 
 
-def test_nll_loss_makes_the_model_end_in_log_softmax(tmp_path):
-    from conftest import train
+def test_nll_loss_wraps_the_model_in_log_softmax(tmp_path):
+    import torch
 
     from sweep.results import load_model
 
-    train(tmp_path, *FAST, "loss=nll")
+    train(tmp_path, *TINY, "loss=nll")
     model = load_model(tmp_path / "best.pt")
     assert type(model[-1]).__name__ == "LogSoftmax"
+    out = model(torch.zeros(3, 1, 8, 8))
+    assert torch.allclose(out.exp().sum(1), torch.ones(3))  # log-probabilities
 
 
 def test_onecycle_steps_every_batch(tmp_path):
-    import csv
-
-    from conftest import train
-
     train(tmp_path, "data=synthetic", "epochs=3", "patience=5", "scheduler=onecycle", "lr=0.1")
     lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))]
     assert lrs[0] < 0.1 / 10  # starts at max_lr / div_factor (25)
     assert max(lrs) > lrs[0] * 5  # and warms up within the first epochs
+
+
+def test_plateau_steps_on_its_monitored_metric(tmp_path):
+    # at lr 1e-6 val_loss stalls at once: stepped with val_loss, the scheduler halves the lr after
+    # every epoch but the first (which sets the best value it compares with)
+    train(tmp_path, "data=synthetic", "epochs=4", "patience=10", "scheduler=plateau", "scheduler.patience=0",
+          "optimizer=sgd", "lr=1e-6")
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))]
+    assert lrs == pytest.approx([1e-6, 1e-6, 5e-7, 2.5e-7])
+
+
+def test_adding_an_optimizer_a_scheduler_or_a_data_set_is_one_yaml_file(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    (conf / "optimizer" / "nadam.yaml").write_text(
+        "_target_: torch.optim.NAdam\n_partial_: true\nlr: ${lr}\nmomentum_decay: 0.004\n")
+    (conf / "scheduler" / "linear.yaml").write_text(
+        "_target_: torch.optim.lr_scheduler.LinearLR\n_partial_: true\nstart_factor: 1.0\nend_factor: 0.5\n"
+        "total_iters: 2\n")
+    (conf / "data" / "kmnist.yaml").write_text(
+        "_target_: sweep.data.torchvision_dataset\nname: KMNIST\nroot: data\ndownload: false\n")
+    write_mnist(tmp_path / "data", "KMNIST", n_train=300, n_test=60)
+
+    _, result = train(tmp_path / "run", "data=kmnist", f"data.root={tmp_path / 'data'}", "optimizer=nadam",
+                      "scheduler=linear", "lr=1e-2", "epochs=3", "patience=5", config_dir=conf)
+    assert result["status"] == "completed", result.get("error")
+    assert result["best_val_acc"] > 0.5  # the bands written into the images are learnable
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))]
+    assert lrs == pytest.approx([1e-2, 0.75e-2, 0.5e-2])  # LinearLR, stepped once per epoch

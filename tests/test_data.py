@@ -6,39 +6,40 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from formats import write_cifar10, write_mnist
-from sweep.data import CACHE_DIR, DataNotFound, cifar10, digits, fashion_mnist, mnist
+
+from sweep.data import CACHE_DIR, digits, torchvision_dataset
+from sweep.errors import DataNotFound, UserError
 
 
-@pytest.mark.parametrize("load, folder", [(mnist, "MNIST"), (fashion_mnist, "FashionMNIST")])
-def test_idx_files_load_split_and_cache(tmp_path, load, folder):
+@pytest.mark.parametrize("folder", ["MNIST", "FashionMNIST", "KMNIST"])
+def test_idx_files_load_split_and_cache(tmp_path, folder):
     images, labels = write_mnist(tmp_path, folder, n_train=200, n_test=50)
-    data = load(root=str(tmp_path), download=False, val_fraction=0.25)
+    data = torchvision_dataset(folder, root=str(tmp_path), download=False, val_fraction=0.25)
     assert data.shape == (1, 28, 28) and data.classes == 10
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (150, 50, 50)
     assert data.x_train.dtype == torch.uint8
     # train and val partition the training file: every written image is in exactly one of them
     together = torch.cat([data.x_train, data.x_val]).flatten(1)
     assert sorted(map(bytes, together.numpy())) == sorted(map(bytes, images.reshape(200, -1)))
-    assert (tmp_path / CACHE_DIR / f"{load.__name__}.pt").exists()
+    assert (tmp_path / CACHE_DIR / f"{folder}.pt").exists()
 
     # later runs read the cache, not the IDX files
     for f in (tmp_path / folder / "raw").iterdir():
         f.unlink()
-    again = load(root=str(tmp_path), download=False, val_fraction=0.25)
+    again = torchvision_dataset(folder, root=str(tmp_path), download=False, val_fraction=0.25)
     assert torch.equal(again.x_val, data.x_val)
 
 
 def test_val_split_is_seeded(tmp_path):
     write_mnist(tmp_path)
-    a, b, c = (mnist(root=str(tmp_path), download=False, split_seed=s) for s in (0, 0, 1))
+    a, b, c = (torchvision_dataset("MNIST", root=str(tmp_path), download=False, split_seed=s) for s in (0, 0, 1))
     assert torch.equal(a.y_val, b.y_val) and not torch.equal(a.x_val, c.x_val)
 
 
 def test_cifar10_python_batches_load(tmp_path):
     rows, labels = write_cifar10(tmp_path, per_batch=20)
-    data = cifar10(root=str(tmp_path), download=False, val_fraction=0.2)
+    data = torchvision_dataset("CIFAR10", root=str(tmp_path), download=False, val_fraction=0.2)
     assert data.shape == (3, 32, 32) and data.classes == 10
     assert len(data.x_train) + len(data.x_val) == 100 and len(data.x_test) == 20
     # channels first, as torchvision's HWC rows reshaped: red plane is the first 1024 bytes of a row
@@ -49,9 +50,17 @@ def test_cifar10_python_batches_load(tmp_path):
 
 def test_missing_files_name_the_path_and_the_offline_option(tmp_path):
     with pytest.raises(DataNotFound) as e:
-        mnist(root=str(tmp_path), download=False)
+        torchvision_dataset("MNIST", root=str(tmp_path), download=False)
     message = str(e.value)
     assert str(tmp_path / "MNIST" / "raw") in message and "data=digits" in message and "\n" not in message
+    with pytest.raises(DataNotFound) as e:
+        torchvision_dataset("CIFAR10", root=str(tmp_path), download=False)
+    assert str(tmp_path / "cifar-10-batches-py") in str(e.value)
+
+
+def test_a_name_torchvision_does_not_have_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="^data.name=MNISTT: not a torchvision data set"):
+        torchvision_dataset("MNISTT", root=str(tmp_path), download=False)
 
 
 def test_digits_are_real_and_offline():

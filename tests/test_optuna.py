@@ -13,10 +13,9 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, SMOKE, cli
 
-from conftest import REPO, cli
-
-FAST = ("data=digits", "epochs=2", "patience=5")
+pytestmark = pytest.mark.slow  # each test runs the command in a fresh process
 
 
 def study(sweep_dir, name="sweep") -> optuna.Study:
@@ -24,7 +23,7 @@ def study(sweep_dir, name="sweep") -> optuna.Study:
 
 
 def search(sweep_dir, *args, cwd):
-    p = cli("-m", "search=optuna", *FAST, f"hydra.sweep.dir={sweep_dir}", *args, cwd=cwd)
+    p = cli("-m", "search=optuna", *SMOKE, f"hydra.sweep.dir={sweep_dir}", *args, cwd=cwd)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Callback SummaryCallback" not in p.stderr, p.stderr[-3000:]  # the summary and report landed
     return p
@@ -100,7 +99,7 @@ def test_a_pruner_prunes_a_hopeless_trial(tmp_path):
 
 def test_failed_trials_are_fail_with_a_reason_and_max_failure_rate_stops(tmp_path):
     sweep_dir = tmp_path / "s"
-    p = cli("-m", "search=optuna", *FAST, f"hydra.sweep.dir={sweep_dir}", "optimizer=sgd", "optimizer.momentum=-1",
+    p = cli("-m", "search=optuna", *SMOKE, f"hydra.sweep.dir={sweep_dir}", "optimizer=sgd", "optimizer.momentum=-1",
             "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.0", cwd=tmp_path)
     assert p.returncode != 0
     assert any(line.startswith("error: 1 of 1 trials failed") for line in p.stderr.splitlines())
@@ -123,7 +122,7 @@ def test_repeats_run_each_trial_over_seeds_and_report_the_mean(tmp_path):
 
 def test_two_processes_share_one_study(tmp_path):
     sweep_dir = tmp_path / "s"
-    cmd = [sys.executable, str(REPO / "sweep" / "run.py"), "-m", "search=optuna", *FAST, f"hydra.sweep.dir={sweep_dir}",
+    cmd = [sys.executable, str(REPO / "sweep" / "run.py"), "-m", "search=optuna", *SMOKE, f"hydra.sweep.dir={sweep_dir}",
            "hydra.sweeper.n_trials=3"]
     workers = [subprocess.Popen(cmd + [f"hydra.sweeper.sampler.seed={i}"], cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -171,13 +170,13 @@ def test_a_journal_file_storage_works_too(tmp_path):
 
 
 def test_the_grid_sampler_names_a_continuous_key(tmp_path):
-    p = cli("-m", "search=optuna", "hydra/sweeper/sampler=grid", *FAST, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    p = cli("-m", "search=optuna", "hydra/sweeper/sampler=grid", *SMOKE, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("error: lr: the grid sampler enumerates choices and ranges")
 
 
 def test_a_bad_pruner_setting_is_one_line_before_any_trial(tmp_path):
-    p = cli("-m", "search=optuna", "search/pruner=median", "hydra.sweeper.pruner.n_startup_trials=-3", *FAST,
+    p = cli("-m", "search=optuna", "search/pruner=median", "hydra.sweeper.pruner.n_startup_trials=-3", *SMOKE,
             f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "Warning" not in p.stderr
     assert p.stderr.strip().splitlines() == [

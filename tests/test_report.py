@@ -10,9 +10,10 @@ import sys
 import matplotlib.image
 import pandas as pd
 import pytest
-
 from conftest import REPO, cli
-from sweep.compare import aggregate, verdict
+
+from sweep.outcomes import METRICS
+from sweep.statistics import aggregate, verdict
 
 T975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305}  # Student's t, 97.5th percentile, by dof
 
@@ -25,7 +26,7 @@ def hand_made() -> pd.DataFrame:
 
 
 def test_aggregation_matches_hand_computed_statistics():
-    table = aggregate(hand_made(), ["optimizer"], "test_acc").set_index("optimizer")
+    table = aggregate(hand_made(), ["optimizer"], METRICS["test_acc"]).set_index("optimizer")
     adam, sgd = table.loc["adam"], table.loc["sgd"]
     assert (adam.n_runs, adam.n_completed, sgd.n_runs, sgd.n_completed) == (3, 3, 3, 2)
     assert adam["mean"] == pytest.approx(0.82) and adam["std"] == pytest.approx(0.02)
@@ -40,7 +41,7 @@ def test_aggregation_matches_hand_computed_statistics():
 
 def test_loss_metrics_rank_lowest_first():
     table = hand_made().rename(columns={"test_acc": "test_loss"})
-    assert aggregate(table, ["optimizer"], "test_loss").optimizer.tolist() == ["sgd", "adam"]
+    assert aggregate(table, ["optimizer"], METRICS["test_loss"]).optimizer.tolist() == ["sgd", "adam"]
 
 
 def test_the_lead_is_tested_paired_over_shared_seeds_else_welch():
@@ -48,7 +49,7 @@ def test_the_lead_is_tested_paired_over_shared_seeds_else_welch():
 
     runs = hand_made()
     runs.loc[5, ["test_acc", "status"]] = [0.75, "completed"]  # sgd seed 2
-    v = verdict(runs, "optimizer", "test_acc", ["optimizer", "seed"])
+    v = verdict(runs, "optimizer", METRICS["test_acc"], ["optimizer", "seed"])
     assert (v.best, v.runner_up) == ("adam", "sgd") and v.test.startswith("paired t-test")
     d = [0.10, 0.08, 0.09]  # adam - sgd per seed
     mean = sum(d) / 3
@@ -58,7 +59,7 @@ def test_the_lead_is_tested_paired_over_shared_seeds_else_welch():
     assert v.real and "outside noise" in v.sentence("test_acc")
 
     runs.loc[5, "seed"] = 7  # no partner for adam's seed 2: unpaired
-    w = verdict(runs, "optimizer", "test_acc", ["optimizer", "seed"])
+    w = verdict(runs, "optimizer", METRICS["test_acc"], ["optimizer", "seed"])
     assert w.test.startswith("Welch")
     assert w.p_value == pytest.approx(stats.ttest_ind([0.80, 0.82, 0.84], [0.70, 0.74, 0.75], equal_var=False).pvalue)
 
@@ -77,6 +78,7 @@ def report(*args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_sweep_over_seeds_ends_in_a_report(grid):
     comparison = pd.read_csv(grid / "comparison.csv")
     assert comparison.optimizer.tolist()[0] in ("adam", "sgd") and len(comparison) == 2
@@ -95,6 +97,7 @@ def test_a_sweep_over_seeds_ends_in_a_report(grid):
         assert f"({png})" in text
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_is_reported_with_its_incomplete_run(grid, tmp_path):
     sweep = tmp_path / "interrupted"
     shutil.copytree(grid, sweep)
@@ -108,6 +111,7 @@ def test_an_interrupted_sweep_is_reported_with_its_incomplete_run(grid, tmp_path
     assert "| 3 | incomplete |" in (sweep / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_several_sweeps_side_by_side(grid, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(grid, other)
@@ -118,6 +122,19 @@ def test_several_sweeps_side_by_side(grid, tmp_path):
     assert set(comparison.sweep) == {grid.name, "other"}
 
 
+@pytest.mark.slow
+def test_a_study_that_cannot_be_opened_is_one_warning_and_the_report_goes_on(grid, tmp_path):
+    sweep = tmp_path / "search"
+    shutil.copytree(grid, sweep)
+    (sweep / "study.json").write_text('{"storage": "mysql://nobody@127.0.0.1:1/none", "name": "gone"}')
+    p = report(sweep, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    [line] = p.stderr.strip().splitlines()
+    assert line.startswith("warning: the study 'gone' at mysql://") and "could not be opened" in line
+    assert len(pd.read_csv(sweep / "summary.csv")) == 4
+
+
+@pytest.mark.slow
 def test_an_unknown_key_is_one_line(grid, tmp_path):
     p = report(grid, "--by", "activation", cwd=tmp_path)
     assert p.returncode == 2 and "Traceback" not in p.stderr
@@ -127,6 +144,7 @@ def test_an_unknown_key_is_one_line(grid, tmp_path):
     assert p.returncode == 2 and p.stderr.startswith("error: SWEEP_DIR=")
 
 
+@pytest.mark.slow
 def test_an_optuna_search_report_has_history_and_importances(tmp_path):
     sweep = tmp_path / "s"
     p = cli("-m", "search=optuna", "data=digits", "epochs=2", "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep}",

@@ -8,12 +8,12 @@ import math
 from importlib.metadata import version
 
 import torch
+from conftest import train
 from torch import nn
 
-from conftest import train
 from sweep.data import digits, synthetic
 from sweep.results import load_model
-from sweep.train import Settings, evaluate, fit
+from sweep.train import Schedule, Settings, evaluate, fit
 
 
 def test_digits_run_learns_and_writes_its_results(tmp_path):
@@ -46,7 +46,7 @@ def test_early_stopping_stops_and_restores_the_best_weights():
     # Validation labels that disagree with training: the better the model fits, the worse val_loss gets.
     data = type(data)(**{**data.__dict__, "y_val": (data.y_val + 1) % data.classes})
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
-    result = fit(model, data, lambda p: torch.optim.SGD(p, lr=0.05), lambda o: torch.optim.lr_scheduler.ConstantLR(o, 1.0, 0),
+    result = fit(model, data, lambda p: torch.optim.SGD(p, lr=0.05), Schedule(lambda o: torch.optim.lr_scheduler.ConstantLR(o, 1.0, 0)),
                  nn.CrossEntropyLoss(), Settings(batch_size=32, epochs=50, patience=2, min_delta=0.0, seed=0))
     assert result.stop_reason == "early_stopping"
     assert len(result.history) == result.best_epoch + 3  # patience 2: the third epoch without improvement stops

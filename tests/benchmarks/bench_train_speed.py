@@ -32,15 +32,15 @@ sys.path[:0] = [str(REPO), str(HERE), str(HERE.parent)]
 def ours_in_process(root: str, epochs: int) -> tuple[list[float], float]:
     from torch import nn
 
-    from sweep.data import mnist
+    from sweep.data import torchvision_dataset
     from sweep.models import MLP
-    from sweep.train import Settings, evaluate, fit
+    from sweep.train import Schedule, Settings, evaluate, fit
 
     torch.manual_seed(0)
-    data = mnist(root=root, download=False, val_fraction=1 / 60).prepare(torch.device("cpu"))  # 59,000 train
+    data = torchvision_dataset("MNIST", root=root, download=False, val_fraction=1 / 60).prepare(torch.device("cpu"))  # 59,000 train
     model = MLP(data.shape, data.classes, hidden=(512, 512))
     result = fit(model, data, lambda p: torch.optim.Adam(p, lr=1e-3, fused=True),
-                 lambda o: torch.optim.lr_scheduler.ConstantLR(o, 1.0, 0), nn.CrossEntropyLoss(),
+                 Schedule(lambda o: torch.optim.lr_scheduler.ConstantLR(o, 1.0, 0)), nn.CrossEntropyLoss(),
                  Settings(batch_size=64, epochs=epochs, patience=epochs, min_delta=0.0, seed=0))
     return [r["epoch_time_s"] for r in result.history], evaluate(model, data.x_test, data.y_test, nn.CrossEntropyLoss())[1]
 
@@ -48,11 +48,11 @@ def ours_in_process(root: str, epochs: int) -> tuple[list[float], float]:
 def compute_floor(root: str, epochs: int) -> list[float]:
     from torch import nn
 
-    from sweep.data import mnist
+    from sweep.data import torchvision_dataset
     from sweep.models import MLP
 
     torch.manual_seed(0)
-    data = mnist(root=root, download=False, val_fraction=1 / 60).prepare(torch.device("cpu"))
+    data = torchvision_dataset("MNIST", root=root, download=False, val_fraction=1 / 60).prepare(torch.device("cpu"))
     x, y = data.x_train, data.y_train
     model = MLP(data.shape, data.classes, hidden=(512, 512))
     opt, loss_fn, times = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True), nn.CrossEntropyLoss(), []
@@ -74,15 +74,15 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
 
 
 def main() -> None:
-    from sweep.job import configure_cpu
+    from sweep.device import configure_cpu
 
     configure_cpu(torch.get_num_threads())  # what every run does; the tutorial loop runs as written
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    from formats import write_mnist
     import tutorial_mnist
+    from formats import write_mnist
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:

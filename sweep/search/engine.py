@@ -5,11 +5,11 @@ say (COMPLETE with the mean objective over seeds, PRUNED, or FAIL with the reaso
 from __future__ import annotations
 
 import logging
-from collections import Counter
 import math
 import os
 import threading
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,14 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep.optuna_sweeper import DEFAULT_STUDY, open_storage, storage_url
+from sweep.errors import UserError
+from sweep.outcomes import METRICS, Status
 from sweep.results import atomic_write, read_result
-from sweep.trial_link import TRIAL_ENV
-from sweep.validate import OBJECTIVES, user_error
+from sweep.search.study import DEFAULT_STUDY, StudyRef, trial_dir
+from sweep.search.trial_link import PRUNER_TARGETS, TRIAL_ENV
 
 log = logging.getLogger("sweep")
 SAMPLER_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
-PRUNER_TARGETS = ("optuna.pruners.*",)
 RESULTS_FILE = "optimization_results.yaml"
 
 
@@ -36,9 +36,9 @@ class TrialSearch(OptunaSweeperImpl):
                  n_jobs: int | None, max_failure_rate: float, custom_search_space: str | None,
                  params: DictConfig | None, pruner: Any = None, repeats: int = 1, heartbeat_interval: int = 30) -> None:
         if repeats < 1:
-            user_error(f"hydra.sweeper.repeats={repeats}: must be an integer >= 1")
+            raise UserError(f"hydra.sweeper.repeats={repeats}: must be an integer >= 1")
         if not 0.0 <= max_failure_rate <= 1.0:
-            user_error(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be a number in [0, 1]")
+            raise UserError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be a number in [0, 1]")
         super().__init__(None, direction, storage, study_name, n_trials,
                          n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1),
                          max_failure_rate, custom_search_space, params)
@@ -48,18 +48,19 @@ class TrialSearch(OptunaSweeperImpl):
             try:
                 instantiate(pruner, _execution_whitelist_=PRUNER_TARGETS)
             except Exception as e:  # noqa: BLE001 - Hydra wraps the pruner's own error
-                user_error(f"hydra.sweeper.pruner: {' '.join(str(e).split())}")
+                raise UserError(f"hydra.sweeper.pruner: {e}") from None
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         if self.direction == "auto":
-            self.direction = OBJECTIVES.get(config.objective, "maximize")
+            self.direction = METRICS[config.objective].direction
 
     def sweep(self, arguments: list[str]) -> None:
         sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as Hydra's basic sweeper does
-        storage = open_storage(storage_url(self.storage, sweep_dir), self.heartbeat_interval)
+        ref = StudyRef(self.storage, self.study_name or DEFAULT_STUDY)
+        storage = ref.open(sweep_dir, self.heartbeat_interval)
 
         self._process_searchspace_config()
         space, fixed, fixed_overrides = create_params_from_overrides(self._parse_sweeper_params_config() + arguments)
@@ -67,12 +68,12 @@ class TrialSearch(OptunaSweeperImpl):
             space.pop(name, None)
         base_seed = int(fixed.pop("seed", self.config.seed)) if self.repeats > 1 else None
 
-        study = optuna.create_study(study_name=self.study_name or DEFAULT_STUDY, storage=storage,
-                                    directions=self._get_directions(), load_if_exists=True)
+        study = ref.create(storage, self._get_directions())
+        ref.write(sweep_dir)
         _fail_stale_trials(study)
         study.sampler, n_trials = self._sampler(space, len(study.trials))
         log.info("Study %s in %s: %d trials already, %d to add; sampler %s, direction %s",
-                 study.study_name, storage_url(self.storage, sweep_dir), len(study.trials), n_trials,
+                 study.study_name, ref.url(sweep_dir), len(study.trials), n_trials,
                  type(study.sampler).__name__, self.direction)
 
         finished = failed = 0
@@ -85,7 +86,7 @@ class TrialSearch(OptunaSweeperImpl):
             jobs, run_dirs = [], {t.number: [] for t in trials}
             for trial, trial_overrides in zip(trials, overrides):
                 for seed in ([None] if base_seed is None else range(base_seed, base_seed + self.repeats)):
-                    subdir = f"trial_{trial.number:04d}" + ("" if seed is None else f"/seed_{seed}")
+                    subdir = trial_dir(trial.number, seed)
                     jobs.append(tuple(trial_overrides) + (f"hydra.sweep.subdir={subdir}",
                                                           f"+hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}")
                                 + (() if seed is None else (f"seed={seed}",)))
@@ -97,7 +98,7 @@ class TrialSearch(OptunaSweeperImpl):
             finished += len(trials)
             if failed / finished > self.max_failure_rate:
                 self._write_results(study, sweep_dir)  # Hydra still runs the end-of-sweep summary
-                user_error(f"{failed} of {finished} trials failed or diverged, more than "
+                raise UserError(f"{failed} of {finished} trials failed or diverged, more than "
                            f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; see {sweep_dir}")
         self._write_results(study, sweep_dir)
 
@@ -114,26 +115,26 @@ class TrialSearch(OptunaSweeperImpl):
                 try:
                     grid[name] = self._to_grid_sampler_choices(distribution)
                 except ValueError:
-                    user_error(f"{name}: the grid sampler enumerates choices and ranges, not intervals; "
-                               f"fix it ({name}=0.1) or make it a choice ('{name}=choice(0.1,0.2)')")
+                    raise UserError(f"{name}: the grid sampler enumerates choices and ranges, not intervals; "
+                               f"fix it ({name}=0.1) or make it a choice ('{name}=choice(0.1,0.2)')") from None
             sampler = sampler(grid)
             n_trials = min(n_trials, max(0, math.prod(len(v) for v in grid.values()) - n_existing))
         return sampler, n_trials
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, run_dirs: list[Path], sweep_dir: Path) -> bool:
         """Store the trial's outcome from its runs' results; False when it failed."""
-        results = [read_result(d) or {"status": "failed", "error": "the job ended without a result"}
+        results = [read_result(d) or {"status": Status.FAILED, "error": "the job ended without a result"}
                    for d in run_dirs]
-        statuses = [r["status"] for r in results]
+        statuses = [Status(r["status"]) for r in results]
         trial.set_user_attr("runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
-        key = f"best_{self.config.objective}"
-        if all(s == "completed" for s in statuses):
-            _tell(study, trial, sum(r[key] for r in results) / len(results))
+        column = METRICS[self.config.objective].column
+        if all(s.usable for s in statuses):
+            _tell(study, trial, sum(r[column] for r in results) / len(results))
             return True
-        if "pruned" in statuses and all(s in ("completed", "pruned") for s in statuses):
+        if all(s.trained for s in statuses):
             _tell(study, trial, state=TrialState.PRUNED)
             return True
-        bad = next(r for r in results if r["status"] not in ("completed", "pruned"))
+        bad = next(r for r, s in zip(results, statuses) if not s.trained)
         reason = bad["status"] + (f": {bad['error']}" if bad.get("error") else "")
         trial.set_user_attr("fail_reason", reason)
         _tell(study, trial, state=TrialState.FAIL)

@@ -1,4 +1,4 @@
-"""Comparison statistics over a summary table: per level of the compared keys, the metric's mean
+"""Statistics over a summary table: per level of the compared keys, the metric's mean
 with a t-distribution 95% interval, and whether the best level's lead is outside noise (a paired
 t-test over runs that share a seed, Welch's t-test otherwise)."""
 
@@ -10,15 +10,11 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats
 
-METRICS = {"test_acc": "test_acc", "test_loss": "test_loss", "val_acc": "best_val_acc", "val_loss": "best_val_loss",
-           "best_val_acc": "best_val_acc", "best_val_loss": "best_val_loss"}
+from sweep.outcomes import Metric, Status
+
 COMPARISON_COLUMNS = ["n_runs", "n_completed", "mean", "std", "ci95_low", "ci95_high", "min", "max",
                       "mean_best_epoch", "mean_train_time_s", "rank"]
 ALPHA = 0.05
-
-
-def higher_is_better(metric: str) -> bool:
-    return not metric.endswith("loss")
 
 
 def ci95(values: pd.Series) -> tuple[float, float]:
@@ -30,12 +26,12 @@ def ci95(values: pd.Series) -> tuple[float, float]:
     return values.mean() - half, values.mean() + half
 
 
-def aggregate(summary: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
+def aggregate(summary: pd.DataFrame, by: list[str], metric: Metric) -> pd.DataFrame:
     """One row per level of `by`: run counts and the metric over completed runs, ranked best first."""
     rows = []
     for level, group in summary.groupby(by, dropna=False, sort=True):
-        done = group[group.status == "completed"]
-        values = done[metric].astype(float)
+        done = group[group.status == Status.COMPLETED]
+        values = done[metric.column].astype(float)
         low, high = ci95(values)
         rows.append({**dict(zip(by, level if isinstance(level, tuple) else (level,))),
                      "n_runs": len(group), "n_completed": len(done), "mean": values.mean(), "std": values.std(ddof=1),
@@ -43,7 +39,7 @@ def aggregate(summary: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame
                      "mean_best_epoch": done.best_epoch.astype(float).mean(),
                      "mean_train_time_s": done.train_time_s.astype(float).mean()})
     table = pd.DataFrame(rows, columns=by + COMPARISON_COLUMNS[:-1])
-    table["rank"] = table["mean"].rank(ascending=not higher_is_better(metric), method="min").astype("Int64")
+    table["rank"] = table["mean"].rank(ascending=not metric.higher_is_better, method="min").astype("Int64")
     return table.sort_values(["rank"] + by, na_position="last", kind="stable").reset_index(drop=True)
 
 
@@ -76,11 +72,12 @@ class Verdict:
                 f"{self.runner_up_mean:.4g}, {self.test}): {verdict}.")
 
 
-def verdict(summary: pd.DataFrame, factor: str, metric: str, context: list[str]) -> Verdict | None:
+def verdict(summary: pd.DataFrame, factor: str, m: Metric, context: list[str]) -> Verdict | None:
     """Compare the best level of `factor` with the runner-up, over completed runs. Runs are paired
     when every run of both levels has a partner with the same `context` values (other factors, seed)."""
-    done = summary[(summary.status == "completed") & summary[metric].notna()]
-    means = done.groupby(factor)[metric].mean().sort_values(ascending=not higher_is_better(metric))
+    metric = m.column
+    done = summary[(summary.status == Status.COMPLETED) & summary[metric].notna()]
+    means = done.groupby(factor)[metric].mean().sort_values(ascending=not m.higher_is_better)
     if len(means) < 2:
         return None
     best, second = means.index[0], means.index[1]
@@ -98,11 +95,3 @@ def verdict(summary: pd.DataFrame, factor: str, metric: str, context: list[str])
     p = stats.ttest_ind(a[metric], b[metric], equal_var=False).pvalue
     return Verdict(factor, best, second, means.iloc[0], means.iloc[1], f"Welch's t-test, n = {len(a)} and {len(b)}",
                    float(p))
-
-
-def resolve_metric(name: str) -> str:
-    """The summary column for a --metric name (`val_acc` means the early-stopped `best_val_acc`)."""
-    if name not in METRICS:
-        raise ValueError(f"--metric={name}: must be one of {', '.join(METRICS)}")
-    return METRICS[name]
-

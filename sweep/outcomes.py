@@ -1,0 +1,88 @@
+"""The vocabulary of results, defined once: how a run ended (its status and stop reason) and
+which metrics exist, with their summary column and which direction is better."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Status(str, Enum):
+    """How a run ended, as written in its result.json and the summary's `status` column."""
+
+    COMPLETED = "completed"  # trained until early stopping or max_epochs
+    PRUNED = "pruned"  # stopped by the Optuna pruner; its metrics so far are real
+    DIVERGED = "diverged"  # the loss became non-finite
+    FAILED = "failed"  # the run raised
+    INCOMPLETE = "incomplete"  # no result yet: still running, or killed
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def usable(self) -> bool:
+        """Whether comparisons and trial values may use the run's metrics."""
+        return self is Status.COMPLETED
+
+    @property
+    def trained(self) -> bool:
+        """Whether the run has early-stopped metrics and weights (completed or pruned)."""
+        return self in (Status.COMPLETED, Status.PRUNED)
+
+    @property
+    def trial_state(self) -> str:
+        """The Optuna trial state a run of this status stands for."""
+        return {Status.COMPLETED: "COMPLETE", Status.PRUNED: "PRUNED", Status.INCOMPLETE: "RUNNING"}.get(self, "FAIL")
+
+
+class StopReason(str, Enum):
+    """Why the training loop stopped."""
+
+    EARLY_STOPPING = "early_stopping"
+    MAX_EPOCHS = "max_epochs"
+    DIVERGED = "diverged"
+    PRUNED = "pruned"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def status(self) -> Status:
+        return {StopReason.DIVERGED: Status.DIVERGED, StopReason.PRUNED: Status.PRUNED,
+                StopReason.FAILED: Status.FAILED}.get(self, Status.COMPLETED)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric a run reports: its name, its summary/result column, and which way is better."""
+
+    name: str
+    column: str
+    higher_is_better: bool
+
+    @property
+    def direction(self) -> str:
+        """Optuna's word for the direction."""
+        return "maximize" if self.higher_is_better else "minimize"
+
+
+METRICS = {m.name: m for m in (
+    Metric("val_acc", "best_val_acc", True),  # the early-stopped epoch's
+    Metric("val_loss", "best_val_loss", False),
+    Metric("test_acc", "test_acc", True),  # measured once, on the early-stopped weights
+    Metric("test_loss", "test_loss", False),
+)}
+OBJECTIVES = ("val_acc", "val_loss")  # what may select: validation metrics only
+
+# The outcome fields every summary row carries, in order (result.json has more).
+OUTCOME_COLUMNS = ["status", "stop_reason", "epochs_run", "best_epoch", "best_val_loss", "best_val_acc",
+                   "test_loss", "test_acc", "train_time_s"]
+
+
+def metric(name: str) -> Metric:
+    """The metric for a name or its column (`val_acc` or `best_val_acc`); KeyError for neither."""
+    for m in METRICS.values():
+        if name in (m.name, m.column):
+            return m
+    raise KeyError(name)

@@ -1,0 +1,99 @@
+"""Where a study lives and how its runs are laid out: the storage URL, the default study name,
+opening a storage and a study, the sweep dir's record of which study it holds, and the trial
+folder names. The one module that knows these; Optuna is imported only when a study is opened."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STUDY_FILE = "optuna.db"  # the default storage: SQLite in the sweep dir
+DEFAULT_STUDY = "sweep"
+STUDY_REF_FILE = "study.json"  # in the sweep dir: which study its trial folders belong to
+TRIAL_PREFIX = "trial_"
+
+
+def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
+    """The configured storage, else an SQLite file in the sweep dir."""
+    return storage or f"sqlite:///{Path(sweep_dir).absolute() / STUDY_FILE}"
+
+
+def open_storage(url: str, heartbeat_interval: int | None = None):
+    """An Optuna storage for `url`: SQL URLs (sqlite, postgresql, mysql), with heartbeats when
+    asked and a patient SQLite lock; `journal:///path` or a `.log` path for Optuna's journal file."""
+    import optuna
+    import sqlalchemy.exc
+
+    if url.startswith("journal://") or url.endswith((".log", ".journal")):
+        path = url.removeprefix("journal://")
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # Workers started together race to create the schema; the loser finds it made.
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """Which study a sweep dir's trials belong to. `storage` None means the sweep dir's own SQLite file."""
+
+    storage: str | None = None
+    name: str = DEFAULT_STUDY
+
+    def url(self, sweep_dir: str | Path) -> str:
+        return storage_url(self.storage, sweep_dir)
+
+    def open(self, sweep_dir: str | Path, heartbeat_interval: int | None = None):
+        """The study's storage (opened once per process by whoever needs it many times)."""
+        return open_storage(self.url(sweep_dir), heartbeat_interval)
+
+    def create(self, storage: Any, directions: list[str]):
+        """Create the study, or load it when it exists (a resumed search, or another worker's)."""
+        import optuna
+
+        return optuna.create_study(study_name=self.name, storage=storage, directions=directions, load_if_exists=True)
+
+    def load(self, storage: Any, pruner: Any = None):
+        """The existing study; `pruner` decides for the trials reported through it."""
+        import optuna
+
+        return optuna.load_study(study_name=self.name, storage=storage, pruner=pruner)
+
+    def write(self, sweep_dir: Path) -> None:
+        from sweep.results import atomic_write
+
+        atomic_write(Path(sweep_dir) / STUDY_REF_FILE, json.dumps({"storage": self.storage, "name": self.name}) + "\n")
+
+    @classmethod
+    def read(cls, sweep_dir: Path) -> StudyRef | None:
+        """The study a sweep dir holds, or None when it is not an Optuna search."""
+        path = Path(sweep_dir) / STUDY_REF_FILE
+        if not path.exists():
+            return None
+        ref = json.loads(path.read_text())
+        return cls(ref.get("storage"), ref.get("name") or DEFAULT_STUDY)
+
+
+def trial_dir(number: int, seed: int | None = None) -> str:
+    """A trial's run dir relative to the sweep dir: `trial_0007`, or `trial_0007/seed_1` with repeats."""
+    return f"{TRIAL_PREFIX}{number:04d}" + ("" if seed is None else f"/seed_{seed}")
+
+
+def trial_number(run_dir: Path) -> int | None:
+    """The trial a run dir belongs to, from the folder names `trial_dir` gives; None outside a search."""
+    for part in reversed(Path(run_dir).parts):
+        if part.startswith(TRIAL_PREFIX) and part[len(TRIAL_PREFIX):].isdigit():
+            return int(part[len(TRIAL_PREFIX):])
+    return None
