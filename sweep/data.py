@@ -51,15 +51,20 @@ class Data:
 
         return replace(
             self,
-            x_train=norm(self.x_train), y_train=self.y_train.to(device),
-            x_val=norm(self.x_val), y_val=self.y_val.to(device),
-            x_test=norm(self.x_test), y_test=self.y_test.to(device),
-            mean=tuple(mean.tolist()), std=tuple(std.tolist()),
+            x_train=norm(self.x_train),
+            y_train=self.y_train.to(device),
+            x_val=norm(self.x_val),
+            y_val=self.y_val.to(device),
+            x_test=norm(self.x_test),
+            y_test=self.y_test.to(device),
+            mean=tuple(mean.tolist()),
+            std=tuple(std.tolist()),
         )
 
 
-def split(name: str, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor,
-          val_fraction: float, split_seed: int) -> Data:
+def split(
+    name: str, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, val_fraction: float, split_seed: int
+) -> Data:
     """Hold out a seeded `val_fraction` of the training images for validation."""
     if x.dim() == 3:  # grey images stored as (N, H, W)
         x, x_test = x.unsqueeze(1), x_test.unsqueeze(1)
@@ -72,6 +77,7 @@ def split(name: str, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor,
 
 
 # ----------------------------------------------------------------------------- caching
+
 
 def _cached(root: str | Path, name: str, decode: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
     """Decoded tensors from `<root>/.sweep-cache/<name>.pt`, decoding (and caching) on a miss."""
@@ -119,8 +125,10 @@ def _decode_torchvision(name: str, root: Path, download: bool) -> dict[str, Tens
 
     cls = getattr(torchvision.datasets, name, None)
     if not isinstance(cls, type):
-        raise UserError(f"data.name={name}: not a torchvision data set; "
-                        "use a class name from torchvision.datasets such as MNIST, FashionMNIST, KMNIST or CIFAR10")
+        raise UserError(
+            f"data.name={name}: not a torchvision data set; "
+            "use a class name from torchvision.datasets such as MNIST, FashionMNIST, KMNIST or CIFAR10"
+        )
     # IDX data sets keep their files in <root>/<Name>/raw, python-batch ones in <root>/<base_folder>
     expected = root / cls.base_folder if hasattr(cls, "base_folder") else root / name / "raw"
     try:
@@ -137,14 +145,20 @@ def _decode_torchvision(name: str, root: Path, download: bool) -> dict[str, Tens
         x = d if isinstance(d, Tensor) else torch.as_tensor(d)
         return x.permute(0, 3, 1, 2).contiguous() if x.dim() == 4 and x.shape[-1] in (1, 3) else x  # HWC -> CHW
 
-    return {"x": images(train.data), "y": torch.as_tensor(train.targets),
-            "x_test": images(test.data), "y_test": torch.as_tensor(test.targets)}
+    return {
+        "x": images(train.data),
+        "y": torch.as_tensor(train.targets),
+        "x_test": images(test.data),
+        "y_test": torch.as_tensor(test.targets),
+    }
 
 
 # ----------------------------------------------------------------------------- data sets
 
-def torchvision_dataset(name: str, root: str = "data", download: bool = True, val_fraction: float = 0.2,
-                        split_seed: int = 0) -> Data:
+
+def torchvision_dataset(
+    name: str, root: str = "data", download: bool = True, val_fraction: float = 0.2, split_seed: int = 0
+) -> Data:
     """A torchvision image data set by class name (MNIST, FashionMNIST, KMNIST, CIFAR10, ...), in
     torchvision's own files under `root`: IDX files in `<root>/<name>/raw/`, python batches in
     `<root>/cifar-10-batches-py/`. Decoded once and cached; the test split is the data set's own."""
@@ -166,8 +180,14 @@ def digits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: in
     return split("digits", x[rest], y[rest], x[test], y[test], val_fraction, split_seed)
 
 
-def synthetic(n_train: int = 256, n_test: int = 64, shape: tuple[int, int, int] = (1, 8, 8), classes: int = 4,
-              val_fraction: float = 0.2, split_seed: int = 0) -> Data:
+def synthetic(
+    n_train: int = 256,
+    n_test: int = 64,
+    shape: tuple[int, int, int] = (1, 8, 8),
+    classes: int = 4,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+) -> Data:
     """Random images scattered around one random prototype per class."""
     g = torch.Generator().manual_seed(split_seed)
     prototypes = torch.rand(classes, *shape, generator=g) * 255

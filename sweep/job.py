@@ -42,19 +42,25 @@ def provenance() -> dict[str, Any]:
     repo = Path(__file__).resolve().parent.parent
     git: dict[str, Any] = {}
     try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=5)
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if commit.returncode == 0:
-            dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=5)
+            dirty = subprocess.run(
+                ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
             git = {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.TimeoutExpired):
         pass
     return {"versions": versions, "git": git or None}
 
 
-def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int | None = 1,
-        trial: TrialRef | None = None) -> float:
+def run(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int | None = 1, trial: TrialRef | None = None
+) -> float:
     """Train one configuration into `run_dir`; return the objective at the early-stopped epoch
     (NaN when the run failed or diverged). `parallel_jobs` is how many runs share this machine;
     `trial` is the Optuna trial the run trains for, if any."""
@@ -63,7 +69,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int
     configure_cpu(threads)
     record: dict[str, Any] = {
         "params": results.overrides_dict(overrides),
-        "overrides": overrides, "seed": cfg.seed, "device": str(device), "threads": threads,
+        "overrides": overrides,
+        "seed": cfg.seed,
+        "device": str(device),
+        "threads": threads,
         "objective": cfg.objective,
         **provenance(),
     }
@@ -77,8 +86,12 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int
     except Exception as e:  # a run that raises is a row of the summary, not the end of the sweep
         error = " ".join(f"{type(e).__name__}: {e}".split())  # one line: Hydra's messages span several
         log.error("run failed: %s (the traceback is in result.json)", error)
-        outcome = {"status": Status.FAILED, "stop_reason": StopReason.FAILED, "error": error,
-                   "traceback": traceback.format_exc()}
+        outcome = {
+            "status": Status.FAILED,
+            "stop_reason": StopReason.FAILED,
+            "error": error,
+            "traceback": traceback.format_exc(),
+        }
     results.write_result(run_dir, {**dict.fromkeys(OUTCOME_COLUMNS), **outcome, **record})
     if not Status(outcome["status"]).trained:
         return math.nan
@@ -113,9 +126,14 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     shape = {"in_shape": list(data.shape), "classes": data.classes, "log_probs": wants_log_probs(loss_fn)}
     model = build(instantiate(model_cfg), **shape).to(device)
-    settings = Settings(batch_size=cfg.batch_size, epochs=cfg.epochs, patience=cfg.patience,
-                        min_delta=cfg.min_delta, seed=cfg.seed,
-                        progress=sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress))
+    settings = Settings(
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        min_delta=cfg.min_delta,
+        seed=cfg.seed,
+        progress=sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress),
+    )
     objective = METRICS[cfg.objective].name
 
     history: list[dict] = []
@@ -133,12 +151,27 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
     test_loss = test_acc = math.nan
     if result.best_epoch:
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test, loss_fn)
-        results.write_checkpoint(run_dir, model.state_dict(), model_cfg, shape,
-                                 {"mean": list(data.mean), "std": list(data.std)})
-    log.info("%s after %d epochs (%s): best epoch %d, val_loss %.4f, val_acc %.4f, test_acc %.4f",
-             result.status, len(result.history), result.stop_reason, result.best_epoch,
-             result.best_val_loss, result.best_val_acc, test_acc)
-    return {"status": result.status, "stop_reason": result.stop_reason, "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-            "best_val_acc": result.best_val_acc, "test_loss": test_loss, "test_acc": test_acc,
-            "train_time_s": round(result.train_time_s, 3)}
+        results.write_checkpoint(
+            run_dir, model.state_dict(), model_cfg, shape, {"mean": list(data.mean), "std": list(data.std)}
+        )
+    log.info(
+        "%s after %d epochs (%s): best epoch %d, val_loss %.4f, val_acc %.4f, test_acc %.4f",
+        result.status,
+        len(result.history),
+        result.stop_reason,
+        result.best_epoch,
+        result.best_val_loss,
+        result.best_val_acc,
+        test_acc,
+    )
+    return {
+        "status": result.status,
+        "stop_reason": result.stop_reason,
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "best_val_acc": result.best_val_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "train_time_s": round(result.train_time_s, 3),
+    }

@@ -29,4 +29,3 @@ class FocalLoss(nn.Module):
 def wants_log_probs(loss: nn.Module) -> bool:
     """NLLLoss expects log-probabilities, so the model must end in log-softmax."""
     return isinstance(loss, nn.NLLLoss)
-

@@ -13,8 +13,15 @@ Activation = Callable[[], nn.Module]
 class MLP(nn.Sequential):
     """Flatten, then Linear (+BatchNorm) + activation + Dropout per hidden width, then a Linear head."""
 
-    def __init__(self, in_shape: Sequence[int], classes: int, hidden: Sequence[int] = (512, 512),
-                 activation: Activation = nn.ReLU, dropout: float = 0.0, batch_norm: bool = False) -> None:
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        classes: int,
+        hidden: Sequence[int] = (512, 512),
+        activation: Activation = nn.ReLU,
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ) -> None:
         layers: list[nn.Module] = [nn.Flatten()]
         width = 1
         for d in in_shape:
@@ -31,9 +38,16 @@ class MLP(nn.Sequential):
 class CNN(nn.Sequential):
     """Conv (+BatchNorm) + activation + 2x2 MaxPool blocks, then Dropout and a Linear head."""
 
-    def __init__(self, in_shape: Sequence[int], classes: int, channels: Sequence[int] = (32, 64),
-                 kernel_size: int = 3, activation: Activation = nn.ReLU, dropout: float = 0.0,
-                 batch_norm: bool = True) -> None:
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        classes: int,
+        channels: Sequence[int] = (32, 64),
+        kernel_size: int = 3,
+        activation: Activation = nn.ReLU,
+        dropout: float = 0.0,
+        batch_norm: bool = True,
+    ) -> None:
         c, h, w = in_shape
         layers: list[nn.Module] = []
         for out in channels:

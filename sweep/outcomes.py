@@ -49,8 +49,11 @@ class StopReason(str, Enum):
 
     @property
     def status(self) -> Status:
-        return {StopReason.DIVERGED: Status.DIVERGED, StopReason.PRUNED: Status.PRUNED,
-                StopReason.FAILED: Status.FAILED}.get(self, Status.COMPLETED)
+        return {
+            StopReason.DIVERGED: Status.DIVERGED,
+            StopReason.PRUNED: Status.PRUNED,
+            StopReason.FAILED: Status.FAILED,
+        }.get(self, Status.COMPLETED)
 
 
 @dataclass(frozen=True)
@@ -67,17 +70,29 @@ class Metric:
         return "maximize" if self.higher_is_better else "minimize"
 
 
-METRICS = {m.name: m for m in (
-    Metric("val_acc", "best_val_acc", True),  # the early-stopped epoch's
-    Metric("val_loss", "best_val_loss", False),
-    Metric("test_acc", "test_acc", True),  # measured once, on the early-stopped weights
-    Metric("test_loss", "test_loss", False),
-)}
+METRICS = {
+    m.name: m
+    for m in (
+        Metric("val_acc", "best_val_acc", True),  # the early-stopped epoch's
+        Metric("val_loss", "best_val_loss", False),
+        Metric("test_acc", "test_acc", True),  # measured once, on the early-stopped weights
+        Metric("test_loss", "test_loss", False),
+    )
+}
 OBJECTIVES = ("val_acc", "val_loss")  # what may select: validation metrics only
 
 # The outcome fields every summary row carries, in order (result.json has more).
-OUTCOME_COLUMNS = ["status", "stop_reason", "epochs_run", "best_epoch", "best_val_loss", "best_val_acc",
-                   "test_loss", "test_acc", "train_time_s"]
+OUTCOME_COLUMNS = [
+    "status",
+    "stop_reason",
+    "epochs_run",
+    "best_epoch",
+    "best_val_loss",
+    "best_val_acc",
+    "test_loss",
+    "test_acc",
+    "train_time_s",
+]
 
 
 def metric(name: str) -> Metric:

@@ -76,7 +76,7 @@ def optimization_history(study, path: Path) -> Path | None:
     """Each finished trial's value and the best so far."""
     from optuna.trial import TrialState
 
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    trials = list(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if not trials:
         return None
     numbers, values = [t.number for t in trials], [t.value for t in trials]

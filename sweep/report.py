@@ -107,27 +107,34 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str =
     by = by if by is not None else default_keys(runs)
     missing = [k for k in by if k not in runs.columns]
     if missing:
-        raise UserError(f"--by={','.join(by)}: {', '.join(missing)} was not swept; "
-                        f"swept keys: {', '.join(default_keys(runs)) or 'none'}")
+        raise UserError(
+            f"--by={','.join(by)}: {', '.join(missing)} was not swept; "
+            f"swept keys: {', '.join(default_keys(runs)) or 'none'}"
+        )
     keys = (["sweep"] if "sweep" in runs.columns else []) + by
     table = aggregate(runs, keys, m) if keys else aggregate(runs.assign(**{ALL: ALL}), [ALL], m)
     context = keys + (["seed"] if "seed" in runs.columns else [])
     verdicts = [v for k in keys if (v := verdict(runs, k, m, context)) is not None]
-    return Comparison(sweeps, runs, m, metric_name, keys, table, verdicts,
-                      rerun_command(runs, table, keys if keys else []))
+    return Comparison(
+        sweeps, runs, m, metric_name, keys, table, verdicts, rerun_command(runs, table, keys if keys else [])
+    )
 
 
 def draw(c: Comparison, out: Path) -> list[Path]:
     """The plots step: learning curves, the metric per level, and each search's history and importances."""
     from sweep import plots
 
-    pngs = [plots.learning_curves(c.runs, c.keys, out / "learning_curves.png"),
-            plots.metric_by_level(c.table, c.shown_keys, c.metric_name, out / f"{c.metric_name}_by_level.png")]
+    pngs = [
+        plots.learning_curves(c.runs, c.keys, out / "learning_curves.png"),
+        plots.metric_by_level(c.table, c.shown_keys, c.metric_name, out / f"{c.metric_name}_by_level.png"),
+    ]
     for sweep in c.sweeps:
         if sweep.study is not None:
             prefix = f"{sweep.dir.name}_" if len(c.sweeps) > 1 else ""
-            pngs += [plots.optimization_history(sweep.study, out / f"{prefix}optimization_history.png"),
-                     plots.param_importances(sweep.study, out / f"{prefix}param_importances.png")]
+            pngs += [
+                plots.optimization_history(sweep.study, out / f"{prefix}optimization_history.png"),
+                plots.param_importances(sweep.study, out / f"{prefix}param_importances.png"),
+            ]
     return [p for p in pngs if p is not None]
 
 
@@ -144,14 +151,25 @@ def markdown(c: Comparison, pngs: list[Path]) -> str:
     """report.md's text."""
     counts = c.runs.status.value_counts().to_dict()
     better = "higher" if c.metric.higher_is_better else "lower"
-    text = [f"# Sweep report: {c.metric_name}", "",
-            f"Sweeps: {', '.join(f'`{s.dir}`' for s in c.sweeps)}. Runs: {len(c.runs)} "
-            f"({', '.join(f'{n} {s}' for s, n in counts.items())}). Metric: `{c.metric.column}` ({better} is better), "
-            "over completed runs; intervals are t-distribution 95% CIs of the mean.", "",
-            "## Comparison", "", markdown_table(c.table), "", "## Is the difference real?", "",
-            "Each key's best level against its runner-up" + (", averaged over the other keys:" if len(c.keys) > 1 else ":"),
-            ""]
-    text += [f"- {v.sentence(c.metric_name)}" for v in c.verdicts] or ["- Only one level was compared: nothing to tell apart."]
+    text = [
+        f"# Sweep report: {c.metric_name}",
+        "",
+        f"Sweeps: {', '.join(f'`{s.dir}`' for s in c.sweeps)}. Runs: {len(c.runs)} "
+        f"({', '.join(f'{n} {s}' for s, n in counts.items())}). Metric: `{c.metric.column}` ({better} is better), "
+        "over completed runs; intervals are t-distribution 95% CIs of the mean.",
+        "",
+        "## Comparison",
+        "",
+        markdown_table(c.table),
+        "",
+        "## Is the difference real?",
+        "",
+        "Each key's best level against its runner-up" + (", averaged over the other keys:" if len(c.keys) > 1 else ":"),
+        "",
+    ]
+    text += [f"- {v.sentence(c.metric_name)}" for v in c.verdicts] or [
+        "- Only one level was compared: nothing to tell apart."
+    ]
     if c.rerun:
         text += ["", "## Re-run the best setting", "", "```bash", c.rerun, "```"]
     text += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
@@ -161,13 +179,21 @@ def markdown(c: Comparison, pngs: list[Path]) -> str:
     return "\n".join(text) + "\n"
 
 
-def write_report(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str = "test_acc",
-                 out: Path | None = None) -> Path:
+def write_report(
+    sweeps: list[Sweep], by: list[str] | None = None, metric_name: str = "test_acc", out: Path | None = None
+) -> Path:
     """Compare, draw and write comparison.csv, report.md and the plots into `out` (default: the
     sweep dir, or a new folder under outputs/reports/ for several); return the report's path."""
     c = compare(sweeps, by, metric_name)
-    out = Path(out) if out else (sweeps[0].dir if len(sweeps) == 1 else
-                                 Path("outputs/reports") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+    out = (
+        Path(out)
+        if out
+        else (
+            sweeps[0].dir
+            if len(sweeps) == 1
+            else Path("outputs/reports") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        )
+    )
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     c.table.to_csv(buf, index=False)
@@ -177,19 +203,24 @@ def write_report(sweeps: list[Sweep], by: list[str] | None = None, metric_name: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python sweep/report.py", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="python sweep/report.py", description=__doc__.splitlines()[0].split(": ", 1)[1]
+    )
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR")
     parser.add_argument("--by", help="KEY[,KEY]: the keys to compare (default: every swept key but seed)")
     parser.add_argument("--metric", default="test_acc", help="test_acc (default), test_loss, val_acc, val_loss")
-    parser.add_argument("--out", type=Path, help="where to write (default: the sweep dir; outputs/reports/... for several)")
+    parser.add_argument(
+        "--out", type=Path, help="where to write (default: the sweep dir; outputs/reports/... for several)"
+    )
     args = parser.parse_args(argv)
     try:
         report_metric(args.metric)
         for d in args.sweep_dirs:
             if not d.is_dir() or not find_runs(d):
                 raise UserError(f"SWEEP_DIR={d}: no run dirs there (folders with a .hydra/ inside)")
-        path = write_report([write_summary(d) for d in args.sweep_dirs], args.by.split(",") if args.by else None,
-                            args.metric, args.out)
+        path = write_report(
+            [write_summary(d) for d in args.sweep_dirs], args.by.split(",") if args.by else None, args.metric, args.out
+        )
     except UserError as e:
         exit_with(e)
     print(path.read_text())

@@ -53,14 +53,14 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def write_checkpoint(run_dir: Path, state_dict: dict, model_config: dict, shape: dict[str, Any],
-                     normalisation: dict[str, Any]) -> None:
+def write_checkpoint(
+    run_dir: Path, state_dict: dict, model_config: dict, shape: dict[str, Any], normalisation: dict[str, Any]
+) -> None:
     """Best weights plus the model's config and the data's shape, so `load_model` needs nothing else."""
     import torch
 
     buf = io.BytesIO()
-    torch.save({"state_dict": state_dict, "model": model_config, "build": shape,
-                "normalisation": normalisation}, buf)
+    torch.save({"state_dict": state_dict, "model": model_config, "build": shape, "normalisation": normalisation}, buf)
     atomic_write(Path(run_dir) / CHECKPOINT_FILE, buf.getvalue())
 
 

@@ -12,8 +12,19 @@ from scipy import stats
 
 from sweep.outcomes import Metric, Status
 
-COMPARISON_COLUMNS = ["n_runs", "n_completed", "mean", "std", "ci95_low", "ci95_high", "min", "max",
-                      "mean_best_epoch", "mean_train_time_s", "rank"]
+COMPARISON_COLUMNS = [
+    "n_runs",
+    "n_completed",
+    "mean",
+    "std",
+    "ci95_low",
+    "ci95_high",
+    "min",
+    "max",
+    "mean_best_epoch",
+    "mean_train_time_s",
+    "rank",
+]
 ALPHA = 0.05
 
 
@@ -33,11 +44,21 @@ def aggregate(summary: pd.DataFrame, by: list[str], metric: Metric) -> pd.DataFr
         done = group[group.status == Status.COMPLETED]
         values = done[metric.column].astype(float)
         low, high = ci95(values)
-        rows.append({**dict(zip(by, level if isinstance(level, tuple) else (level,))),
-                     "n_runs": len(group), "n_completed": len(done), "mean": values.mean(), "std": values.std(ddof=1),
-                     "ci95_low": low, "ci95_high": high, "min": values.min(), "max": values.max(),
-                     "mean_best_epoch": done.best_epoch.astype(float).mean(),
-                     "mean_train_time_s": done.train_time_s.astype(float).mean()})
+        rows.append(
+            {
+                **dict(zip(by, level if isinstance(level, tuple) else (level,))),
+                "n_runs": len(group),
+                "n_completed": len(done),
+                "mean": values.mean(),
+                "std": values.std(ddof=1),
+                "ci95_low": low,
+                "ci95_high": high,
+                "min": values.min(),
+                "max": values.max(),
+                "mean_best_epoch": done.best_epoch.astype(float).mean(),
+                "mean_train_time_s": done.train_time_s.astype(float).mean(),
+            }
+        )
     table = pd.DataFrame(rows, columns=by + COMPARISON_COLUMNS[:-1])
     table["rank"] = table["mean"].rank(ascending=not metric.higher_is_better, method="min").astype("Int64")
     return table.sort_values(["rank"] + by, na_position="last", kind="stable").reset_index(drop=True)
@@ -62,14 +83,21 @@ class Verdict:
     def sentence(self, metric: str) -> str:
         head = f"**{self.factor}**: `{self.best}` "
         if not self.test:
-            return (head + f"has the best mean {metric} ({self.best_mean:.4g} vs {self.runner_up_mean:.4g} for "
-                    f"`{self.runner_up}`), but with fewer than 2 completed runs per level there is no telling "
-                    "it from noise: repeat the runs over seeds (`seed=0,1,2`).")
+            return (
+                head + f"has the best mean {metric} ({self.best_mean:.4g} vs {self.runner_up_mean:.4g} for "
+                f"`{self.runner_up}`), but with fewer than 2 completed runs per level there is no telling "
+                "it from noise: repeat the runs over seeds (`seed=0,1,2`)."
+            )
         lead = abs(self.best_mean - self.runner_up_mean)
-        verdict = (f"outside noise (p = {self.p_value:.3g} < {ALPHA})" if self.real else
-                   f"within noise (p = {self.p_value:.3g}); more seeds would tell")
-        return (head + f"leads `{self.runner_up}` by {lead:.4g} {metric} ({self.best_mean:.4g} vs "
-                f"{self.runner_up_mean:.4g}, {self.test}): {verdict}.")
+        verdict = (
+            f"outside noise (p = {self.p_value:.3g} < {ALPHA})"
+            if self.real
+            else f"within noise (p = {self.p_value:.3g}); more seeds would tell"
+        )
+        return (
+            head + f"leads `{self.runner_up}` by {lead:.4g} {metric} ({self.best_mean:.4g} vs "
+            f"{self.runner_up_mean:.4g}, {self.test}): {verdict}."
+        )
 
 
 def verdict(summary: pd.DataFrame, factor: str, m: Metric, context: list[str]) -> Verdict | None:
@@ -90,8 +118,16 @@ def verdict(summary: pd.DataFrame, factor: str, m: Metric, context: list[str]) -
         if len(pairs) == len(a) == len(b) >= 2 and not a.duplicated(keys).any() and not b.duplicated(keys).any():
             p = stats.ttest_rel(pairs[f"{metric}_a"], pairs[f"{metric}_b"]).pvalue
             n_seeds = pairs["seed"].nunique()
-            return Verdict(factor, best, second, means.iloc[0], means.iloc[1],
-                           f"paired t-test over {len(pairs)} runs sharing {n_seeds} seeds", float(p))
+            return Verdict(
+                factor,
+                best,
+                second,
+                means.iloc[0],
+                means.iloc[1],
+                f"paired t-test over {len(pairs)} runs sharing {n_seeds} seeds",
+                float(p),
+            )
     p = stats.ttest_ind(a[metric], b[metric], equal_var=False).pvalue
-    return Verdict(factor, best, second, means.iloc[0], means.iloc[1], f"Welch's t-test, n = {len(a)} and {len(b)}",
-                   float(p))
+    return Verdict(
+        factor, best, second, means.iloc[0], means.iloc[1], f"Welch's t-test, n = {len(a)} and {len(b)}", float(p)
+    )

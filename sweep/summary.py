@@ -90,8 +90,12 @@ def load_study(sweep_dir: Path):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         return ref.load(ref.open(sweep_dir))
     except Exception as e:  # noqa: BLE001 - any storage failure: warn and go on without trial states
-        log.warning("warning: the study %r at %s could not be opened (%s); trial states come from the run dirs",
-                    ref.name, ref.url(sweep_dir), " ".join(f"{type(e).__name__}: {e}".split()))
+        log.warning(
+            "warning: the study %r at %s could not be opened (%s); trial states come from the run dirs",
+            ref.name,
+            ref.url(sweep_dir),
+            " ".join(f"{type(e).__name__}: {e}".split()),
+        )
         return None
 
 

@@ -66,15 +66,22 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: nn.Module) -> tupl
     model.eval()
     total_loss, correct = 0.0, 0
     for i in range(0, len(x), EVAL_BATCH):
-        out = model(x[i:i + EVAL_BATCH])
-        yb = y[i:i + EVAL_BATCH]
+        out = model(x[i : i + EVAL_BATCH])
+        yb = y[i : i + EVAL_BATCH]
         total_loss += loss_fn(out, yb).item() * len(yb)
         correct += (out.argmax(1) == yb).sum().item()
     return total_loss / len(x), correct / len(x)
 
 
-def fit(model: nn.Module, data: Data, make_optimizer: Callable, schedule: Schedule,
-        loss_fn: nn.Module, s: Settings, on_epoch: EpochHook | None = None) -> Fit:
+def fit(
+    model: nn.Module,
+    data: Data,
+    make_optimizer: Callable,
+    schedule: Schedule,
+    loss_fn: nn.Module,
+    s: Settings,
+    on_epoch: EpochHook | None = None,
+) -> Fit:
     """Train `model` on `data` (already prepared on the model's device) and return what happened."""
     optimizer = make_optimizer(model.parameters())
     n = len(data.x_train)
@@ -87,6 +94,7 @@ def fit(model: nn.Module, data: Data, make_optimizer: Callable, schedule: Schedu
     epochs = range(1, s.epochs + 1)
     if s.progress:
         from tqdm import tqdm
+
         epochs = tqdm(epochs, desc="epochs", unit="epoch", leave=False)
     for epoch in epochs:
         t0 = time.perf_counter()
@@ -95,7 +103,7 @@ def fit(model: nn.Module, data: Data, make_optimizer: Callable, schedule: Schedu
         train_loss, correct, diverged = 0.0, 0, False
         perm = torch.randperm(n, generator=order).to(data.x_train.device)
         for i in range(0, n, s.batch_size):
-            idx = perm[i:i + s.batch_size]
+            idx = perm[i : i + s.batch_size]
             xb, yb = data.x_train[idx], data.y_train[idx]
             out = model(xb)
             loss = loss_fn(out, yb)
@@ -116,9 +124,15 @@ def fit(model: nn.Module, data: Data, make_optimizer: Callable, schedule: Schedu
             break
 
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val, loss_fn)
-        row = {"epoch": epoch, "train_loss": train_loss / n, "train_acc": correct / n,
-               "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
-               "epoch_time_s": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss / n,
+            "train_acc": correct / n,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "epoch_time_s": time.perf_counter() - t0,
+        }
         result.history.append(row)
         _show(epochs, row, s.progress)
         if not math.isfinite(val_loss):
@@ -149,9 +163,19 @@ def fit(model: nn.Module, data: Data, make_optimizer: Callable, schedule: Schedu
 
 def _show(bar: object, row: dict, progress: bool) -> None:
     if progress:
-        bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_loss=f"{row['val_loss']:.4f}",  # type: ignore[attr-defined]
-                        val_acc=f"{row['val_acc']:.4f}")
+        bar.set_postfix(
+            train_loss=f"{row['train_loss']:.4f}",
+            val_loss=f"{row['val_loss']:.4f}",  # type: ignore[attr-defined]
+            val_acc=f"{row['val_acc']:.4f}",
+        )
     else:
-        log.info("epoch %d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.2fs",
-                 row["epoch"], row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
-                 row["lr"], row["epoch_time_s"])
+        log.info(
+            "epoch %d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.2fs",
+            row["epoch"],
+            row["train_loss"],
+            row["train_acc"],
+            row["val_loss"],
+            row["val_acc"],
+            row["lr"],
+            row["epoch_time_s"],
+        )

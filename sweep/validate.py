@@ -45,8 +45,12 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg, "min_delta", lambda v: _is_number(v) and v >= 0, "must be a number >= 0")
     _check(cfg, "seed", _is_int, "must be an integer")
     _check(cfg, "objective", lambda v: v in OBJECTIVES, f"must be one of {', '.join(OBJECTIVES)}")
-    _check(cfg, "device", lambda v: isinstance(v, str) and v.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
-           "must be auto, cpu, cuda, cuda:N or mps")
+    _check(
+        cfg,
+        "device",
+        lambda v: isinstance(v, str) and v.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
+        "must be auto, cpu, cuda, cuda:N or mps",
+    )
     _check(cfg, "threads", lambda v: v == "auto" or (_is_int(v) and v >= 1), "must be auto or an integer >= 1")
     _check(cfg, "progress", lambda v: v in ("auto", True, False), "must be auto, true or false")
     if "val_fraction" in cfg.data:
@@ -57,5 +61,9 @@ def validate(cfg: DictConfig) -> None:
         if os.path.exists(root) and not os.path.isdir(root):
             raise UserError(f"data.root={cfg.data.root}: is a file; must be a folder path")
     _check(cfg, "scheduler.interval", lambda v: v in (None, "epoch", "batch"), "must be epoch or batch")
-    _check(cfg, "scheduler.monitor", lambda v: v in (None, *SCHEDULER_MONITORS),
-           f"must be one of {', '.join(SCHEDULER_MONITORS)}")
+    _check(
+        cfg,
+        "scheduler.monitor",
+        lambda v: v in (None, *SCHEDULER_MONITORS),
+        f"must be one of {', '.join(SCHEDULER_MONITORS)}",
+    )

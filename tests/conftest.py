@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -40,11 +42,22 @@ def train(run_dir: Path, *overrides: str, config_dir: Path = REPO / "conf") -> t
     return value, json.loads((run_dir / "result.json").read_text())
 
 
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    """A run's metrics.csv, one dict per epoch."""
+    return list(csv.DictReader(io.StringIO((Path(run_dir) / "metrics.csv").read_text())))
+
+
 def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python sweep/run.py ARGS` in a fresh process, from `cwd`."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, str(REPO / "sweep" / "run.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / "sweep" / "run.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-IDX_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -22,8 +24,9 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         f.write(array.tobytes())
 
 
-def write_mnist(root: Path, name: str = "MNIST", n_train: int = 200, n_test: int = 50, side: int = 28,
-                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def write_mnist(
+    root: Path, name: str = "MNIST", n_train: int = 200, n_test: int = 50, side: int = 28, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """MNIST-style IDX files under `<root>/<name>/raw/`: images with a class-dependent bright band,
     so a model can learn them. Returns the training images and labels written."""
     rng = np.random.default_rng(seed)
@@ -34,7 +37,7 @@ def write_mnist(root: Path, name: str = "MNIST", n_train: int = 200, n_test: int
         labels = rng.integers(0, 10, n).astype(np.uint8)
         images = rng.integers(0, 80, (n, side, side)).astype(np.uint8)
         for i, r in enumerate(labels.astype(int) * side // 10):
-            images[i, r:r + max(1, side // 10)] = 255
+            images[i, r : r + max(1, side // 10)] = 255
         write_idx(raw / IDX_FILES[train][0], images)
         write_idx(raw / IDX_FILES[train][1], labels)
         out = out or (images, labels)
@@ -52,10 +55,19 @@ def write_cifar10(root: Path, per_batch: int = 20, seed: int = 0) -> tuple[np.nd
         labels = rng.integers(0, 10, per_batch).tolist()
         data = rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8)
         with open(folder / name, "wb") as f:
-            pickle.dump({"batch_label": name, "labels": labels, "data": data,
-                         "filenames": [f"{i}.png" for i in range(per_batch)]}, f)
+            pickle.dump(
+                {
+                    "batch_label": name,
+                    "labels": labels,
+                    "data": data,
+                    "filenames": [f"{i}.png" for i in range(per_batch)],
+                },
+                f,
+            )
         first = first or (data, labels)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                     "horse", "ship", "truck"]}, f)
+        pickle.dump(
+            {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]},
+            f,
+        )
     return first

@@ -15,8 +15,15 @@ pytestmark = pytest.mark.slow  # each test runs the command in a fresh process
 
 def test_grid_multirun_lands_a_summary_row_per_run(tmp_path):
     sweep_dir = tmp_path / "grid"
-    p = cli("-m", "data=digits", "epochs=2", "optimizer=adam,sgd", "lr=1e-3,1e-2", f"hydra.sweep.dir={sweep_dir}",
-            cwd=tmp_path)
+    p = cli(
+        "-m",
+        "data=digits",
+        "epochs=2",
+        "optimizer=adam,sgd",
+        "lr=1e-3,1e-2",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert "Callback SummaryCallback" not in p.stderr, p.stderr  # the summary and report landed
     summary = pd.read_csv(sweep_dir / "summary.csv")
@@ -26,7 +33,7 @@ def test_grid_multirun_lands_a_summary_row_per_run(tmp_path):
     assert (summary.status == "completed").all()
     assert summary.best_val_acc.between(0, 1).all() and summary.test_acc.notna().all()
     # printed sorted by the objective, best first
-    printed = p.stdout[p.stdout.index("Summary of 4 runs"):]
+    printed = p.stdout[p.stdout.index("Summary of 4 runs") :]
     best = summary.sort_values("best_val_acc", ascending=False).iloc[0]
     assert printed.splitlines()[2].split()[:3] == [str(best.run), best.optimizer, f"{best.lr:.4g}"]
 
@@ -34,8 +41,15 @@ def test_grid_multirun_lands_a_summary_row_per_run(tmp_path):
 def test_a_failing_run_does_not_stop_the_others(tmp_path):
     sweep_dir = tmp_path / "s"
     # momentum=-1 is refused by torch.optim.SGD inside the job: a runtime failure, not a config error
-    p = cli("-m", "data=digits", "epochs=1", "optimizer=sgd", "optimizer.momentum=-1,0.9", f"hydra.sweep.dir={sweep_dir}",
-            cwd=tmp_path)
+    p = cli(
+        "-m",
+        "data=digits",
+        "epochs=1",
+        "optimizer=sgd",
+        "optimizer.momentum=-1,0.9",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     summary = pd.read_csv(sweep_dir / "summary.csv").set_index("optimizer.momentum")
     assert summary.loc[-1.0, "status"] == "failed" and "momentum" in summary.loc[-1.0, "error"]
@@ -43,11 +57,19 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path):
     assert json.loads((sweep_dir / "0" / "result.json").read_text())["stop_reason"] == "failed"
 
 
-@pytest.mark.parametrize("override, key", [
-    ("lr=0", "lr=0"), ("lr=-1e-3", "lr=-0.001"), ("batch_size=0", "batch_size=0"), ("dropout=1.0", "dropout=1.0"),
-    ("epochs=0", "epochs=0"), ("patience=-1", "patience=-1"), ("data.val_fraction=1.5", "data.val_fraction=1.5"),
-    ("objective=test_acc", "objective=test_acc"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("lr=0", "lr=0"),
+        ("lr=-1e-3", "lr=-0.001"),
+        ("batch_size=0", "batch_size=0"),
+        ("dropout=1.0", "dropout=1.0"),
+        ("epochs=0", "epochs=0"),
+        ("patience=-1", "patience=-1"),
+        ("data.val_fraction=1.5", "data.val_fraction=1.5"),
+        ("objective=test_acc", "objective=test_acc"),
+    ],
+)
 def test_bad_values_get_one_line_and_no_run(tmp_path, override, key):
     p = cli("data=digits", override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert p.returncode != 0
@@ -58,8 +80,13 @@ def test_bad_values_get_one_line_and_no_run(tmp_path, override, key):
 
 
 def test_a_data_root_without_the_files_is_one_line(tmp_path):
-    p = cli("data=mnist", f"data.root={tmp_path / 'empty'}", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}",
-            cwd=tmp_path)
+    p = cli(
+        "data=mnist",
+        f"data.root={tmp_path / 'empty'}",
+        "data.download=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     assert p.returncode != 0 and "Traceback" not in p.stderr
     [line] = p.stderr.strip().splitlines()
     assert line.startswith(f"error: data.root={tmp_path / 'empty'}:") and "data=digits" in line

@@ -3,13 +3,12 @@ options conf/ has; adding an option is adding a YAML file."""
 
 from __future__ import annotations
 
-import csv
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, train
+from conftest import REPO, TINY, metrics_rows, train
 from formats import write_mnist
 
 GROUPS = ("data", "model", "optimizer", "activation", "loss", "scheduler", "search")
@@ -33,8 +32,9 @@ def test_the_readme_table_lists_every_option_in_conf():
     assert readme_options() == {g: options(g) for g in GROUPS}
 
 
-@pytest.mark.parametrize("override", [f"{g}={o}" for g in ("optimizer", "activation", "loss", "scheduler", "model")
-                                      for o in options(g)])
+@pytest.mark.parametrize(
+    "override", [f"{g}={o}" for g in ("optimizer", "activation", "loss", "scheduler", "model") for o in options(g)]
+)
 def test_option_trains(tmp_path, override):
     value, result = train(tmp_path, *TINY, override)
     assert result["status"] == "completed", result.get("error")
@@ -46,8 +46,9 @@ def test_option_trains(tmp_path, override):
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_models_run_on_every_image_shape(tmp_path, model):
     for i, shape in enumerate(("[1,28,28]", "[3,32,32]", "[1,8,8]")):
-        _, result = train(tmp_path / str(i), "data=synthetic", f"data.shape={shape}", f"model={model}", "epochs=1",
-                          "data.n_train=64")
+        _, result = train(
+            tmp_path / str(i), "data=synthetic", f"data.shape={shape}", f"model={model}", "epochs=1", "data.n_train=64"
+        )
         assert result["status"] == "completed", result.get("error")
 
 
@@ -65,7 +66,7 @@ def test_nll_loss_wraps_the_model_in_log_softmax(tmp_path):
 
 def test_onecycle_steps_every_batch(tmp_path):
     train(tmp_path, "data=synthetic", "epochs=3", "patience=5", "scheduler=onecycle", "lr=0.1")
-    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))]
+    lrs = [float(r["lr"]) for r in metrics_rows(tmp_path)]
     assert lrs[0] < 0.1 / 10  # starts at max_lr / div_factor (25)
     assert max(lrs) > lrs[0] * 5  # and warms up within the first epochs
 
@@ -73,9 +74,17 @@ def test_onecycle_steps_every_batch(tmp_path):
 def test_plateau_steps_on_its_monitored_metric(tmp_path):
     # at lr 1e-6 val_loss stalls at once: stepped with val_loss, the scheduler halves the lr after
     # every epoch but the first (which sets the best value it compares with)
-    train(tmp_path, "data=synthetic", "epochs=4", "patience=10", "scheduler=plateau", "scheduler.patience=0",
-          "optimizer=sgd", "lr=1e-6")
-    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))]
+    train(
+        tmp_path,
+        "data=synthetic",
+        "epochs=4",
+        "patience=10",
+        "scheduler=plateau",
+        "scheduler.patience=0",
+        "optimizer=sgd",
+        "lr=1e-6",
+    )
+    lrs = [float(r["lr"]) for r in metrics_rows(tmp_path)]
     assert lrs == pytest.approx([1e-6, 1e-6, 5e-7, 2.5e-7])
 
 
@@ -83,17 +92,29 @@ def test_adding_an_optimizer_a_scheduler_or_a_data_set_is_one_yaml_file(tmp_path
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
     (conf / "optimizer" / "nadam.yaml").write_text(
-        "_target_: torch.optim.NAdam\n_partial_: true\nlr: ${lr}\nmomentum_decay: 0.004\n")
+        "_target_: torch.optim.NAdam\n_partial_: true\nlr: ${lr}\nmomentum_decay: 0.004\n"
+    )
     (conf / "scheduler" / "linear.yaml").write_text(
         "_target_: torch.optim.lr_scheduler.LinearLR\n_partial_: true\nstart_factor: 1.0\nend_factor: 0.5\n"
-        "total_iters: 2\n")
+        "total_iters: 2\n"
+    )
     (conf / "data" / "kmnist.yaml").write_text(
-        "_target_: sweep.data.torchvision_dataset\nname: KMNIST\nroot: data\ndownload: false\n")
+        "_target_: sweep.data.torchvision_dataset\nname: KMNIST\nroot: data\ndownload: false\n"
+    )
     write_mnist(tmp_path / "data", "KMNIST", n_train=300, n_test=60)
 
-    _, result = train(tmp_path / "run", "data=kmnist", f"data.root={tmp_path / 'data'}", "optimizer=nadam",
-                      "scheduler=linear", "lr=1e-2", "epochs=3", "patience=5", config_dir=conf)
+    _, result = train(
+        tmp_path / "run",
+        "data=kmnist",
+        f"data.root={tmp_path / 'data'}",
+        "optimizer=nadam",
+        "scheduler=linear",
+        "lr=1e-2",
+        "epochs=3",
+        "patience=5",
+        config_dir=conf,
+    )
     assert result["status"] == "completed", result.get("error")
     assert result["best_val_acc"] > 0.5  # the bands written into the images are learnable
-    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))]
+    lrs = [float(r["lr"]) for r in metrics_rows(tmp_path / "run")]
     assert lrs == pytest.approx([1e-2, 0.75e-2, 0.5e-2])  # LinearLR, stepped once per epoch

@@ -37,12 +37,14 @@ def sweep_imports(tree: ast.Module) -> set[str]:
 def test_no_import_circles():
     trees = modules()
     names = {module_name(p) for p in trees}
-    graph = {module_name(p): {m for m in sweep_imports(t) if m in names and m != "sweep"} - {module_name(p)}
-             for p, t in trees.items()}
+    graph = {
+        module_name(p): {m for m in sweep_imports(t) if m in names and m != "sweep"} - {module_name(p)}
+        for p, t in trees.items()
+    }
 
     def visit(node: str, path: list[str]) -> None:
         for nxt in graph[node]:
-            assert nxt not in path, "import circle: " + " -> ".join(path[path.index(nxt):] + [nxt])
+            assert nxt not in path, "import circle: " + " -> ".join(path[path.index(nxt) :] + [nxt])
             visit(nxt, path + [nxt])
 
     for start in graph:
@@ -59,7 +61,17 @@ def test_only_entry_points_exit_and_read_hydras_config():
 
 
 def test_the_plugin_module_imports_nothing_heavy():
-    code = ("import sys, sweep.search.plugin; "
-            "print(sorted(m for m in ('torch', 'optuna', 'pandas', 'sweep.search.engine') if m in sys.modules))")
+    code = (
+        "import sys, sweep.search.plugin; "
+        "print(sorted(m for m in ('torch', 'optuna', 'pandas', 'sweep.search.engine') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_code_passes_the_linter_and_the_formatter():
+    for check in (["check"], ["format", "--check"]):
+        p = subprocess.run(
+            [sys.executable, "-m", "ruff", *check, "sweep", "tests"], cwd=REPO, capture_output=True, text=True
+        )
+        assert p.returncode == 0, f"ruff {' '.join(check)}:\n{p.stdout}{p.stderr}"

@@ -33,8 +33,9 @@ def search(sweep_dir, *args, cwd):
 def test_samplers_switch_from_the_shell(tmp_path, sampler):
     sweep_dir = tmp_path / "s"
     grid = ("lr=choice(0.001,0.01)", "batch_size=64", "dropout=0.1") if sampler == "grid" else ()
-    p = search(sweep_dir, f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.n_trials=2", "epochs=1", *grid,
-               cwd=tmp_path)
+    p = search(
+        sweep_dir, f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.n_trials=2", "epochs=1", *grid, cwd=tmp_path
+    )
     name = {"random": "RandomSampler", "grid": "GridSampler", "cmaes": "CmaEsSampler", "gp": "GPSampler"}[sampler]
     assert f"sampler {name}," in p.stdout + p.stderr
     trials = study(sweep_dir).trials
@@ -83,8 +84,16 @@ def test_a_pruner_prunes_a_hopeless_trial(tmp_path):
     sweep_dir = tmp_path / "s"
     # A trial with a working lr, then (resuming the study) one far too small to learn in time:
     # the median pruner, comparing it with the finished trial, stops it at its first epoch.
-    prune = ("search/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0",
-             "optimizer=sgd", "batch_size=64", "dropout=0.1", "epochs=4", "hydra.sweeper.n_trials=1")
+    prune = (
+        "search/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+        "optimizer=sgd",
+        "batch_size=64",
+        "dropout=0.1",
+        "epochs=4",
+        "hydra.sweeper.n_trials=1",
+    )
     search(sweep_dir, *prune, "lr=0.05", cwd=tmp_path)
     search(sweep_dir, *prune, "lr=0.0000001", cwd=tmp_path)
     good, hopeless = study(sweep_dir).trials
@@ -99,8 +108,17 @@ def test_a_pruner_prunes_a_hopeless_trial(tmp_path):
 
 def test_failed_trials_are_fail_with_a_reason_and_max_failure_rate_stops(tmp_path):
     sweep_dir = tmp_path / "s"
-    p = cli("-m", "search=optuna", *SMOKE, f"hydra.sweep.dir={sweep_dir}", "optimizer=sgd", "optimizer.momentum=-1",
-            "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.0", cwd=tmp_path)
+    p = cli(
+        "-m",
+        "search=optuna",
+        *SMOKE,
+        f"hydra.sweep.dir={sweep_dir}",
+        "optimizer=sgd",
+        "optimizer.momentum=-1",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.max_failure_rate=0.0",
+        cwd=tmp_path,
+    )
     assert p.returncode != 0
     assert any(line.startswith("error: 1 of 1 trials failed") for line in p.stderr.splitlines())
     assert "Traceback" not in p.stderr
@@ -122,10 +140,25 @@ def test_repeats_run_each_trial_over_seeds_and_report_the_mean(tmp_path):
 
 def test_two_processes_share_one_study(tmp_path):
     sweep_dir = tmp_path / "s"
-    cmd = [sys.executable, str(REPO / "sweep" / "run.py"), "-m", "search=optuna", *SMOKE, f"hydra.sweep.dir={sweep_dir}",
-           "hydra.sweeper.n_trials=3"]
-    workers = [subprocess.Popen(cmd + [f"hydra.sweeper.sampler.seed={i}"], cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for i in range(2)]
+    cmd = [
+        sys.executable,
+        str(REPO / "sweep" / "run.py"),
+        "-m",
+        "search=optuna",
+        *SMOKE,
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.n_trials=3",
+    ]
+    workers = [
+        subprocess.Popen(
+            cmd + [f"hydra.sweeper.sampler.seed={i}"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for w in workers:
         _, err = w.communicate(timeout=300)
         assert w.returncode == 0, err[-3000:]
@@ -138,9 +171,18 @@ def test_two_processes_share_one_study(tmp_path):
 
 def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path):
     sweep_dir = tmp_path / "s"
-    cmd = [sys.executable, str(REPO / "sweep" / "run.py"), "-m", "search=optuna", "data=digits", "epochs=1000",
-           "patience=1000", f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=1",
-           "hydra.sweeper.heartbeat_interval=1"]
+    cmd = [
+        sys.executable,
+        str(REPO / "sweep" / "run.py"),
+        "-m",
+        "search=optuna",
+        "data=digits",
+        "epochs=1000",
+        "patience=1000",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.heartbeat_interval=1",
+    ]
     victim = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (sweep_dir / "trial_0000" / "metrics.csv").exists() and time.time() < deadline:
@@ -161,8 +203,13 @@ def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path):
 
 def test_a_journal_file_storage_works_too(tmp_path):
     journal = tmp_path / "study.log"
-    search(tmp_path / "s", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=journal://{journal}",
-           "search/pruner=median", cwd=tmp_path)
+    search(
+        tmp_path / "s",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage=journal://{journal}",
+        "search/pruner=median",
+        cwd=tmp_path,
+    )
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     trials = optuna.load_study(study_name="sweep", storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
@@ -170,24 +217,40 @@ def test_a_journal_file_storage_works_too(tmp_path):
 
 
 def test_the_grid_sampler_names_a_continuous_key(tmp_path):
-    p = cli("-m", "search=optuna", "hydra/sweeper/sampler=grid", *SMOKE, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    p = cli(
+        "-m", "search=optuna", "hydra/sweeper/sampler=grid", *SMOKE, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path
+    )
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("error: lr: the grid sampler enumerates choices and ranges")
 
 
 def test_a_bad_pruner_setting_is_one_line_before_any_trial(tmp_path):
-    p = cli("-m", "search=optuna", "search/pruner=median", "hydra.sweeper.pruner.n_startup_trials=-3", *SMOKE,
-            f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    p = cli(
+        "-m",
+        "search=optuna",
+        "search/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=-3",
+        *SMOKE,
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        cwd=tmp_path,
+    )
     assert p.returncode == 2 and "Traceback" not in p.stderr and "Warning" not in p.stderr
     assert p.stderr.strip().splitlines() == [
-        "error: hydra.sweeper.pruner: Number of startup trials cannot be negative, but got n_startup_trials=-3."]
+        "error: hydra.sweeper.pruner: Number of startup trials cannot be negative, but got n_startup_trials=-3."
+    ]
     assert not list((tmp_path / "s").glob("trial_*"))
 
 
 def test_joblib_workers_report_to_their_trials_and_share_the_cores(tmp_path):
     sweep_dir = tmp_path / "s"
-    search(sweep_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_trials=2",
-           "search/pruner=median", cwd=tmp_path)
+    search(
+        sweep_dir,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_trials=2",
+        "search/pruner=median",
+        cwd=tmp_path,
+    )
     trials = study(sweep_dir).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)  # epochs reported from the workers

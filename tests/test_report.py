@@ -19,10 +19,27 @@ T975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305}  # Student's t, 97.5th 
 
 
 def hand_made() -> pd.DataFrame:
-    rows = [("adam", 0, 0.80), ("adam", 1, 0.82), ("adam", 2, 0.84),
-            ("sgd", 0, 0.70), ("sgd", 1, 0.74), ("sgd", 2, None)]
-    return pd.DataFrame([{"optimizer": o, "seed": s, "test_acc": a, "status": "completed" if a else "diverged",
-                          "best_epoch": 3, "train_time_s": 1.0} for o, s, a in rows])
+    rows = [
+        ("adam", 0, 0.80),
+        ("adam", 1, 0.82),
+        ("adam", 2, 0.84),
+        ("sgd", 0, 0.70),
+        ("sgd", 1, 0.74),
+        ("sgd", 2, None),
+    ]
+    return pd.DataFrame(
+        [
+            {
+                "optimizer": o,
+                "seed": s,
+                "test_acc": a,
+                "status": "completed" if a else "diverged",
+                "best_epoch": 3,
+                "train_time_s": 1.0,
+            }
+            for o, s, a in rows
+        ]
+    )
 
 
 def test_aggregation_matches_hand_computed_statistics():
@@ -68,14 +85,21 @@ def test_the_lead_is_tested_paired_over_shared_seeds_else_welch():
 def grid(tmp_path_factory):
     """A real 2x2 sweep: two optimizers over two seeds, with the end-of-sweep report."""
     tmp = tmp_path_factory.mktemp("grid")
-    p = cli("-m", "data=digits", "epochs=3", "optimizer=adam,sgd", "seed=0,1", f"hydra.sweep.dir={tmp / 'sweep'}", cwd=tmp)
+    p = cli(
+        "-m", "data=digits", "epochs=3", "optimizer=adam,sgd", "seed=0,1", f"hydra.sweep.dir={tmp / 'sweep'}", cwd=tmp
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     return tmp / "sweep"
 
 
 def report(*args, cwd):
-    return subprocess.run([sys.executable, str(REPO / "sweep" / "report.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "sweep" / "report.py"), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -147,8 +171,15 @@ def test_an_unknown_key_is_one_line(grid, tmp_path):
 @pytest.mark.slow
 def test_an_optuna_search_report_has_history_and_importances(tmp_path):
     sweep = tmp_path / "s"
-    p = cli("-m", "search=optuna", "data=digits", "epochs=2", "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep}",
-            cwd=tmp_path)
+    p = cli(
+        "-m",
+        "search=optuna",
+        "data=digits",
+        "epochs=2",
+        "hydra.sweeper.n_trials=4",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     for png in ("optimization_history.png", "param_importances.png"):
         assert (sweep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

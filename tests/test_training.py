@@ -3,12 +3,11 @@ treats a diverging loss as a result."""
 
 from __future__ import annotations
 
-import csv
 import math
 from importlib.metadata import version
 
 import torch
-from conftest import train
+from conftest import metrics_rows, train
 from torch import nn
 
 from sweep.data import digits, synthetic
@@ -21,14 +20,23 @@ def test_digits_run_learns_and_writes_its_results(tmp_path):
     assert result["status"] == "completed"
     assert result["best_val_acc"] == value
     assert value > 0.85 and result["test_acc"] > 0.85  # chance is 0.1
-    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    rows = metrics_rows(tmp_path)
     assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
-    for key in ("stop_reason", "epochs_run", "best_epoch", "best_val_loss", "test_loss", "train_time_s",
-                "params", "seed", "device", "versions"):
+    for key in (
+        "stop_reason",
+        "epochs_run",
+        "best_epoch",
+        "best_val_loss",
+        "test_loss",
+        "train_time_s",
+        "params",
+        "seed",
+        "device",
+        "versions",
+    ):
         assert key in result
-    assert result["params"] == {"data": "digits", "epochs": "5", "optimizer": "adam", "lr": "1e-3",
-                                "batch_size": "32"}
+    assert result["params"] == {"data": "digits", "epochs": "5", "optimizer": "adam", "lr": "1e-3", "batch_size": "32"}
     assert result["versions"]["torch"] == version("torch")
 
 
@@ -46,8 +54,14 @@ def test_early_stopping_stops_and_restores_the_best_weights():
     # Validation labels that disagree with training: the better the model fits, the worse val_loss gets.
     data = type(data)(**{**data.__dict__, "y_val": (data.y_val + 1) % data.classes})
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
-    result = fit(model, data, lambda p: torch.optim.SGD(p, lr=0.05), Schedule(lambda o: torch.optim.lr_scheduler.ConstantLR(o, 1.0, 0)),
-                 nn.CrossEntropyLoss(), Settings(batch_size=32, epochs=50, patience=2, min_delta=0.0, seed=0))
+    result = fit(
+        model,
+        data,
+        lambda p: torch.optim.SGD(p, lr=0.05),
+        Schedule(lambda o: torch.optim.lr_scheduler.ConstantLR(o, 1.0, 0)),
+        nn.CrossEntropyLoss(),
+        Settings(batch_size=32, epochs=50, patience=2, min_delta=0.0, seed=0),
+    )
     assert result.stop_reason == "early_stopping"
     assert len(result.history) == result.best_epoch + 3  # patience 2: the third epoch without improvement stops
     val_losses = [r["val_loss"] for r in result.history]
@@ -68,5 +82,5 @@ def test_same_command_twice_gives_identical_metrics(tmp_path):
     args = ("data=digits", "epochs=3", "dropout=0.3", "seed=7")
     train(tmp_path / "a", *args)
     train(tmp_path / "b", *args)
-    strip = lambda p: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in csv.DictReader(open(p))]  # noqa: E731
-    assert strip(tmp_path / "a" / "metrics.csv") == strip(tmp_path / "b" / "metrics.csv")
+    strip = lambda d: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in metrics_rows(d)]
+    assert strip(tmp_path / "a") == strip(tmp_path / "b")

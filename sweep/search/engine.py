@@ -32,16 +32,36 @@ RESULTS_FILE = "optimization_results.yaml"
 
 
 class TrialSearch(OptunaSweeperImpl):
-    def __init__(self, sampler: Any, direction: Any, storage: str | None, study_name: str | None, n_trials: int,
-                 n_jobs: int | None, max_failure_rate: float, custom_search_space: str | None,
-                 params: DictConfig | None, pruner: Any = None, repeats: int = 1, heartbeat_interval: int = 30) -> None:
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int | None,
+        max_failure_rate: float,
+        custom_search_space: str | None,
+        params: DictConfig | None,
+        pruner: Any = None,
+        repeats: int = 1,
+        heartbeat_interval: int = 30,
+    ) -> None:
         if repeats < 1:
             raise UserError(f"hydra.sweeper.repeats={repeats}: must be an integer >= 1")
         if not 0.0 <= max_failure_rate <= 1.0:
             raise UserError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be a number in [0, 1]")
-        super().__init__(None, direction, storage, study_name, n_trials,
-                         n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1),
-                         max_failure_rate, custom_search_space, params)
+        super().__init__(
+            None,
+            direction,
+            storage,
+            study_name,
+            n_trials,
+            n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1),
+            max_failure_rate,
+            custom_search_space,
+            params,
+        )
         self.sampler_cfg = sampler
         self.repeats, self.heartbeat_interval = repeats, heartbeat_interval
         if pruner is not None:  # each job builds the pruner again; a bad config should stop us here, once
@@ -72,9 +92,15 @@ class TrialSearch(OptunaSweeperImpl):
         ref.write(sweep_dir)
         _fail_stale_trials(study)
         study.sampler, n_trials = self._sampler(space, len(study.trials))
-        log.info("Study %s in %s: %d trials already, %d to add; sampler %s, direction %s",
-                 study.study_name, ref.url(sweep_dir), len(study.trials), n_trials,
-                 type(study.sampler).__name__, self.direction)
+        log.info(
+            "Study %s in %s: %d trials already, %d to add; sampler %s, direction %s",
+            study.study_name,
+            ref.url(sweep_dir),
+            len(study.trials),
+            n_trials,
+            type(study.sampler).__name__,
+            self.direction,
+        )
 
         finished = failed = 0
         while finished < n_trials:
@@ -85,11 +111,13 @@ class TrialSearch(OptunaSweeperImpl):
             overrides = self._configure_trials(trials, space, fixed, fixed_overrides)
             jobs, run_dirs = [], {t.number: [] for t in trials}
             for trial, trial_overrides in zip(trials, overrides):
-                for seed in ([None] if base_seed is None else range(base_seed, base_seed + self.repeats)):
+                for seed in [None] if base_seed is None else range(base_seed, base_seed + self.repeats):
                     subdir = trial_dir(trial.number, seed)
-                    jobs.append(tuple(trial_overrides) + (f"hydra.sweep.subdir={subdir}",
-                                                          f"+hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}")
-                                + (() if seed is None else (f"seed={seed}",)))
+                    jobs.append(
+                        tuple(trial_overrides)
+                        + (f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}")
+                        + (() if seed is None else (f"seed={seed}",))
+                    )
                     run_dirs[trial.number].append(sweep_dir / subdir)
             with _Heartbeat(storage, [t._trial_id for t in trials]):
                 self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats)
@@ -98,8 +126,10 @@ class TrialSearch(OptunaSweeperImpl):
             finished += len(trials)
             if failed / finished > self.max_failure_rate:
                 self._write_results(study, sweep_dir)  # Hydra still runs the end-of-sweep summary
-                raise UserError(f"{failed} of {finished} trials failed or diverged, more than "
-                           f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; see {sweep_dir}")
+                raise UserError(
+                    f"{failed} of {finished} trials failed or diverged, more than "
+                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; see {sweep_dir}"
+                )
         self._write_results(study, sweep_dir)
 
     def _sampler(self, space: dict, n_existing: int) -> tuple[optuna.samplers.BaseSampler, int]:
@@ -115,16 +145,19 @@ class TrialSearch(OptunaSweeperImpl):
                 try:
                     grid[name] = self._to_grid_sampler_choices(distribution)
                 except ValueError:
-                    raise UserError(f"{name}: the grid sampler enumerates choices and ranges, not intervals; "
-                               f"fix it ({name}=0.1) or make it a choice ('{name}=choice(0.1,0.2)')") from None
+                    raise UserError(
+                        f"{name}: the grid sampler enumerates choices and ranges, not intervals; "
+                        f"fix it ({name}=0.1) or make it a choice ('{name}=choice(0.1,0.2)')"
+                    ) from None
             sampler = sampler(grid)
             n_trials = min(n_trials, max(0, math.prod(len(v) for v in grid.values()) - n_existing))
         return sampler, n_trials
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, run_dirs: list[Path], sweep_dir: Path) -> bool:
         """Store the trial's outcome from its runs' results; False when it failed."""
-        results = [read_result(d) or {"status": Status.FAILED, "error": "the job ended without a result"}
-                   for d in run_dirs]
+        results = [
+            read_result(d) or {"status": Status.FAILED, "error": "the job ended without a result"} for d in run_dirs
+        ]
         statuses = [Status(r["status"]) for r in results]
         trial.set_user_attr("runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
         column = METRICS[self.config.objective].column
@@ -143,18 +176,28 @@ class TrialSearch(OptunaSweeperImpl):
 
     def _write_results(self, study: optuna.Study, sweep_dir: Path) -> None:
         complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "best_params": None,
-                                   "best_value": None, "best_trial": None,
-                                   "n_trials": dict(Counter(t.state.name for t in study.trials))}
+        results: dict[str, Any] = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "best_params": None,
+            "best_value": None,
+            "best_trial": None,
+            "n_trials": dict(Counter(t.state.name for t in study.trials)),
+        }
         if complete:
             best = study.best_trial
-            results |= {"best_params": dict(best.params), "best_value": best.value,
-                        "best_trial": {"number": best.number, "run_dir": best.user_attrs.get("runs", [None])[0]}}
+            results |= {
+                "best_params": dict(best.params),
+                "best_value": best.value,
+                "best_trial": {"number": best.number, "run_dir": best.user_attrs.get("runs", [None])[0]},
+            }
             log.info("Best trial %d: %s = %.4f with %s", best.number, self.config.objective, best.value, best.params)
         atomic_write(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: TrialState | None = None) -> None:
+def _tell(
+    study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: TrialState | None = None
+) -> None:
     try:
         study.tell(trial, value, state=state)
     except RuntimeError as e:

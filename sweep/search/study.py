@@ -94,6 +94,6 @@ def trial_dir(number: int, seed: int | None = None) -> str:
 def trial_number(run_dir: Path) -> int | None:
     """The trial a run dir belongs to, from the folder names `trial_dir` gives; None outside a search."""
     for part in reversed(Path(run_dir).parts):
-        if part.startswith(TRIAL_PREFIX) and part[len(TRIAL_PREFIX):].isdigit():
-            return int(part[len(TRIAL_PREFIX):])
+        if part.startswith(TRIAL_PREFIX) and part[len(TRIAL_PREFIX) :].isdigit():
+            return int(part[len(TRIAL_PREFIX) :])
     return None

@@ -34,9 +34,13 @@ def trial_ref(sweeper: Any, sweep_dir: str) -> TrialRef | None:
     from omegaconf import OmegaConf
 
     pruner = sweeper.get("pruner")
-    return TrialRef(int(os.environ[TRIAL_ENV]), StudyRef(sweeper.get("storage"), sweeper.get("study_name") or DEFAULT_STUDY),
-                    str(sweep_dir), OmegaConf.to_container(pruner, resolve=True) if pruner else None,
-                    int(sweeper.get("repeats", 1)))
+    return TrialRef(
+        int(os.environ[TRIAL_ENV]),
+        StudyRef(sweeper.get("storage"), sweeper.get("study_name") or DEFAULT_STUDY),
+        str(sweep_dir),
+        OmegaConf.to_container(pruner, resolve=True) if pruner else None,
+        int(sweeper.get("repeats", 1)),
+    )
 
 
 class TrialLink:

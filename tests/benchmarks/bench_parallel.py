@@ -32,13 +32,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
         write_mnist(root, "MNIST", n_train=12_000, n_test=2_000)
-        base = [sys.executable, str(REPO / "sweep" / "run.py"), "-m", "search=optuna", "data=mnist",
-                f"data.root={root}", "data.download=false", f"epochs={args.epochs}", f"patience={args.epochs}",
-                f"hydra.sweeper.n_trials={args.trials}", "batch_size=64"]
-        subprocess.run(base[:3] + ["data=mnist", f"data.root={root}", "data.download=false", "epochs=1",
-                                   f"hydra.run.dir={tmp}/warm"], check=True, capture_output=True)  # fills the cache
+        base = [
+            sys.executable,
+            str(REPO / "sweep" / "run.py"),
+            "-m",
+            "search=optuna",
+            "data=mnist",
+            f"data.root={root}",
+            "data.download=false",
+            f"epochs={args.epochs}",
+            f"patience={args.epochs}",
+            f"hydra.sweeper.n_trials={args.trials}",
+            "batch_size=64",
+        ]
+        subprocess.run(
+            base[:3]
+            + ["data=mnist", f"data.root={root}", "data.download=false", "epochs=1", f"hydra.run.dir={tmp}/warm"],
+            check=True,
+            capture_output=True,
+        )  # fills the cache
         times = {}
-        for name, extra in (("1 at a time", []), ("2 in parallel", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):
+        for name, extra in (
+            ("1 at a time", []),
+            ("2 in parallel", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]),
+        ):
             t0 = time.perf_counter()
             subprocess.run(base + extra + [f"hydra.sweep.dir={tmp}/{len(times)}"], check=True, capture_output=True)
             times[name] = time.perf_counter() - t0

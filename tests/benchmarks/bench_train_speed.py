@@ -37,12 +37,21 @@ def ours_in_process(root: str, epochs: int) -> tuple[list[float], float]:
     from sweep.train import Schedule, Settings, evaluate, fit
 
     torch.manual_seed(0)
-    data = torchvision_dataset("MNIST", root=root, download=False, val_fraction=1 / 60).prepare(torch.device("cpu"))  # 59,000 train
+    data = torchvision_dataset("MNIST", root=root, download=False, val_fraction=1 / 60).prepare(
+        torch.device("cpu")
+    )  # 59,000 train
     model = MLP(data.shape, data.classes, hidden=(512, 512))
-    result = fit(model, data, lambda p: torch.optim.Adam(p, lr=1e-3, fused=True),
-                 Schedule(lambda o: torch.optim.lr_scheduler.ConstantLR(o, 1.0, 0)), nn.CrossEntropyLoss(),
-                 Settings(batch_size=64, epochs=epochs, patience=epochs, min_delta=0.0, seed=0))
-    return [r["epoch_time_s"] for r in result.history], evaluate(model, data.x_test, data.y_test, nn.CrossEntropyLoss())[1]
+    result = fit(
+        model,
+        data,
+        lambda p: torch.optim.Adam(p, lr=1e-3, fused=True),
+        Schedule(lambda o: torch.optim.lr_scheduler.ConstantLR(o, 1.0, 0)),
+        nn.CrossEntropyLoss(),
+        Settings(batch_size=64, epochs=epochs, patience=epochs, min_delta=0.0, seed=0),
+    )
+    return [r["epoch_time_s"] for r in result.history], evaluate(
+        model, data.x_test, data.y_test, nn.CrossEntropyLoss()
+    )[1]
 
 
 def compute_floor(root: str, epochs: int) -> list[float]:
@@ -59,7 +68,7 @@ def compute_floor(root: str, epochs: int) -> list[float]:
     for _ in range(epochs):
         t0 = time.perf_counter()
         for i in range(0, len(x), 64):
-            loss = loss_fn(model(x[i:i + 64]), y[i:i + 64])
+            loss = loss_fn(model(x[i : i + 64]), y[i : i + 64])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -105,9 +114,21 @@ def main() -> None:
         for f in (root / ".sweep-cache").glob("*"):
             f.unlink()  # the whole-process runs start cold, as a first run does
         tutorial_s, _ = timed([sys.executable, str(HERE / "tutorial_mnist.py"), str(root), str(args.epochs)], Path(tmp))
-        run = [sys.executable, str(REPO / "sweep" / "run.py"), "data=mnist", f"data.root={root}", "data.download=false",
-               f"epochs={args.epochs}", f"patience={args.epochs}", "dropout=0", "optimizer=adam", "lr=1e-3",
-               "batch_size=64", "data.val_fraction=0.0167", f"hydra.run.dir={tmp}/run"]
+        run = [
+            sys.executable,
+            str(REPO / "sweep" / "run.py"),
+            "data=mnist",
+            f"data.root={root}",
+            "data.download=false",
+            f"epochs={args.epochs}",
+            f"patience={args.epochs}",
+            "dropout=0",
+            "optimizer=adam",
+            "lr=1e-3",
+            "batch_size=64",
+            "data.val_fraction=0.0167",
+            f"hydra.run.dir={tmp}/run",
+        ]
         cold_s, _ = timed(run, Path(tmp))  # decodes the IDX files and caches the tensors
         warm_s, log = timed(run[:-1] + [f"hydra.run.dir={tmp}/run2"], Path(tmp))
         print(f"process, tutorial script      : {tutorial_s:6.2f} s")
