@@ -20,7 +20,10 @@ from omegaconf import DictConfig  # noqa: E402
 from sweep import TRUSTED_TARGETS  # noqa: E402
 
 
-@hydra.main(config_path="../conf", config_name="config")
+CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: `sweep-run` imports this file as a module
+
+
+@hydra.main(config_path=str(CONF), config_name="config")
 def train(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
