@@ -34,6 +34,7 @@ class Data:
     classes: int
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    class_names: tuple[str, ...] = ()  # for display; empty when the data set has none
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -63,7 +64,14 @@ class Data:
 
 
 def split(
-    name: str, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, val_fraction: float, split_seed: int
+    name: str,
+    x: Tensor,
+    y: Tensor,
+    x_test: Tensor,
+    y_test: Tensor,
+    val_fraction: float,
+    split_seed: int,
+    class_names: tuple[str, ...] | list[str] = (),
 ) -> Data:
     """Hold out a seeded `val_fraction` of the training images for validation."""
     if x.dim() == 3:  # grey images stored as (N, H, W)
@@ -73,7 +81,8 @@ def split(
     n_val = max(1, round(len(x) * val_fraction))
     val, train = order[:n_val], order[n_val:]
     classes = int(max(y.max(), y_test.max())) + 1
-    return Data(name, x[train], y[train], x[val], y[val], x_test, y_test, classes)
+    names = tuple(str(c) for c in class_names)
+    return Data(name, x[train], y[train], x[val], y[val], x_test, y_test, classes, class_names=names)
 
 
 # ----------------------------------------------------------------------------- caching
@@ -150,6 +159,7 @@ def _decode_torchvision(name: str, root: Path, download: bool) -> dict[str, Tens
         "y": torch.as_tensor(train.targets),
         "x_test": images(test.data),
         "y_test": torch.as_tensor(test.targets),
+        "class_names": list(getattr(train, "classes", None) or []),
     }
 
 
@@ -164,7 +174,7 @@ def torchvision_dataset(
     `<root>/cifar-10-batches-py/`. Decoded once and cached; the test split is the data set's own."""
     root_path = Path(root).expanduser().resolve()
     t = _cached(root_path, name, lambda: _decode_torchvision(name, root_path, download))
-    return split(name, t["x"], t["y"], t["x_test"], t["y_test"], val_fraction, split_seed)
+    return split(name, t["x"], t["y"], t["x_test"], t["y_test"], val_fraction, split_seed, t.get("class_names", ()))
 
 
 def digits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0) -> Data:
@@ -177,7 +187,8 @@ def digits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: in
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))  # fixed: same test set for all
     n_test = round(len(x) * test_fraction)
     test, rest = order[:n_test], order[n_test:]
-    return split("digits", x[rest], y[rest], x[test], y[test], val_fraction, split_seed)
+    names = [str(c) for c in d.target_names]
+    return split("digits", x[rest], y[rest], x[test], y[test], val_fraction, split_seed, names)
 
 
 def synthetic(

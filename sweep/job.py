@@ -24,8 +24,9 @@ from sweep.errors import UserError
 from sweep.losses import wants_log_probs
 from sweep.models import build
 from sweep.outcomes import METRICS, OUTCOME_COLUMNS, Status, StopReason
+from sweep.scores import class_scores
 from sweep.search.trial_link import TrialRef, connect
-from sweep.train import Schedule, Settings, evaluate, fit
+from sweep.train import Schedule, Settings, evaluate, fit, predict
 
 log = logging.getLogger("sweep")
 SCHEDULE_KEYS = ("interval", "monitor")  # how the loop steps a scheduler; not the scheduler's own arguments
@@ -149,8 +150,11 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
         results.write_metrics(run_dir, result.history)
 
     test_loss = test_acc = math.nan
+    scores: dict[str, Any] = {}
     if result.best_epoch:
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test, loss_fn)
+        predicted = predict(model, data.x_test)
+        scores = class_scores(data.y_test.cpu().numpy(), predicted.cpu().numpy(), data.classes)
         results.write_checkpoint(
             run_dir, model.state_dict(), model_cfg, shape, {"mean": list(data.mean), "std": list(data.std)}
         )
@@ -174,4 +178,6 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
         "test_loss": test_loss,
         "test_acc": test_acc,
         "train_time_s": round(result.train_time_s, 3),
+        **scores,
+        "class_names": list(data.class_names),
     }

@@ -77,6 +77,7 @@ METRICS = {
         Metric("val_loss", "best_val_loss", False),
         Metric("test_acc", "test_acc", True),  # measured once, on the early-stopped weights
         Metric("test_loss", "test_loss", False),
+        Metric("test_macro_f1", "test_macro_f1", True),  # scikit-learn's, over the test split's classes
     )
 }
 OBJECTIVES = ("val_acc", "val_loss")  # what may select: validation metrics only
@@ -91,6 +92,7 @@ OUTCOME_COLUMNS = [
     "best_val_acc",
     "test_loss",
     "test_acc",
+    "test_macro_f1",
     "train_time_s",
 ]
 

@@ -110,3 +110,87 @@ def param_importances(study, path: Path) -> Path | None:
     ax.barh(names, values)
     ax.set_xlabel("importance (Optuna's default evaluator)")
     return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- one run's pictures
+
+
+def run_curves_figure(history: pd.DataFrame):
+    """Train and val loss (left) and accuracy (right) per epoch: the run's history table as a picture."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, name in zip(axes, ("loss", "acc")):
+        ax.plot(history.epoch, history[f"train_{name}"], marker="o", label=f"train_{name}")
+        ax.plot(history.epoch, history[f"val_{name}"], marker="o", label=f"val_{name}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def confusion_figure(matrix: list[list[int]], class_names: list[str]):
+    """The test split's confusion matrix, true class by row, with class names (scikit-learn's display)."""
+    import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    matrix = np.asarray(matrix)
+    names = class_names if len(class_names) == len(matrix) else [str(i) for i in range(len(matrix))]
+    side = max(4.0, 0.5 * len(matrix) + 2)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ConfusionMatrixDisplay(matrix, display_labels=names).plot(ax=ax, colorbar=True, include_values=len(matrix) <= 20)
+    ax.tick_params(axis="x", labelrotation=90 if max(map(len, names)) > 3 else 0)
+    ax.set_title("Confusion matrix, test split")
+    return fig
+
+
+def filters_figure(weight):
+    """A convolution layer's filters as a grid of images, one panel a filter: RGB when the layer
+    reads 3 channels, else the mean over its input channels, each scaled to its own range."""
+    import math
+
+    out_channels = weight.shape[0]
+    w = weight.detach().float().cpu()
+    w = w.permute(0, 2, 3, 1) if w.shape[1] == 3 else w.mean(1)
+    cols = math.ceil(math.sqrt(out_channels))
+    rows = math.ceil(out_channels / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < out_channels:
+            f = w[i]
+            f = (f - f.min()) / (f.max() - f.min()).clamp_min(1e-12)
+            ax.imshow(f.numpy(), cmap=None if f.dim() == 3 else "gray", interpolation="nearest")
+    fig.suptitle(f"First convolution: {out_channels} filters, {weight.shape[2]}x{weight.shape[3]}")
+    return fig
+
+
+def first_conv_weight(checkpoint: Path):
+    """The weight of the first Conv2d layer of a saved model, or None when it has none."""
+    from torch import nn
+
+    from sweep.results import load_model
+
+    conv = next((m for m in load_model(checkpoint).modules() if isinstance(m, nn.Conv2d)), None)
+    return None if conv is None else conv.weight
+
+
+def run_pictures(run_dir: Path, out: Path, prefix: str = "") -> list[Path]:
+    """A run's learning curves, its confusion matrix on the test split and, for a CNN, its first
+    convolution's filters, as PNGs in `out`; pictures whose inputs the run lacks are skipped."""
+    import json
+
+    from sweep.results import CHECKPOINT_FILE, RESULT_FILE
+
+    run_dir, pngs = Path(run_dir), []
+    Path(out).mkdir(parents=True, exist_ok=True)
+    if (run_dir / METRICS_FILE).exists():
+        history = pd.read_csv(run_dir / METRICS_FILE)
+        if not history.empty:
+            pngs.append(_save(run_curves_figure(history), out / f"{prefix}learning_curves.png"))
+    result = json.loads((run_dir / RESULT_FILE).read_text()) if (run_dir / RESULT_FILE).exists() else {}
+    if result.get("confusion_matrix"):
+        figure = confusion_figure(result["confusion_matrix"], result.get("class_names") or [])
+        pngs.append(_save(figure, out / f"{prefix}confusion_matrix.png"))
+    if (run_dir / CHECKPOINT_FILE).exists() and (weight := first_conv_weight(run_dir / CHECKPOINT_FILE)) is not None:
+        pngs.append(_save(filters_figure(weight), out / f"{prefix}conv_filters.png"))
+    return pngs

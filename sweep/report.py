@@ -44,6 +44,7 @@ class Comparison:
     table: pd.DataFrame
     verdicts: list[Verdict]
     rerun: str | None
+    best_run: pd.Series | None  # the completed run with the best objective (validation), if any
 
     @property
     def shown_keys(self) -> list[str]:
@@ -115,13 +116,18 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str =
     table = aggregate(runs, keys, m) if keys else aggregate(runs.assign(**{ALL: ALL}), [ALL], m)
     context = keys + (["seed"] if "seed" in runs.columns else [])
     verdicts = [v for k in keys if (v := verdict(runs, k, m, context)) is not None]
-    return Comparison(
-        sweeps, runs, m, metric_name, keys, table, verdicts, rerun_command(runs, table, keys if keys else [])
-    )
+    objective = METRICS[sweeps[0].objective]
+    usable = runs[(runs.status == Status.COMPLETED) & runs[objective.column].notna()]
+    best_run = None
+    if not usable.empty:
+        best_run = usable.sort_values(objective.column, ascending=not objective.higher_is_better).iloc[0]
+    rerun = rerun_command(runs, table, keys if keys else [])
+    return Comparison(sweeps, runs, m, metric_name, keys, table, verdicts, rerun, best_run)
 
 
-def draw(c: Comparison, out: Path) -> list[Path]:
-    """The plots step: learning curves, the metric per level, and each search's history and importances."""
+def draw(c: Comparison, out: Path) -> tuple[list[Path], list[Path]]:
+    """The plots step: learning curves, the metric per level, each search's history and importances;
+    then the best run's own pictures (curves, confusion matrix, CNN filters)."""
     from sweep import plots
 
     pngs = [
@@ -135,7 +141,8 @@ def draw(c: Comparison, out: Path) -> list[Path]:
                 plots.optimization_history(sweep.study, out / f"{prefix}optimization_history.png"),
                 plots.param_importances(sweep.study, out / f"{prefix}param_importances.png"),
             ]
-    return [p for p in pngs if p is not None]
+    best = plots.run_pictures(Path(c.best_run.run_dir), out, "best_run_") if c.best_run is not None else []
+    return [p for p in pngs if p is not None], best
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -147,7 +154,7 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def markdown(c: Comparison, pngs: list[Path]) -> str:
+def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
     """report.md's text."""
     counts = c.runs.status.value_counts().to_dict()
     better = "higher" if c.metric.higher_is_better else "lower"
@@ -173,6 +180,17 @@ def markdown(c: Comparison, pngs: list[Path]) -> str:
     if c.rerun:
         text += ["", "## Re-run the best setting", "", "```bash", c.rerun, "```"]
     text += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
+    if c.best_run is not None:
+        objective = METRICS[c.sweeps[0].objective]
+        text += [
+            "",
+            "## The best run",
+            "",
+            f"`{c.best_run.run_dir}`: {objective.name} {c.best_run[objective.column]:.4g}, "
+            f"test_acc {c.best_run.test_acc:.4g} (selected by {objective.name}).",
+            "",
+        ]
+        text += [f"![{p.stem}]({p.name})" for p in best_pngs]
     incomplete = c.runs[c.runs.status.isin([Status.INCOMPLETE, Status.FAILED])]
     if not incomplete.empty:
         text += ["", "## Runs without a result", "", markdown_table(incomplete[["run", "status", "error"]].fillna(""))]
@@ -198,33 +216,48 @@ def write_report(
     buf = io.StringIO()
     c.table.to_csv(buf, index=False)
     atomic_write(out / COMPARISON_FILE, buf.getvalue())
-    atomic_write(out / REPORT_FILE, markdown(c, draw(c, out)))
+    atomic_write(out / REPORT_FILE, markdown(c, *draw(c, out)))
     return out / REPORT_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python sweep/report.py", description=__doc__.splitlines()[0].split(": ", 1)[1]
-    )
-    parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR")
+    parser = argparse.ArgumentParser(prog="python sweep/report.py", description=__doc__.splitlines()[0].split(": ")[1])
+    parser.add_argument("sweep_dirs", nargs="*", type=Path, metavar="SWEEP_DIR")
     parser.add_argument("--by", help="KEY[,KEY]: the keys to compare (default: every swept key but seed)")
-    parser.add_argument("--metric", default="test_acc", help="test_acc (default), test_loss, val_acc, val_loss")
+    parser.add_argument("--metric", default="test_acc", help=f"one of {', '.join(METRICS)} (default test_acc)")
     parser.add_argument(
         "--out", type=Path, help="where to write (default: the sweep dir; outputs/reports/... for several)"
     )
+    parser.add_argument("--run", type=Path, metavar="RUN_DIR", help="draw one run's pictures (into RUN_DIR or --out)")
     args = parser.parse_args(argv)
+    if not args.sweep_dirs and not args.run:
+        parser.error("give a SWEEP_DIR to report on, or --run RUN_DIR")
     try:
+        if args.run:
+            return _run_pictures(args.run, args.out)
         report_metric(args.metric)
         for d in args.sweep_dirs:
             if not d.is_dir() or not find_runs(d):
                 raise UserError(f"SWEEP_DIR={d}: no run dirs there (folders with a .hydra/ inside)")
-        path = write_report(
-            [write_summary(d) for d in args.sweep_dirs], args.by.split(",") if args.by else None, args.metric, args.out
-        )
+        by = args.by.split(",") if args.by else None
+        path = write_report([write_summary(d) for d in args.sweep_dirs], by, args.metric, args.out)
     except UserError as e:
         exit_with(e)
     print(path.read_text())
     print(f"Written: {path.parent / COMPARISON_FILE}, {path}, and plots in {path.parent}")
+    return 0
+
+
+def _run_pictures(run_dir: Path, out: Path | None) -> int:
+    from sweep import plots
+    from sweep.results import METRICS_FILE
+
+    if not (run_dir / METRICS_FILE).exists():
+        raise UserError(f"--run={run_dir}: no {METRICS_FILE} there; give a run dir (one with a result.json)")
+    out = Path(out) if out else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    for png in plots.run_pictures(run_dir, out):
+        print(f"Written: {png}")
     return 0
 
 

@@ -19,7 +19,6 @@ from omegaconf import DictConfig  # noqa: E402
 
 from sweep import TRUSTED_TARGETS  # noqa: E402
 
-
 CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: `sweep-run` imports this file as a module
 
 

@@ -34,6 +34,7 @@ class Sweep:
     run_dirs: list[Path] = field(default_factory=list)
     overrides: list[dict[str, str]] = field(default_factory=list)
     study: Any = None
+    objective: str = "val_acc"  # what the sweep's runs were selected by, from their result.json
 
     @property
     def params(self) -> list[str]:
@@ -112,9 +113,10 @@ def build_summary(sweep_dir: Path) -> Sweep:
     # a killed run's trial is FAIL in its study, though its run dir only says `incomplete`
     states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)} if study else {}
     run_dirs = find_runs(sweep_dir)
-    rows, params = [], []
+    rows, params, objectives = [], [], []
     for run_dir in run_dirs:
         result = read_result(run_dir) or {"status": Status.INCOMPLETE.value}
+        objectives.append(result.get("objective"))
         params.append(run_overrides(run_dir))
         row = {"run": str(run_dir.relative_to(sweep_dir))}
         trial = trial_number(run_dir)
@@ -141,7 +143,8 @@ def build_summary(sweep_dir: Path) -> Sweep:
             table[key] = numeric
     if has_trials:
         table["trial"] = table["trial"].astype("Int64")
-    return Sweep(sweep_dir, table, run_dirs, params, study)
+    objective = next((o for o in objectives if o in METRICS), "val_acc")
+    return Sweep(sweep_dir, table, run_dirs, params, study, objective)
 
 
 def sort_by_objective(table: pd.DataFrame, objective: str = "val_acc") -> pd.DataFrame:

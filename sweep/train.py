@@ -45,6 +45,30 @@ class Settings:
 
 
 @dataclass
+class EarlyStopping:
+    """Stops after `patience` epochs in a row without an improvement of more than `min_delta` in
+    val_loss, as Keras and Lightning count them (patience 3: three non-improving epochs, then stop;
+    0 and 1 both stop at the first)."""
+
+    patience: int
+    min_delta: float = 0.0
+    best: float | None = None
+    waited: int = 0
+
+    def improved(self, val_loss: float) -> bool:
+        """Record an epoch's val_loss; True when it is the new best."""
+        if self.best is None or val_loss < self.best - self.min_delta:
+            self.best, self.waited = val_loss, 0
+            return True
+        self.waited += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.waited >= max(1, self.patience)
+
+
+@dataclass
 class Fit:
     """What a run learned: per-epoch metrics and where it stopped. The model holds the best weights."""
 
@@ -73,6 +97,13 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: nn.Module) -> tupl
     return total_loss / len(x), correct / len(x)
 
 
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor) -> Tensor:
+    """The class `model` predicts for each of `x`."""
+    model.eval()
+    return torch.cat([model(x[i : i + EVAL_BATCH]).argmax(1) for i in range(0, len(x), EVAL_BATCH)])
+
+
 def fit(
     model: nn.Module,
     data: Data,
@@ -89,7 +120,7 @@ def fit(
     per_batch = schedule.interval == "batch"
     order = torch.Generator().manual_seed(s.seed)
 
-    result, best_state, waited = Fit(), None, 0
+    result, best_state, early = Fit(), None, EarlyStopping(s.patience, s.min_delta)
     start = time.perf_counter()
     epochs = range(1, s.epochs + 1)
     if s.progress:
@@ -139,11 +170,9 @@ def fit(
             result.stop_reason = StopReason.DIVERGED
             break
 
-        if best_state is None or val_loss < result.best_val_loss - s.min_delta:
+        if early.improved(val_loss):
             result.best_epoch, result.best_val_loss, result.best_val_acc = epoch, val_loss, val_acc
-            best_state, waited = copy.deepcopy(model.state_dict()), 0
-        else:
-            waited += 1
+            best_state = copy.deepcopy(model.state_dict())
 
         if not per_batch:
             scheduler.step(*([row[schedule.monitor]] if schedule.monitor else []))
@@ -151,7 +180,7 @@ def fit(
         if on_epoch is not None and on_epoch(row):
             result.stop_reason = StopReason.PRUNED
             break
-        if waited > s.patience:
+        if early.stop:
             result.stop_reason = StopReason.EARLY_STOPPING
             break
 

@@ -63,7 +63,7 @@ def test_early_stopping_stops_and_restores_the_best_weights():
         Settings(batch_size=32, epochs=50, patience=2, min_delta=0.0, seed=0),
     )
     assert result.stop_reason == "early_stopping"
-    assert len(result.history) == result.best_epoch + 3  # patience 2: the third epoch without improvement stops
+    assert len(result.history) == result.best_epoch + 2  # patience 2: the second epoch without improvement stops
     val_losses = [r["val_loss"] for r in result.history]
     assert result.best_val_loss == min(val_losses)
     restored_loss, _ = evaluate(model, data.x_val, data.y_val, nn.CrossEntropyLoss())
