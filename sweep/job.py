@@ -19,10 +19,11 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import results
+from sweep.checkpoint import Checkpoint, write_checkpoint
 from sweep.device import configure_cpu, pick_device, pick_threads
 from sweep.errors import UserError
 from sweep.losses import wants_log_probs
-from sweep.models import build
+from sweep.models import ModelSpec, build
 from sweep.outcomes import METRICS, OUTCOME_COLUMNS, Status, StopReason
 from sweep.scores import class_scores
 from sweep.search.trial_link import TrialRef, connect
@@ -124,9 +125,9 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
     torch.manual_seed(cfg.seed)
     data = data.prepare(device)
     loss_fn = instantiate(cfg.loss)
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    shape = {"in_shape": list(data.shape), "classes": data.classes, "log_probs": wants_log_probs(loss_fn)}
-    model = build(instantiate(model_cfg), **shape).to(device)
+    spec = ModelSpec.of(instantiate(cfg.model, _convert_="all"))
+    log_probs = wants_log_probs(loss_fn)
+    model = build(spec.factory(), data.shape, data.classes, log_probs).to(device)
     settings = Settings(
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
@@ -155,9 +156,9 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test, loss_fn)
         predicted = predict(model, data.x_test)
         scores = class_scores(data.y_test.cpu().numpy(), predicted.cpu().numpy(), data.classes)
-        results.write_checkpoint(
-            run_dir, model.state_dict(), model_cfg, shape, {"mean": list(data.mean), "std": list(data.std)}
-        )
+        state = {k: v.cpu() for k, v in model.state_dict().items()}  # loads anywhere, GPU or not
+        ckpt = Checkpoint(spec, state, data.shape, data.classes, log_probs, data.mean, data.std, data.class_names)
+        write_checkpoint(run_dir, ckpt)
     log.info(
         "%s after %d epochs (%s): best epoch %d, val_loss %.4f, val_acc %.4f, test_acc %.4f",
         result.status,

@@ -3,9 +3,15 @@ runs on every data set; everything else comes from its config group."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
+
+from sweep.errors import UserError
 
 Activation = Callable[[], nn.Module]
 
@@ -60,6 +66,112 @@ class CNN(nn.Sequential):
             c = out
         layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * h * w, classes)]
         super().__init__(*layers)
+
+
+# ----------------------------------------------------------------------------- registries
+
+# Model kinds a checkpoint may name: a checkpoint names a kind and plain arguments, never a callable.
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN}
+# Activations a model may be built with, by torch.nn class name.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    c.__name__: c
+    for c in (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.SiLU, nn.Mish, nn.SELU, nn.Softplus)
+}
+
+
+def register_model(name: str):
+    """Class decorator: make a model class a kind configs and checkpoints may name. Its constructor
+    takes `in_shape` and `classes`, then plain arguments (and an `activation` factory if it likes)."""
+
+    def register(cls: type[nn.Module]) -> type[nn.Module]:
+        MODELS[name] = cls
+        return cls
+
+    return register
+
+
+def _plain(value: Any) -> bool:
+    """Numbers, strings, booleans, None, and lists or string-keyed dicts of them: nothing callable."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a checkpoint says a model is: a registered kind, plain arguments, and an activation by name."""
+
+    kind: str
+    args: dict[str, Any] = field(default_factory=dict)
+    activation: str | None = None
+    activation_args: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, make: functools.partial) -> ModelSpec:
+        """The spec of a model factory built from the config (`_partial_: true`); UserError when its
+        class or activation is not registered."""
+        kind = next((k for k, c in MODELS.items() if c is make.func), None)
+        if kind is None:
+            name = f"{make.func.__module__}.{make.func.__qualname__}"
+            raise UserError(f"model._target_={name}: not a registered model kind ({', '.join(MODELS)}); "
+                            "register it with @sweep.models.register_model(NAME)")  # fmt: skip
+        args = {k: v for k, v in make.keywords.items() if k != "activation"}
+        if not _plain(args):
+            raise UserError(f"model: its arguments must be plain values to be saved, got {args}")
+        act = make.keywords.get("activation")
+        if act is None:
+            return cls(kind, args)
+        act_cls = act.func if isinstance(act, functools.partial) else act
+        if ACTIVATIONS.get(getattr(act_cls, "__name__", "")) is not act_cls:
+            raise UserError(f"activation: {act_cls} is not an allowed activation ({', '.join(ACTIVATIONS)})")
+        return cls(kind, args, act_cls.__name__, dict(act.keywords) if isinstance(act, functools.partial) else {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "args": self.args, "activation": self.activation,
+                "activation_args": self.activation_args}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ModelSpec:
+        """A spec read from a file; ValueError naming what is wrong when it is anything but a
+        registered kind, an allowed activation and plain arguments."""
+        if not isinstance(d, dict) or "kind" not in d:
+            raise ValueError("it names no model kind (a checkpoint from before model kinds, or a crafted one)")
+        if d["kind"] not in MODELS:
+            raise ValueError(f"model kind {d['kind']!r} is not registered ({', '.join(MODELS)})")
+        if d.get("activation") is not None and d["activation"] not in ACTIVATIONS:
+            raise ValueError(f"activation {d['activation']!r} is not allowed ({', '.join(ACTIVATIONS)})")
+        for key in ("args", "activation_args"):
+            if not isinstance(d.get(key, {}), dict) or not _plain(d.get(key, {})):
+                raise ValueError(f"its {key} are not plain values")
+        return cls(d["kind"], d.get("args", {}), d.get("activation"), d.get("activation_args", {}))
+
+    def factory(self) -> functools.partial:
+        """A factory like the config's: call it with `in_shape` and `classes`."""
+        kwargs = dict(self.args)
+        if self.activation is not None:
+            kwargs["activation"] = functools.partial(ACTIVATIONS[self.activation], **self.activation_args)
+        return functools.partial(MODELS[self.kind], **kwargs)
+
+
+class Classifier(nn.Module):
+    """A trained network with its input normalisation: raw pixel values (0-255, as the data set
+    stores them, shape N x C x H x W) in, logits out; `probabilities` gives the softmax."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net((x.float() - self.mean) / self.std)
+
+    def probabilities(self, x: Tensor) -> Tensor:
+        return torch.softmax(self(x), dim=1)
 
 
 def build(make: Callable[..., nn.Module], in_shape: Sequence[int], classes: int, log_probs: bool = False) -> nn.Module:

@@ -168,7 +168,7 @@ def first_conv_weight(checkpoint: Path):
     """The weight of the first Conv2d layer of a saved model, or None when it has none."""
     from torch import nn
 
-    from sweep.results import load_model
+    from sweep.checkpoint import load_model
 
     conv = next((m for m in load_model(checkpoint).modules() if isinstance(m, nn.Conv2d)), None)
     return None if conv is None else conv.weight
@@ -179,7 +179,8 @@ def run_pictures(run_dir: Path, out: Path, prefix: str = "") -> list[Path]:
     convolution's filters, as PNGs in `out`; pictures whose inputs the run lacks are skipped."""
     import json
 
-    from sweep.results import CHECKPOINT_FILE, RESULT_FILE
+    from sweep.checkpoint import CHECKPOINT_FILE
+    from sweep.results import RESULT_FILE
 
     run_dir, pngs = Path(run_dir), []
     Path(out).mkdir(parents=True, exist_ok=True)

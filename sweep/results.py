@@ -1,5 +1,6 @@
 """What a run leaves in its run dir, written atomically so a killed run never leaves half a file:
-`metrics.csv` (one row per epoch), `result.json` (the early-stopped outcome) and `best.pt`."""
+`metrics.csv` (one row per epoch) and `result.json` (the early-stopped outcome); `best.pt` is
+`sweep.checkpoint`'s."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE, RESULT_FILE, CHECKPOINT_FILE = "metrics.csv", "result.json", "best.pt"
+METRICS_FILE, RESULT_FILE = "metrics.csv", "result.json"
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"]
 
 
@@ -51,28 +52,3 @@ def write_result(run_dir: Path, result: dict[str, Any]) -> None:
 def read_result(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / RESULT_FILE
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def write_checkpoint(
-    run_dir: Path, state_dict: dict, model_config: dict, shape: dict[str, Any], normalisation: dict[str, Any]
-) -> None:
-    """Best weights plus the model's config and the data's shape, so `load_model` needs nothing else."""
-    import torch
-
-    buf = io.BytesIO()
-    torch.save({"state_dict": state_dict, "model": model_config, "build": shape, "normalisation": normalisation}, buf)
-    atomic_write(Path(run_dir) / CHECKPOINT_FILE, buf.getvalue())
-
-
-def load_model(path: Path, map_location: str = "cpu"):
-    """Rebuild a trained model from a `best.pt` alone (in eval mode)."""
-    import torch
-    from hydra.utils import instantiate
-
-    from sweep import TRUSTED_TARGETS
-    from sweep.models import build
-
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    model = build(instantiate(ckpt["model"], _execution_whitelist_=TRUSTED_TARGETS), **ckpt["build"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()

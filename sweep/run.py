@@ -22,7 +22,7 @@ from sweep import TRUSTED_TARGETS  # noqa: E402
 CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: `sweep-run` imports this file as a module
 
 
-@hydra.main(config_path=str(CONF), config_name="config")
+@hydra.main(config_path=str(CONF), config_name="config", execution_whitelist=TRUSTED_TARGETS)
 def train(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
@@ -43,8 +43,14 @@ def train(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    with execution_whitelist(TRUSTED_TARGETS):
-        train()
+    from sweep.errors import UserError, exit_with
+    from sweep.validate import check_command_line_targets
+
+    try:
+        check_command_line_targets(sys.argv[1:])
+    except UserError as e:
+        exit_with(e)
+    train()
 
 
 if __name__ == "__main__":

@@ -35,8 +35,58 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def allowed_target(target: str, whitelist: tuple[str, ...] | None = None) -> bool:
+    """Whether `whitelist` (default: the configs' one) names `target`, exactly or by a `package.*` entry."""
+    from sweep import TRUSTED_TARGETS
+
+    entries = TRUSTED_TARGETS if whitelist is None else whitelist
+    return any(target == t or (t.endswith(".*") and target.startswith(t[:-1])) for t in entries)
+
+
+def check_command_line_targets(args: list[str]) -> None:
+    """A `_target_` given on the command line, checked before Hydra composes anything, so that a
+    refused one is one line (Hydra refuses it too, with a traceback, when it instantiates)."""
+    from sweep.search.trial_link import PRUNER_TARGETS, SAMPLER_TARGETS
+
+    for arg in args:
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not key.endswith("_target_") or not value:
+            continue
+        whitelist = (PRUNER_TARGETS if key.startswith("hydra.sweeper.pruner.") else
+                     SAMPLER_TARGETS if key.startswith("hydra.sweeper.sampler.") else None)  # fmt: skip
+        if not allowed_target(value.strip("'\""), whitelist):
+            raise UserError(f"{key}={value}: not an allowed target; configs may name torch.nn and torch.optim "
+                            "classes and this project's own, and a package you trust through SWEEP_TRUSTED_TARGETS "
+                            "(see the README)")  # fmt: skip
+
+
+def check_targets(node: Any, path: str = "") -> None:
+    """Every `_target_` in the (resolved) config must be on the whitelist: a config names code to
+    run, so one from a teammate or a shared file must not name a gadget (Hydra checks again, by
+    the resolved callable's identity, when it instantiates)."""
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if target is not None and not (isinstance(target, str) and allowed_target(target)):
+            raise UserError(f"{path}_target_={target}: not an allowed target; configs may name torch.nn and "
+                            "torch.optim classes and this project's own, and a package you trust through "
+                            "SWEEP_TRUSTED_TARGETS (see the README)")  # fmt: skip
+        for key, value in node.items():
+            check_targets(value, f"{path}{key}.")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            check_targets(value, f"{path}{i}.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise UserError for the first value no run could use."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        check_targets(OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException as e:
+        raise UserError(f"the config does not resolve: {e}") from None
     _check(cfg, "lr", lambda v: _is_number(v) and v > 0, "must be a number > 0")
     _check(cfg, "batch_size", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
     _check(cfg, "dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)")

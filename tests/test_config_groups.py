@@ -55,11 +55,11 @@ def test_models_run_on_every_image_shape(tmp_path, model):
 def test_nll_loss_wraps_the_model_in_log_softmax(tmp_path):
     import torch
 
-    from sweep.results import load_model
+    from sweep.checkpoint import load_model
 
     train(tmp_path, *TINY, "loss=nll")
     model = load_model(tmp_path / "best.pt")
-    assert type(model[-1]).__name__ == "LogSoftmax"
+    assert type(model.net[-1]).__name__ == "LogSoftmax"
     out = model(torch.zeros(3, 1, 8, 8))
     assert torch.allclose(out.exp().sum(1), torch.ones(3))  # log-probabilities
 

@@ -24,10 +24,9 @@ from sweep.errors import UserError
 from sweep.outcomes import METRICS, Status
 from sweep.results import atomic_write, read_result
 from sweep.search.study import DEFAULT_STUDY, StudyRef, trial_dir
-from sweep.search.trial_link import PRUNER_TARGETS, TRIAL_ENV
+from sweep.search.trial_link import PRUNER_TARGETS, SAMPLER_TARGETS, TRIAL_ENV
 
 log = logging.getLogger("sweep")
-SAMPLER_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
 RESULTS_FILE = "optimization_results.yaml"
 
 

@@ -13,6 +13,7 @@ from sweep.search.study import DEFAULT_STUDY, StudyRef
 
 TRIAL_ENV = "SWEEP_OPTUNA_TRIAL_ID"  # set for each job by the sweeper (hydra.job.env_set)
 PRUNER_TARGETS = ("optuna.pruners.*",)  # what a pruner config's `_target_` may name
+SAMPLER_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")  # and a sampler config's
 
 
 @dataclass(frozen=True)
