@@ -11,7 +11,7 @@ PROJECT_TARGETS = (
     "sweep.data.torchvision_dataset",
     "sweep.data.digits",
     "sweep.data.synthetic",
-    "sweep.data.image_folder",
+    "sweep.images.image_folder",
     "sweep.models.MLP",
     "sweep.models.CNN",
     "sweep.losses.FocalLoss",

@@ -88,7 +88,7 @@ def split(
 # ----------------------------------------------------------------------------- caching
 
 
-def _cached(root: str | Path, name: str, decode: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
+def cached(root: str | Path, name: str, decode: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
     """Decoded tensors from `<root>/.sweep-cache/<name>.pt`, decoding (and caching) on a miss."""
     path = Path(root) / CACHE_DIR / f"{name}.pt"
     if path.exists():
@@ -173,7 +173,7 @@ def torchvision_dataset(
     torchvision's own files under `root`: IDX files in `<root>/<name>/raw/`, python batches in
     `<root>/cifar-10-batches-py/`. Decoded once and cached; the test split is the data set's own."""
     root_path = Path(root).expanduser().resolve()
-    t = _cached(root_path, name, lambda: _decode_torchvision(name, root_path, download))
+    t = cached(root_path, name, lambda: _decode_torchvision(name, root_path, download))
     return split(name, t["x"], t["y"], t["x_test"], t["y_test"], val_fraction, split_seed, t.get("class_names", ()))
 
 

@@ -102,8 +102,9 @@ def run(
 
 def _load_data(data_cfg: DictConfig):
     data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
-    if "root" in data_cfg:  # relative to where the user ran the command, whatever the launcher's cwd
-        data_cfg["root"] = to_absolute_path(data_cfg["root"])
+    for key in ("root", "annotations_file", "img_dir"):  # relative to where the user ran the command
+        if data_cfg.get(key):
+            data_cfg[key] = to_absolute_path(data_cfg[key])
     try:
         return instantiate(data_cfg)
     except Exception as e:
@@ -135,6 +136,7 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
         min_delta=cfg.min_delta,
         seed=cfg.seed,
         progress=sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress),
+        augment=cfg.augment,
     )
     objective = METRICS[cfg.objective].name
 

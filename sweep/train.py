@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from sweep.augment import AUGMENTS
 from sweep.data import Data
 from sweep.outcomes import StopReason
 
@@ -42,6 +43,7 @@ class Settings:
     min_delta: float
     seed: int
     progress: bool = False
+    augment: str = "none"  # a name from sweep.augment.AUGMENTS
 
 
 @dataclass
@@ -119,6 +121,9 @@ def fit(
     scheduler = schedule.make(optimizer)
     per_batch = schedule.interval == "batch"
     order = torch.Generator().manual_seed(s.seed)
+    augment = AUGMENTS[s.augment]
+    if augment is not None:
+        draws = torch.Generator(device=data.x_train.device).manual_seed(s.seed)
 
     result, best_state, early = Fit(), None, EarlyStopping(s.patience, s.min_delta)
     start = time.perf_counter()
@@ -136,6 +141,8 @@ def fit(
         for i in range(0, n, s.batch_size):
             idx = perm[i : i + s.batch_size]
             xb, yb = data.x_train[idx], data.y_train[idx]
+            if augment is not None:
+                xb = augment(xb, draws)
             out = model(xb)
             loss = loss_fn(out, yb)
             loss_value = loss.item()

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from sweep.errors import UserError
 from sweep.outcomes import OBJECTIVES
 
+AUGMENT_NAMES = ("none", "flip_crop")  # sweep.augment.AUGMENTS, named here so a typo costs no torch import
 SCHEDULER_MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")  # metrics rows a scheduler may step on
 
 
@@ -105,11 +106,19 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg, "progress", lambda v: v in ("auto", True, False), "must be auto, true or false")
     if "val_fraction" in cfg.data:
         _check(cfg, "data.val_fraction", lambda v: _is_number(v) and 0 < v < 1, "must be a number in (0, 1)")
-    if "root" in cfg.data:
+    if "root" in cfg.data and (cfg.data.root is not None or "annotations_file" not in cfg.data):
         _check(cfg, "data.root", lambda v: isinstance(v, str) and v != "", "must be a folder path")
         root = os.path.expanduser(cfg.data.root)
         if os.path.exists(root) and not os.path.isdir(root):
             raise UserError(f"data.root={cfg.data.root}: is a file; must be a folder path")
+    _check(cfg, "augment", lambda v: v in AUGMENT_NAMES, f"must be one of {', '.join(AUGMENT_NAMES)}")
+    if "channels" in cfg.data:
+        _check(cfg, "data.channels", lambda v: v in (1, 3), "must be 1 (grey) or 3 (RGB)")
+    if "size" in cfg.data:
+        _check(cfg, "data.size", lambda v: len(v) == 2 and all(_is_int(s) and 1 <= s <= 4096 for s in v),
+               "must be [height, width], integers from 1 to 4096")  # fmt: skip
+    if "test_fraction" in cfg.data:
+        _check(cfg, "data.test_fraction", lambda v: _is_number(v) and 0 < v < 1, "must be a number in (0, 1)")
     _check(cfg, "scheduler.interval", lambda v: v in (None, "epoch", "batch"), "must be epoch or batch")
     _check(
         cfg,

@@ -71,3 +71,55 @@ def write_cifar10(root: Path, per_batch: int = 20, seed: int = 0) -> tuple[np.nd
             f,
         )
     return first
+
+
+SHAPES = ("circle", "square", "triangle", "cross")
+
+
+def draw_shape(shape: str, rng: np.random.Generator, side: int = 16, rgb: bool = False):
+    """A PIL image of one shape at a random place and size, on a noisy background."""
+    from PIL import Image, ImageDraw
+
+    background = tuple(int(v) for v in rng.integers(0, 60, 3)) if rgb else int(rng.integers(0, 60))
+    im = Image.new("RGB" if rgb else "L", (side, side), background)
+    d = ImageDraw.Draw(im)
+    r = int(rng.integers(side // 4, side // 2 - 1))
+    cx, cy = (int(v) for v in rng.integers(r, side - r, 2))
+    ink = (255, 220, 200) if rgb else 255
+    if shape == "circle":
+        d.ellipse((cx - r, cy - r, cx + r, cy + r), outline=ink, width=2)
+    elif shape == "square":
+        d.rectangle((cx - r, cy - r, cx + r, cy + r), outline=ink, width=2)
+    elif shape == "triangle":
+        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], outline=ink, width=2)
+    else:
+        d.line((cx - r, cy, cx + r, cy), fill=ink, width=2)
+        d.line((cx, cy - r, cx, cy + r), fill=ink, width=2)
+    return im
+
+
+def write_shapes(
+    root: Path, per_class: int = 60, layout: str = "folders", side: int = 16, seed: int = 0, rgb: bool = False
+) -> list[tuple[str, str]]:
+    """A few hundred small images of distinct shapes: `folders` (root/<shape>/<i>.png), `splits`
+    (root/train|val|test/<shape>/...), or `csv` (root/images/*.png and root/labels.csv of
+    filename,label with a header). Returns (relative path, shape) for every image written."""
+    rng = np.random.default_rng(seed)
+    written = []
+    for shape in SHAPES:
+        for i in range(per_class):
+            if layout == "folders":
+                rel = f"{shape}/{i}.png"
+            elif layout == "splits":
+                rel = f"{('train', 'train', 'train', 'val', 'test')[i % 5]}/{shape}/{i}.png"
+            else:
+                rel = f"images/{shape}_{i}.png"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            # formats PIL reads: PNG, and some JPEG and BMP too
+            path = root / rel if i % 7 else (root / rel).with_suffix(".bmp")
+            draw_shape(shape, rng, side, rgb).save(path)
+            written.append((str(path.relative_to(root)), shape))
+    if layout == "csv":
+        lines = ["filename,label"] + [f"{p.removeprefix('images/')},{s}" for p, s in written]
+        (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return written

@@ -1,0 +1,187 @@
+"""Your own images as a data set (`data=folder`): the custom-Dataset tutorial's layout (a CSV of
+`filename,label` and the folder the names are relative to), class subfolders (`root/<class>/*`),
+or fixed `train/`, `val/`, `test/` subfolders of class subfolders. Any image PIL reads, converted
+to `channels` and resized to `size`, decoded once and cached (the cache is keyed by the file list,
+sizes and times, so changed files are decoded again); splits are seeded unless the folders fix them."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sweep.data import Data, cached
+from sweep.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+def _extensions() -> set[str]:
+    from PIL import Image
+
+    return {e.lower() for e, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def _read(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """One image as uint8 (channels, height, width)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not an image PIL can read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def _class_folders(folder: Path) -> list[tuple[Path, str]]:
+    """(image, class name) for every image in `folder/<class>/`, in sorted order."""
+    exts = _extensions()
+    return [(f, d.name) for d in sorted(p for p in folder.iterdir() if p.is_dir())
+            for f in sorted(d.rglob("*")) if f.is_file() and f.suffix.lower() in exts]  # fmt: skip
+
+
+def _parse_labels(labels: list[str], csv_path: Path, first_line: int) -> tuple[list[int], list[str]]:
+    """Integer labels as they are; class names mapped in sorted order; anything else is an error."""
+
+    def is_int(v: str) -> bool:
+        return v.lstrip("-").isdigit()
+
+    def is_number(v: str) -> bool:
+        try:
+            float(v)
+            return True
+        except ValueError:
+            return False
+
+    for i, v in enumerate(labels):
+        if not v:
+            raise UserError(f"data.annotations_file={csv_path}: line {first_line + i} has no label")
+    if all(is_int(v) for v in labels):
+        ints = [int(v) for v in labels]
+        if min(ints) < 0:
+            raise UserError(f"data.annotations_file={csv_path}: labels must be integers >= 0 or class names")
+        return ints, [str(c) for c in range(max(ints) + 1)]
+    if any(is_number(v) for v in labels):
+        bad = next(i for i, v in enumerate(labels) if is_number(v) and not is_int(v) or is_int(v))
+        raise UserError(f"data.annotations_file={csv_path}: the label column is neither all integers nor all "
+                        f"class names (line {first_line + bad}: {labels[bad]!r})")  # fmt: skip
+    names = sorted(set(labels))
+    index = {n: i for i, n in enumerate(names)}
+    return [index[v] for v in labels], names
+
+
+def _csv_items(csv_path: Path, img_dir: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    if not csv_path.is_file():
+        raise UserError(f"data.annotations_file={csv_path}: no such file")
+    if not img_dir.is_dir():
+        raise UserError(f"data.img_dir={img_dir}: no such folder")
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    if rows and len(rows[0]) >= 2 and not (img_dir / rows[0][0].strip()).is_file() and "." not in rows[0][0]:
+        rows, first_line = rows[1:], 2  # a header: its first cell names a column, not a file
+    else:
+        first_line = 1
+    if not rows:
+        raise UserError(f"data.annotations_file={csv_path}: no rows (a CSV of filename,label lines)")
+    for i, r in enumerate(rows):
+        if len(r) < 2:
+            raise UserError(f"data.annotations_file={csv_path}: line {first_line + i} is not filename,label")
+        if not (img_dir / r[0].strip()).is_file():
+            raise UserError(f"data.annotations_file={csv_path}: line {first_line + i} names {r[0].strip()}, "
+                            f"which is not in {img_dir}")  # fmt: skip
+    labels, names = _parse_labels([r[1].strip() for r in rows], csv_path, first_line)
+    return [(img_dir / r[0].strip(), y) for r, y in zip(rows, labels)], names
+
+
+def _folder_items(root: Path) -> tuple[dict[str, list[tuple[Path, int]]], list[str]]:
+    """Per split (`all` when the folders fix none), (image, label) pairs; class names in sorted order."""
+    if not root.is_dir():
+        raise UserError(f"data.root={root}: no such folder")
+    fixed = [s for s in SPLITS if (root / s).is_dir()]
+    if fixed and "train" not in fixed:
+        raise UserError(f"data.root={root}: has {', '.join(fixed)}/ but no train/; fixed splits need train/")
+    found = {s: _class_folders(root / s) for s in fixed} if fixed else {"all": _class_folders(root)}
+    names = sorted({c for items in found.values() for _, c in items})
+    index = {n: i for i, n in enumerate(names)}
+    if not any(found.values()):
+        raise UserError(f"data.root={root}: no images in class subfolders ({root}/<class>/<image>)")
+    return {s: [(f, index[c]) for f, c in items] for s, items in found.items()}, names
+
+
+def _fingerprint(items: dict[str, list[tuple[Path, int]]], channels: int, size: tuple[int, int]) -> str:
+    """Changes whenever a file is added, removed, renamed, relabelled, rewritten or touched."""
+    h = hashlib.sha256(f"{channels} {size}".encode())
+    for split, pairs in sorted(items.items()):
+        for path, label in pairs:
+            st = path.stat()
+            h.update(f"{split}\0{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _split(n: int, fractions: list[float], g: torch.Generator) -> list[Tensor]:
+    """A seeded permutation of range(n) cut into len(fractions) + 1 parts, each of the first at least 1."""
+    order = torch.randperm(n, generator=g)
+    cuts = [max(1, round(n * f)) for f in fractions]
+    if sum(cuts) >= n:
+        raise UserError(f"data: {n} images are too few to split into train, val and test")
+    parts, start = [], 0
+    for c in cuts:
+        parts.append(order[start : start + c])
+        start += c
+    return [*parts, order[start:]]
+
+
+def image_folder(
+    root: str | None = None,
+    annotations_file: str | None = None,
+    img_dir: str | None = None,
+    channels: int = 1,
+    size: tuple[int, int] | list[int] = (28, 28),
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+) -> Data:
+    """Images from a folder (class subfolders, optionally under train/val/test) or a CSV of
+    `filename,label` with the folder its names are relative to (default: the CSV's folder)."""
+    size = (int(size[0]), int(size[1]))
+    if (root is None) == (annotations_file is None):
+        raise UserError("data=folder: give data.root (class subfolders) or data.annotations_file (a CSV), one of them")
+    if annotations_file is not None:
+        csv_path = Path(annotations_file).expanduser()
+        folder = Path(img_dir).expanduser() if img_dir else csv_path.parent
+        pairs, names = _csv_items(csv_path, folder)
+        items = {"all": pairs}
+    else:
+        folder = Path(root).expanduser()
+        items, names = _folder_items(folder)
+    if len(names) < 2 or len({y for pairs in items.values() for _, y in pairs}) < 2:
+        raise UserError(f"data: {len(names)} class(es) found ({', '.join(names)}); a classifier needs at least two")
+
+    def decode() -> dict:
+        out: dict = {"class_names": names}
+        for split, pairs in items.items():
+            out[f"x_{split}"] = torch.as_tensor(np.stack([_read(p, channels, size) for p, _ in pairs]))
+            out[f"y_{split}"] = torch.tensor([y for _, y in pairs], dtype=torch.long)
+        return out
+
+    t = cached(folder, f"folder-{_fingerprint(items, channels, size)}", decode)
+    g = torch.Generator().manual_seed(split_seed)
+    if "x_all" in t:
+        x, y = t["x_all"], t["y_all"]
+        val, test, train = _split(len(x), [val_fraction, test_fraction], g)
+        parts = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[test], y[test])}
+    else:
+        parts = {s: (t[f"x_{s}"], t[f"y_{s}"]) for s in SPLITS if f"x_{s}" in t}
+        x, y = parts.pop("train")
+        missing = [s for s in ("val", "test") if s not in parts]
+        cut = _split(len(x), [val_fraction if s == "val" else test_fraction for s in missing], g)
+        for s, idx in zip(missing, cut):
+            parts[s] = (x[idx], y[idx])
+        parts["train"] = (x[cut[-1]], y[cut[-1]])
+    return Data("folder", *parts["train"], *parts["val"], *parts["test"], len(names), class_names=tuple(names))

@@ -1,0 +1,151 @@
+"""`data=folder`: a user's own images in both layouts (and fixed splits) train to high accuracy;
+the cache follows the files; each way a folder or CSV can be wrong is one line; augmentation is
+seeded."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import train
+from formats import SHAPES, write_shapes
+
+from sweep.augment import AUGMENTS, flip_crop
+from sweep.data import CACHE_DIR
+from sweep.errors import UserError
+from sweep.images import image_folder
+from sweep.validate import AUGMENT_NAMES
+
+CNN = ("model=cnn", "model.channels=[16,32]", "data.size=[16,16]", "epochs=15", "patience=5")
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    write_shapes(root, per_class=60)
+    return root
+
+
+@pytest.mark.slow
+def test_class_subfolders_train_to_high_accuracy(shapes, tmp_path):
+    _, result = train(tmp_path, "data=folder", f"data.root={shapes}", *CNN)
+    assert result["status"] == "completed", result.get("error")
+    assert result["best_val_acc"] > 0.85 and result["test_acc"] > 0.85  # chance is 0.25
+    assert result["class_names"] == sorted(SHAPES)
+
+
+@pytest.mark.slow
+def test_a_csv_of_class_names_trains_too(tmp_path):
+    write_shapes(tmp_path / "d", per_class=60, layout="csv", seed=1)
+    _, result = train(tmp_path / "run", "data=folder", f"data.annotations_file={tmp_path / 'd' / 'labels.csv'}",
+                      f"data.img_dir={tmp_path / 'd' / 'images'}", *CNN)  # fmt: skip
+    assert result["status"] == "completed", result.get("error")
+    assert result["best_val_acc"] > 0.85 and result["class_names"] == sorted(SHAPES)
+
+
+def test_the_two_layouts_read_the_same_images_and_labels(tmp_path):
+    written = write_shapes(tmp_path / "f", per_class=5, seed=3)
+    write_shapes(tmp_path / "c", per_class=5, seed=3, layout="csv")
+    a = image_folder(root=str(tmp_path / "f"), size=[16, 16], val_fraction=0.2, test_fraction=0.2)
+    b = image_folder(annotations_file=str(tmp_path / "c" / "labels.csv"), img_dir=str(tmp_path / "c" / "images"),
+                     size=[16, 16], val_fraction=0.2, test_fraction=0.2)  # fmt: skip
+    assert a.class_names == b.class_names == tuple(sorted(SHAPES)) and a.classes == 4
+    assert (len(a.x_train), len(a.x_val), len(a.x_test)) == (12, 4, 4) and a.x_train.shape[1:] == (1, 16, 16)
+    count = lambda d: sorted(torch.cat([d.y_train, d.y_val, d.y_test]).tolist())  # noqa: E731
+    assert count(a) == count(b) == sorted([0, 1, 2, 3] * 5) and len(written) == 20
+
+
+def test_integer_labels_without_a_header_and_rgb(tmp_path):
+    write_shapes(tmp_path, per_class=4, layout="csv", rgb=True)
+    rows = (tmp_path / "labels.csv").read_text().splitlines()[1:]
+    (tmp_path / "labels.csv").write_text("\n".join(f"{r.split(',')[0]},{sorted(SHAPES).index(r.split(',')[1])}"
+                                                   for r in rows))  # fmt: skip
+    data = image_folder(annotations_file=str(tmp_path / "labels.csv"), img_dir=str(tmp_path / "images"),
+                        channels=3, size=[12, 10])  # fmt: skip
+    assert data.x_train.shape[1:] == (3, 12, 10) and data.class_names == ("0", "1", "2", "3")
+    assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 16
+
+
+def test_fixed_train_val_test_folders_are_kept(tmp_path):
+    write_shapes(tmp_path, per_class=10, layout="splits")
+    data = image_folder(root=str(tmp_path), size=[16, 16])
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (24, 8, 8)  # 3/5, 1/5, 1/5 of 40
+
+
+def test_the_cache_follows_the_files(tmp_path):
+    write_shapes(tmp_path, per_class=4)
+    first = image_folder(root=str(tmp_path), size=[16, 16])
+    assert len(list((tmp_path / CACHE_DIR).glob("folder-*.pt"))) == 1
+    again = image_folder(root=str(tmp_path), size=[16, 16])
+    assert torch.equal(first.x_train, again.x_train)
+    # a changed image (new contents and time) is decoded again, not read from the stale cache
+    victim = tmp_path / "circle" / "1.png"
+    from PIL import Image
+
+    Image.new("L", (16, 16), 255).save(victim)
+    os.utime(victim, ns=(1, 1))
+    changed = image_folder(root=str(tmp_path), size=[16, 16])
+    white = [(x == 255).all().item() for x in torch.cat([changed.x_train, changed.x_val, changed.x_test])]
+    assert sum(white) == 1 and len(list((tmp_path / CACHE_DIR).glob("folder-*.pt"))) == 2
+
+
+@pytest.mark.parametrize(
+    "make, kwargs, message",
+    [
+        (None, {"annotations_file": "{d}/nope.csv"}, "data.annotations_file={d}/nope.csv: no such file"),
+        (None, {"root": "{d}/nowhere"}, "data.root={d}/nowhere: no such folder"),
+        ("missing", {"annotations_file": "{d}/labels.csv", "img_dir": "{d}/images"},
+         "data.annotations_file={d}/labels.csv: line 2 names gone.png, which is not in {d}/images"),
+        ("unreadable", {"root": "{d}"}, "{d}/circle/0.png: not an image PIL can read"),
+        ("one_class", {"root": "{d}"}, "data: 1 class(es) found (circle); a classifier needs at least two"),
+        ("empty", {"annotations_file": "{d}/labels.csv"}, "data.annotations_file={d}/labels.csv: no rows"),
+        ("floats", {"annotations_file": "{d}/labels.csv", "img_dir": "{d}/images"},
+         "data.annotations_file={d}/labels.csv: the label column is neither all integers nor all class names"),
+        ("none", {"root": "{d}"}, "data.root={d}: no images in class subfolders"),
+    ],
+)  # fmt: skip
+def test_each_broken_folder_is_one_line_naming_the_file(tmp_path, make, kwargs, message):
+    d = tmp_path
+    if make in ("missing", "floats"):
+        write_shapes(d, per_class=2, layout="csv")
+        rows = (d / "labels.csv").read_text().splitlines()
+        if make == "missing":
+            rows[1] = "gone.png," + rows[1].split(",")[1]
+        else:
+            rows = [rows[0]] + [f"{r.split(',')[0]},{i % 3 + 0.5}" for i, r in enumerate(rows[1:])]
+        (d / "labels.csv").write_text("\n".join(rows))
+    elif make == "unreadable":
+        write_shapes(d, per_class=2)
+        (d / "circle" / "0.png").write_bytes(b"not a png at all")
+    elif make == "one_class":
+        write_shapes(d, per_class=2)
+        for shape in SHAPES[1:]:
+            for f in (d / shape).iterdir():
+                f.unlink()
+    elif make == "empty":
+        (d / "labels.csv").write_text("filename,label\n")
+    elif make == "none":
+        (d / "circle").mkdir()
+    kwargs = {k: v.format(d=d) for k, v in kwargs.items()}
+    with pytest.raises(UserError) as e:
+        image_folder(size=[16, 16], **kwargs)
+    assert str(e.value).startswith(message.format(d=d)) and "\n" not in str(e.value)
+
+
+def test_augmentation_is_seeded_keeps_shapes_and_moves_pixels():
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8).repeat(50, 1, 1, 1)
+    a = flip_crop(x, torch.Generator().manual_seed(3))
+    b = flip_crop(x, torch.Generator().manual_seed(3))
+    c = flip_crop(x, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == x.shape
+    assert (a != x).flatten(1).any(1).float().mean() > 0.5  # most images moved or flipped
+    assert set(AUGMENTS) == set(AUGMENT_NAMES)
+
+
+def test_augmented_training_is_reproducible(tmp_path):
+    args = ("data=digits", "epochs=2", "augment=flip_crop", "seed=5")
+    _, first = train(tmp_path / "a", *args)
+    _, second = train(tmp_path / "b", *args)
+    _, plain = train(tmp_path / "c", *args[:-2], "seed=5")
+    assert first["best_val_loss"] == second["best_val_loss"] != plain["best_val_loss"]
