@@ -20,13 +20,13 @@ from sweep.errors import UserError
 SPLITS = ("train", "val", "test")
 
 
-def _extensions() -> set[str]:
+def image_extensions() -> set[str]:
     from PIL import Image
 
     return {e.lower() for e, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 
-def _read(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
+def read_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
     """One image as uint8 (channels, height, width)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -41,7 +41,7 @@ def _read(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
 
 def _class_folders(folder: Path) -> list[tuple[Path, str]]:
     """(image, class name) for every image in `folder/<class>/`, in sorted order."""
-    exts = _extensions()
+    exts = image_extensions()
     return [(f, d.name) for d in sorted(p for p in folder.iterdir() if p.is_dir())
             for f in sorted(d.rglob("*")) if f.is_file() and f.suffix.lower() in exts]  # fmt: skip
 
@@ -166,7 +166,7 @@ def image_folder(
     def decode() -> dict:
         out: dict = {"class_names": names}
         for split, pairs in items.items():
-            out[f"x_{split}"] = torch.as_tensor(np.stack([_read(p, channels, size) for p, _ in pairs]))
+            out[f"x_{split}"] = torch.as_tensor(np.stack([read_image(p, channels, size) for p, _ in pairs]))
             out[f"y_{split}"] = torch.tensor([y for _, y in pairs], dtype=torch.long)
         return out
 

@@ -25,7 +25,7 @@ from sweep.errors import UserError, exit_with  # noqa: E402
 from sweep.outcomes import METRICS, Metric, Status, metric  # noqa: E402
 from sweep.results import atomic_write  # noqa: E402
 from sweep.statistics import Verdict, aggregate, verdict  # noqa: E402
-from sweep.summary import Sweep, find_runs, param_columns, write_summary  # noqa: E402
+from sweep.summary import Sweep, best_run, find_runs, param_columns, write_summary  # noqa: E402
 
 COMPARISON_FILE, REPORT_FILE = "comparison.csv", "report.md"
 ALL = "all"  # the one level when nothing was swept
@@ -116,13 +116,10 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str =
     table = aggregate(runs, keys, m) if keys else aggregate(runs.assign(**{ALL: ALL}), [ALL], m)
     context = keys + (["seed"] if "seed" in runs.columns else [])
     verdicts = [v for k in keys if (v := verdict(runs, k, m, context)) is not None]
-    objective = METRICS[sweeps[0].objective]
-    usable = runs[(runs.status == Status.COMPLETED) & runs[objective.column].notna()]
-    best_run = None
-    if not usable.empty:
-        best_run = usable.sort_values(objective.column, ascending=not objective.higher_is_better).iloc[0]
     rerun = rerun_command(runs, table, keys if keys else [])
-    return Comparison(sweeps, runs, m, metric_name, keys, table, verdicts, rerun, best_run)
+    best = best_run(runs, sweeps[0].objective)
+    best_row = None if best is None else runs.loc[best]
+    return Comparison(sweeps, runs, m, metric_name, keys, table, verdicts, rerun, best_row)
 
 
 def draw(c: Comparison, out: Path) -> tuple[list[Path], list[Path]]:

@@ -153,6 +153,14 @@ def sort_by_objective(table: pd.DataFrame, objective: str = "val_acc") -> pd.Dat
     return table.sort_values(m.column, ascending=not m.higher_is_better, na_position="last", kind="stable")
 
 
+def best_run(table: pd.DataFrame, objective: str = "val_acc") -> int | None:
+    """The row label of the completed run with the best objective (a validation metric: the test
+    split never selects), or None when no run completed."""
+    m = METRICS[objective]
+    usable = table[(table.status == Status.COMPLETED) & table[m.column].notna()]
+    return None if usable.empty else sort_by_objective(usable, objective).index[0]
+
+
 def write_summary(sweep_dir: Path) -> Sweep:
     """Build the sweep's summary and write `summary.csv` (atomically)."""
     sweep = build_summary(sweep_dir)

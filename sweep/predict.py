@@ -1,0 +1,134 @@
+"""Predict with a trained model: `python sweep/predict.py RUN_DIR_or_SWEEP_DIR IMAGE_or_FOLDER ...`
+(or `sweep-predict`), one line per image: path, predicted label, probability. Given a sweep dir
+it takes the best run by the sweep's validation objective and says which. Each image is read as
+training read its data set: converted to the trained channels, resized to the trained size, and
+normalised by the model itself. `--export onnx|pt2 OUT` writes the model with that preprocessing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # as in run.py
+
+from sweep.errors import UserError, exit_with  # noqa: E402
+
+BATCH = 256
+
+
+def resolve_run(source: Path) -> tuple[Path, str | None]:
+    """The run dir to use: `source` itself, or the best run of the sweep dir `source`, with a line saying which."""
+    from sweep.checkpoint import CHECKPOINT_FILE
+
+    if (source / CHECKPOINT_FILE).is_file():
+        return source, None
+    from sweep.summary import best_run, build_summary, find_runs
+
+    if not source.is_dir() or not find_runs(source):
+        raise UserError(f"{source}: neither a run dir (with {CHECKPOINT_FILE}) nor a sweep dir (with run dirs)")
+    sweep = build_summary(source)
+    table = sweep.table[[(d / CHECKPOINT_FILE).is_file() for d in sweep.run_dirs]]
+    best = best_run(table, sweep.objective)
+    if best is None:
+        raise UserError(f"{source}: no completed run with a {CHECKPOINT_FILE} in this sweep")
+    row = table.loc[best]
+    column = f"best_{sweep.objective}"
+    note = f"Using run {row.run} of {source}: the best {sweep.objective} ({row[column]:.4g}) of {len(sweep.table)} runs"
+    return sweep.run_dirs[best], note
+
+
+def image_paths(inputs: list[Path]) -> list[Path]:
+    """The images named, and every image (by extension) under the folders named, in sorted order."""
+    from sweep.images import image_extensions
+
+    exts, found = image_extensions(), []
+    for p in inputs:
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise UserError(f"{p}: no such image or folder")
+    if not found:
+        raise UserError(f"{', '.join(map(str, inputs))}: no images there")
+    return found
+
+
+def predict(run_dir: Path, paths: list[Path], top_k: int = 1) -> list[tuple[Path, list[tuple[str, float]]]]:
+    """For each image, its `top_k` (label, probability) pairs, most probable first."""
+    import numpy as np
+    import torch
+
+    from sweep.checkpoint import load_checkpoint
+    from sweep.images import read_image
+
+    ckpt = load_checkpoint(run_dir)
+    model = ckpt.model()
+    channels, size = ckpt.in_shape[0], ckpt.in_shape[1:]
+    k = min(top_k, ckpt.classes)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(paths), BATCH):
+            chunk = paths[i : i + BATCH]
+            x = torch.as_tensor(np.stack([read_image(p, channels, size) for p in chunk]))
+            probs, labels = model.probabilities(x).topk(k, dim=1)
+            for p, ps, ls in zip(chunk, probs.tolist(), labels.tolist()):
+                out.append((p, [(ckpt.label(lbl), prob) for lbl, prob in zip(ls, ps)]))
+    return out
+
+
+def write_csv(rows: list[tuple[Path, list[tuple[str, float]]]], out: Path) -> None:
+    from sweep.results import atomic_write
+
+    k = len(rows[0][1])
+    header = ["path", "label", "probability"] + [f"{c}_{r}" for r in range(2, k + 1) for c in ("label", "probability")]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for path, top in rows:
+        writer.writerow([str(path)] + [v for label, prob in top for v in (label, f"{prob:.6f}")])
+    atomic_write(out, buf.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python sweep/predict.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, metavar="RUN_DIR_or_SWEEP_DIR")
+    parser.add_argument("inputs", type=Path, nargs="*", metavar="IMAGE_or_FOLDER")
+    parser.add_argument("--top-k", type=int, default=1, metavar="N", help="the N most probable labels per image")
+    parser.add_argument("--csv", type=Path, metavar="OUT", help="write the predictions to this CSV as well")
+    parser.add_argument("--export", nargs=2, metavar=("FORMAT", "OUT"), help="onnx or pt2: write the model to OUT")
+    args = parser.parse_args(argv)
+    try:
+        if args.top_k < 1:
+            raise UserError(f"--top-k={args.top_k}: must be an integer >= 1")
+        if not args.inputs and not args.export:
+            raise UserError("give images or folders to predict, or --export FORMAT OUT")
+        run_dir, note = resolve_run(args.source)
+        if note:
+            print(note, file=sys.stderr)
+        if args.export:
+            from sweep.checkpoint import load_checkpoint
+            from sweep.export import export
+
+            path = export(load_checkpoint(run_dir), args.export[0], Path(args.export[1]))
+            print(
+                f"Exported {run_dir} to {path} (input: float32 N x C x H x W pixel values 0-255; output: probabilities)"
+            )
+        if args.inputs:
+            rows = predict(run_dir, image_paths(args.inputs), args.top_k)
+            for path, top in rows:
+                print(f"{path}\t" + "\t".join(f"{label}\t{prob:.4f}" for label, prob in top))
+            if args.csv:
+                write_csv(rows, args.csv)
+    except UserError as e:
+        exit_with(e)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
