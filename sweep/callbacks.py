@@ -14,12 +14,12 @@ log = logging.getLogger("sweep")
 
 
 class SummaryCallback(Callback):
-    def __init__(self, report: bool = True, metric: str = "test_acc") -> None:
+    def __init__(self, report: bool = True, metric: str | None = None) -> None:
         self.report, self.metric = report, metric
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from sweep.errors import UserError
-        from sweep.summary import build_summary, find_runs, format_table, sort_by_objective
+        from sweep.summary import build_summary, find_runs, format_table, sort_by_objective, still_improving_line
 
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir() or not find_runs(sweep_dir):  # the sweep stopped before its first run
@@ -29,6 +29,8 @@ class SummaryCallback(Callback):
         objective = config.get("objective", "val_acc")
         print(f"\nSummary of {len(sweep.table)} runs, best {objective} first ({path}):")
         print(format_table(sort_by_objective(sweep.table, objective)), flush=True)
+        if line := still_improving_line(sweep.table):
+            print(f"Warning: {line}", flush=True)
         if self.report:
             from sweep.report import write_report
 

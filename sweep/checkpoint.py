@@ -43,10 +43,20 @@ class Checkpoint:
 
 def write_checkpoint(run_dir: Path, ckpt: Checkpoint) -> None:
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "state_dict": ckpt.state_dict, "model": ckpt.spec.to_dict(),
-                "in_shape": list(ckpt.in_shape), "classes": ckpt.classes, "log_probs": ckpt.log_probs,
-                "mean": list(ckpt.mean), "std": list(ckpt.std), "class_names": list(ckpt.class_names)},
-               buf)  # fmt: skip
+    torch.save(
+        {
+            "format": FORMAT,
+            "state_dict": ckpt.state_dict,
+            "model": ckpt.spec.to_dict(),
+            "in_shape": list(ckpt.in_shape),
+            "classes": ckpt.classes,
+            "log_probs": ckpt.log_probs,
+            "mean": list(ckpt.mean),
+            "std": list(ckpt.std),
+            "class_names": list(ckpt.class_names),
+        },
+        buf,
+    )
     atomic_write(Path(run_dir) / CHECKPOINT_FILE, buf.getvalue())
 
 
@@ -66,9 +76,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise ValueError(f"it is not a format-{FORMAT} checkpoint of this project")
         spec = ModelSpec.from_dict(raw["model"])
-        return Checkpoint(spec, raw["state_dict"], tuple(int(v) for v in raw["in_shape"]), int(raw["classes"]),
-                          bool(raw["log_probs"]), tuple(map(float, raw["mean"])), tuple(map(float, raw["std"])),
-                          tuple(str(c) for c in raw.get("class_names", ())))  # fmt: skip
+        return Checkpoint(
+            spec,
+            raw["state_dict"],
+            tuple(int(v) for v in raw["in_shape"]),
+            int(raw["classes"]),
+            bool(raw["log_probs"]),
+            tuple(map(float, raw["mean"])),
+            tuple(map(float, raw["std"])),
+            tuple(str(c) for c in raw.get("class_names", ())),
+        )
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: refused: {e}") from None
 

@@ -43,6 +43,14 @@ def export(ckpt: Checkpoint, fmt: str, out: Path) -> Path:
     except ImportError:
         raise UserError('--export onnx needs the onnx packages: pip install -e ".[export]"') from None
     names = {"input_names": ["image"], "output_names": ["probabilities"]}
-    torch.onnx.export(module, (example,), out, **names, dynamic_shapes={"image": {0: batch}}, dynamo=True,
-                      verbose=False, external_data=False)  # fmt: skip
+    torch.onnx.export(
+        module,
+        (example,),
+        out,
+        **names,
+        dynamic_shapes={"image": {0: batch}},
+        dynamo=True,
+        verbose=False,
+        external_data=False,
+    )
     return out

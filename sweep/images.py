@@ -42,8 +42,12 @@ def read_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
 def _class_folders(folder: Path) -> list[tuple[Path, str]]:
     """(image, class name) for every image in `folder/<class>/`, in sorted order."""
     exts = image_extensions()
-    return [(f, d.name) for d in sorted(p for p in folder.iterdir() if p.is_dir())
-            for f in sorted(d.rglob("*")) if f.is_file() and f.suffix.lower() in exts]  # fmt: skip
+    return [
+        (f, d.name)
+        for d in sorted(p for p in folder.iterdir() if p.is_dir())
+        for f in sorted(d.rglob("*"))
+        if f.is_file() and f.suffix.lower() in exts
+    ]
 
 
 def _parse_labels(labels: list[str], csv_path: Path, first_line: int) -> tuple[list[int], list[str]]:
@@ -69,8 +73,10 @@ def _parse_labels(labels: list[str], csv_path: Path, first_line: int) -> tuple[l
         return ints, [str(c) for c in range(max(ints) + 1)]
     if any(is_number(v) for v in labels):
         bad = next(i for i, v in enumerate(labels) if is_number(v) and not is_int(v) or is_int(v))
-        raise UserError(f"data.annotations_file={csv_path}: the label column is neither all integers nor all "
-                        f"class names (line {first_line + bad}: {labels[bad]!r})")  # fmt: skip
+        raise UserError(
+            f"data.annotations_file={csv_path}: the label column is neither all integers nor all "
+            f"class names (line {first_line + bad}: {labels[bad]!r})"
+        )
     names = sorted(set(labels))
     index = {n: i for i, n in enumerate(names)}
     return [index[v] for v in labels], names
@@ -93,8 +99,10 @@ def _csv_items(csv_path: Path, img_dir: Path) -> tuple[list[tuple[Path, int]], l
         if len(r) < 2:
             raise UserError(f"data.annotations_file={csv_path}: line {first_line + i} is not filename,label")
         if not (img_dir / r[0].strip()).is_file():
-            raise UserError(f"data.annotations_file={csv_path}: line {first_line + i} names {r[0].strip()}, "
-                            f"which is not in {img_dir}")  # fmt: skip
+            raise UserError(
+                f"data.annotations_file={csv_path}: line {first_line + i} names {r[0].strip()}, "
+                f"which is not in {img_dir}"
+            )
     labels, names = _parse_labels([r[1].strip() for r in rows], csv_path, first_line)
     return [(img_dir / r[0].strip(), y) for r, y in zip(rows, labels)], names
 

@@ -82,7 +82,7 @@ def run(
     if link is not None:
         record["trial"] = link.number
     try:
-        outcome = _train(cfg, _load_data(cfg.data), device, run_dir, link)
+        outcome = _train(cfg, _load_data(cfg), device, run_dir, link)
     except UserError:  # every run of a sweep would fail alike: the entry point tells the user once
         raise
     except Exception as e:  # a run that raises is a row of the summary, not the end of the sweep
@@ -100,8 +100,10 @@ def run(
     return outcome[METRICS[cfg.objective].column]
 
 
-def _load_data(data_cfg: DictConfig):
-    data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
+def _load_data(cfg: DictConfig):
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    if cfg.split_per_seed and "split_seed" in data_cfg:  # repeats then also measure the split's noise
+        data_cfg["split_seed"] = cfg.seed
     for key in ("root", "annotations_file", "img_dir"):  # relative to where the user ran the command
         if data_cfg.get(key):
             data_cfg[key] = to_absolute_path(data_cfg[key])
@@ -142,10 +144,10 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
 
     history: list[dict] = []
 
-    def on_epoch(row: dict) -> bool:
+    def on_epoch(row: dict, last: bool) -> bool:
         history.append(row)
         results.write_metrics(run_dir, history)
-        return trial is not None and trial.should_prune(row[objective], row["epoch"])
+        return trial is not None and trial.should_prune(row[objective], row["epoch"], last)
 
     schedule = _schedule(cfg.scheduler, math.ceil(len(data.x_train) / cfg.batch_size))
     result = fit(model, data, instantiate(cfg.optimizer, _convert_="all"), schedule, loss_fn, settings, on_epoch)

@@ -117,8 +117,10 @@ class ModelSpec:
         kind = next((k for k, c in MODELS.items() if c is make.func), None)
         if kind is None:
             name = f"{make.func.__module__}.{make.func.__qualname__}"
-            raise UserError(f"model._target_={name}: not a registered model kind ({', '.join(MODELS)}); "
-                            "register it with @sweep.models.register_model(NAME)")  # fmt: skip
+            raise UserError(
+                f"model._target_={name}: not a registered model kind ({', '.join(MODELS)}); "
+                "register it with @sweep.models.register_model(NAME)"
+            )
         args = {k: v for k, v in make.keywords.items() if k != "activation"}
         if not _plain(args):
             raise UserError(f"model: its arguments must be plain values to be saved, got {args}")
@@ -131,8 +133,12 @@ class ModelSpec:
         return cls(kind, args, act_cls.__name__, dict(act.keywords) if isinstance(act, functools.partial) else {})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "args": self.args, "activation": self.activation,
-                "activation_args": self.activation_args}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "args": self.args,
+            "activation": self.activation,
+            "activation_args": self.activation_args,
+        }
 
     @classmethod
     def from_dict(cls, d: Any) -> ModelSpec:

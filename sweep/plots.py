@@ -1,5 +1,7 @@
-"""The report's PNG plots, drawn headless with matplotlib: learning curves coloured by level, the
-metric per level with its 95% interval, and for Optuna searches the history and importances."""
+"""The report's PNG plots, drawn headless with matplotlib: learning curves coloured by level (or
+on a colour scale by objective), the metric per level with its 95% interval, and for Optuna
+searches the objective against each parameter, the history with the best so far, and importances;
+then one run's own pictures."""
 
 from __future__ import annotations
 
@@ -24,25 +26,42 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+MAX_LEGEND = 10  # more levels than this are coloured on a scale, not listed
+
+
 def level_labels(table: pd.DataFrame, by: list[str]) -> pd.Series:
-    return table[by].astype(str).agg(", ".join, axis=1) if by else pd.Series("all", index=table.index)
+    """`adam, 0.001` per row; a key a run did not set reads `-` (sweeps and resumes mix keys)."""
+    if not by:
+        return pd.Series("all", index=table.index)
+    cells = table[by].apply(
+        lambda col: col.map(lambda v: "-" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v))
+    )
+    return cells.agg(", ".join, axis=1)
 
 
-def learning_curves(summary: pd.DataFrame, by: list[str], path: Path) -> Path | None:
-    """val_loss and val_acc per epoch, one line per run, one colour per level of `by`."""
-    labels = level_labels(summary, by)
-    colours = {lvl: plt.cm.tab10(i % 10) for i, lvl in enumerate(sorted(labels.unique()))}
+def learning_curves(runs: pd.DataFrame, by: list[str], path: Path, colour_by: str | None = None) -> Path | None:
+    """val_loss and val_acc per epoch, one line per run: one colour per level of `by` with a legend,
+    or, with more levels than a legend can hold, coloured by the run's `colour_by` value on a scale."""
+    labels = level_labels(runs, by)
+    many = labels.nunique() > MAX_LEGEND and colour_by is not None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    if many:
+        values = runs[colour_by].astype(float)
+        norm = matplotlib.colors.Normalize(values.min(), values.max())
+        colour = {i: plt.cm.viridis(norm(v)) if pd.notna(v) else (0.6, 0.6, 0.6, 0.5) for i, v in values.items()}
+    else:
+        palette = {lvl: plt.cm.tab10(i % 10) for i, lvl in enumerate(sorted(labels.unique()))}
+        colour = {i: palette[label] for i, label in labels.items()}
     drawn = set()
-    for (_, row), label in zip(summary.iterrows(), labels):
+    for i, row in runs.iterrows():
         metrics = Path(row["run_dir"]) / METRICS_FILE
         if not metrics.exists():
             continue
         curve = pd.read_csv(metrics)
-        legend = label if label not in drawn else None
-        drawn.add(label)
-        ax_loss.plot(curve.epoch, curve.val_loss, color=colours[label], alpha=0.8, label=legend)
-        ax_acc.plot(curve.epoch, curve.val_acc, color=colours[label], alpha=0.8)
+        legend = labels[i] if not many and labels[i] not in drawn else None
+        drawn.add(labels[i])
+        ax_loss.plot(curve.epoch, curve.val_loss, color=colour[i], alpha=0.8, label=legend)
+        ax_acc.plot(curve.epoch, curve.val_acc, color=colour[i], alpha=0.8)
     if not drawn:
         plt.close(fig)
         return None
@@ -50,25 +69,59 @@ def learning_curves(summary: pd.DataFrame, by: list[str], path: Path) -> Path | 
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    ax_loss.legend(title=", ".join(by) or None, fontsize="small")
+    if many:
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax_acc, label=colour_by)
+    else:
+        ax_loss.legend(title=", ".join(by) or None, fontsize="small")
     fig.suptitle("Learning curves")
     return _save(fig, path)
 
 
 def metric_by_level(comparison: pd.DataFrame, by: list[str], metric: str, path: Path) -> Path | None:
-    """Each level's mean metric with its t-distribution 95% interval (a dot alone when n < 2)."""
-    table = comparison.dropna(subset=["mean"]).iloc[::-1]
+    """Each level's mean metric with its t-distribution 95% interval; a level with one run is a
+    hollow dot marked `n = 1`, as it has no interval."""
+    table = comparison.dropna(subset=["mean"]).iloc[::-1].reset_index(drop=True)
     if table.empty:
         return None
     labels = level_labels(table, by)
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.5))
+    single = table["n_completed"] < 2
     low = (table["mean"] - table["ci95_low"]).fillna(0)
     high = (table["ci95_high"] - table["mean"]).fillna(0)
-    ax.errorbar(table["mean"], range(len(table)), xerr=[low, high], fmt="o", capsize=4)
+    y = pd.Series(range(len(table)))
+    ax.errorbar(table["mean"][~single], y[~single], xerr=[low[~single], high[~single]], fmt="o", capsize=4)
+    ax.scatter(table["mean"][single], y[single], facecolors="none", edgecolors="C0")
+    for i in y[single]:
+        ax.annotate("n = 1", (table["mean"][i], i), textcoords="offset points", xytext=(6, 4), fontsize="small")
     ax.set_yticks(range(len(table)), labels)
-    ax.set_xlabel(f"{metric} (mean, 95% CI)")
+    ax.set_xlabel(f"{metric}: mean and 95% CI (n >= 2)")
     ax.set_ylabel(", ".join(by))
     ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def slices(runs: pd.DataFrame, params: list[str], column: str, path: Path) -> Path | None:
+    """The objective against each searched parameter, one panel a parameter, one dot a run (a log
+    axis for a positive parameter spanning more than two decades)."""
+    done = runs[runs[column].notna()]
+    params = [p for p in params if p in done.columns and done[p].notna().any()]
+    if done.empty or not params:
+        return None
+    fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.4), squeeze=False, sharey=True)
+    for ax, p in zip(axes[0], params):
+        x = pd.to_numeric(done[p], errors="coerce")
+        if x.notna().all():
+            ax.scatter(x, done[column], alpha=0.7)
+            if (x > 0).all() and x.max() / x.min() > 100:
+                ax.set_xscale("log")
+        else:  # a categorical parameter: one column of dots a category
+            cats = sorted(done[p].astype(str).unique())
+            ax.scatter(done[p].astype(str).map(cats.index), done[column], alpha=0.7)
+            ax.set_xticks(range(len(cats)), cats, rotation=45)
+        ax.set_xlabel(p)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(column)
+    fig.suptitle("Objective by parameter")
     return _save(fig, path)
 
 

@@ -1,18 +1,20 @@
-"""Comparison report: `python sweep/report.py SWEEP_DIR [SWEEP_DIR ...] [--by KEY[,KEY]] [--metric test_acc]`.
+"""Comparison report: `python sweep/report.py SWEEP_DIR [SWEEP_DIR ...] [--by KEY[,KEY]] [--metric val_acc]`.
 
 Rebuilds each sweep's summary.csv from its run dirs (so interrupted sweeps work too), then writes
 comparison.csv, report.md and PNG plots: which setting is better, by how much, and whether the
-difference is outside noise. In three steps over the built summaries: compare (statistics),
-draw (plots), write (the Markdown).
+difference is outside noise. The sweep's validation objective ranks and selects; test metrics
+are the held-out estimate of what was selected. In three steps over the built summaries:
+compare (statistics), draw (plots), write (the Markdown).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -22,47 +24,91 @@ if __package__ in (None, ""):
 import pandas as pd  # noqa: E402
 
 from sweep.errors import UserError, exit_with  # noqa: E402
-from sweep.outcomes import METRICS, Metric, Status, metric  # noqa: E402
+from sweep.outcomes import METRICS, OBJECTIVES, Metric, Status, metric  # noqa: E402
 from sweep.results import atomic_write  # noqa: E402
-from sweep.statistics import Verdict, aggregate, verdict  # noqa: E402
-from sweep.summary import Sweep, best_run, find_runs, param_columns, write_summary  # noqa: E402
+from sweep.statistics import FactorVerdict, aggregate, best_settings, compare_factor  # noqa: E402
+from sweep.summary import (  # noqa: E402
+    Sweep,
+    best_run,
+    build_summary,
+    find_runs,
+    param_columns,
+    still_improving_line,
+)
 
 COMPARISON_FILE, REPORT_FILE = "comparison.csv", "report.md"
+# What a report writes, so that a new report into the same folder leaves none of an old one's.
+REPORT_GLOBS = (
+    COMPARISON_FILE,
+    REPORT_FILE,
+    "learning_curves.png",
+    "*_by_level.png",
+    "*optimization_history.png",
+    "*param_importances.png",
+    "*slices.png",
+    "best_run_*.png",
+)
 ALL = "all"  # the one level when nothing was swept
+TOP_TRIALS = 10
 
 
 @dataclass
 class Comparison:
-    """What the report says: the runs, the compared keys, the per-level table, the verdicts and
-    the command that re-runs the best level."""
+    """What the report says: the runs, the compared keys, the per-level table, the verdicts, each
+    level at its best setting of the others, the command that re-runs the best level and the best run."""
 
     sweeps: list[Sweep]
     runs: pd.DataFrame  # every sweep's rows, with `run_dir` and `overrides` (and `sweep` for several)
     metric: Metric
-    metric_name: str
+    objective: Metric  # the sweep's validation objective: what selects
     keys: list[str]  # the compared keys; empty when nothing was swept
+    search: bool  # an Optuna search: levels are trials
     table: pd.DataFrame
-    verdicts: list[Verdict]
-    rerun: str | None
-    best_run: pd.Series | None  # the completed run with the best objective (validation), if any
+    verdicts: list[FactorVerdict] = field(default_factory=list)
+    at_best: dict[str, pd.DataFrame] = field(default_factory=dict)
+    rerun: str | None = None
+    best_run: pd.Series | None = None  # the completed run with the best objective, if any
 
     @property
     def shown_keys(self) -> list[str]:
         return self.keys or [ALL]
 
+    @property
+    def biased(self) -> bool:
+        """Ranked by a test metric, on request: the test split then selects, and is no longer held out."""
+        return self.metric.name not in OBJECTIVES
+
+
+def differing_settings(sweeps: list[Sweep]) -> dict[str, list[str | None]]:
+    """Overrides that every run of each sweep shares but that differ between the sweeps (20 epochs
+    in one, 5 in another): factors of the comparison, never noise to pool over."""
+    if len(sweeps) < 2:
+        return {}
+    keys = {k for s in sweeps for k in s.fixed}
+    values = {k: [s.fixed.get(k) for s in sweeps] for k in sorted(keys)}
+    return {k: v for k, v in values.items() if len(set(v)) > 1}
+
 
 def combine(sweeps: list[Sweep]) -> pd.DataFrame:
-    """Every sweep's table as one, each row with its run dir and overrides; a `sweep` column
-    when there are several."""
+    """Every sweep's table as one, each row with its run dir and overrides; with several sweeps, a
+    `sweep` column and a column for each setting that differs between them."""
+    differing = differing_settings(sweeps)
     tables = []
     for sweep in sweeps:
         table = sweep.table.copy()
         if len(sweeps) > 1:
             table.insert(0, "sweep", sweep.dir.name)
+        for key in differing:
+            table[key] = [o.get(key) for o in sweep.overrides]
         table["run_dir"] = [str(d) for d in sweep.run_dirs]
         table["overrides"] = sweep.overrides
         tables.append(table)
-    return pd.concat(tables, ignore_index=True)
+    runs = pd.concat(tables, ignore_index=True)
+    for key in differing:  # "20" and "5" from the command line are numbers
+        numeric = pd.to_numeric(runs[key], errors="coerce")
+        if numeric.notna().sum() == runs[key].notna().sum():
+            runs[key] = numeric
+    return runs
 
 
 def default_keys(runs: pd.DataFrame) -> list[str]:
@@ -71,8 +117,8 @@ def default_keys(runs: pd.DataFrame) -> list[str]:
 
 
 def rerun_command(runs: pd.DataFrame, table: pd.DataFrame, by: list[str]) -> str | None:
-    """The command that runs the best level again: its runs' own overrides, with every other swept
-    key (the seed among them) over the values the comparison averaged."""
+    """The command that runs the best level of `table` again: its runs' own overrides, with every
+    other swept key (the seed among them) over the values the comparison averaged."""
     if table.empty or pd.isna(table.loc[0, "mean"]):
         return None
     mask = runs.status == Status.COMPLETED
@@ -80,6 +126,8 @@ def rerun_command(runs: pd.DataFrame, table: pd.DataFrame, by: list[str]) -> str
         best = table.loc[0, key]  # per column: a row would turn 32 into 32.0
         mask &= (runs[key] == best) | (runs[key].isna() & pd.isna(best))
     per_run = list(runs.loc[mask, "overrides"])
+    if not per_run:
+        return None
     averaged = [k for k in param_columns(runs) if k not in by]
     args, multirun = [], False
     for key, value in per_run[0].items():
@@ -101,36 +149,63 @@ def report_metric(name: str) -> Metric:
         raise UserError(f"--metric={name}: must be one of {', '.join(METRICS)}") from None
 
 
-def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str = "test_acc") -> Comparison:
-    """The statistics step: per-level aggregates and verdicts over the sweeps' runs."""
-    m = report_metric(metric_name)
+def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str | None = None) -> Comparison:
+    """The statistics step: per-level aggregates, every level against the best per factor, each
+    level at its best setting of the others, over the sweeps' runs."""
+    objective = METRICS[sweeps[0].objective]
+    m = report_metric(metric_name) if metric_name else objective
     runs = combine(sweeps)
-    by = by if by is not None else default_keys(runs)
-    missing = [k for k in by if k not in runs.columns]
-    if missing:
-        raise UserError(
-            f"--by={','.join(by)}: {', '.join(missing)} was not swept; "
-            f"swept keys: {', '.join(default_keys(runs)) or 'none'}"
-        )
-    keys = (["sweep"] if "sweep" in runs.columns else []) + by
+    search = any(s.study is not None for s in sweeps) or "trial" in runs.columns
+    differing = list(differing_settings(sweeps))
+    if by is not None:
+        missing = [k for k in by if k not in runs.columns]
+        if missing:
+            raise UserError(
+                f"--by={','.join(by)}: {', '.join(missing)} was not swept; "
+                f"swept keys: {', '.join(default_keys(runs)) or 'none'}"
+            )
+        unlike = [k for k in differing if k not in by]
+        if unlike:
+            settings = "; ".join(f"{k}: {' vs '.join(map(str, differing_settings(sweeps)[k]))}" for k in unlike)
+            raise UserError(
+                f"the sweeps differ in {', '.join(unlike)} ({settings}): comparing "
+                f"{','.join(by)} across them would pool unlike runs; compare within each with "
+                f"--by {','.join(by + unlike)}"
+            )
+        keys = by
+    else:
+        keys = ["trial"] if search else default_keys(runs)
     table = aggregate(runs, keys, m) if keys else aggregate(runs.assign(**{ALL: ALL}), [ALL], m)
-    context = keys + (["seed"] if "seed" in runs.columns else [])
-    verdicts = [v for k in keys if (v := verdict(runs, k, m, context)) is not None]
-    rerun = rerun_command(runs, table, keys if keys else [])
-    best = best_run(runs, sweeps[0].objective)
-    best_row = None if best is None else runs.loc[best]
-    return Comparison(sweeps, runs, m, metric_name, keys, table, verdicts, rerun, best_row)
+    c = Comparison(sweeps, runs, m, objective, keys, search, table)
+    if search and keys == ["trial"]:
+        params = [p for p in param_columns(runs) if p not in ("trial", "seed")]
+        first = runs.drop_duplicates("trial").set_index("trial")
+        for p in reversed(params):
+            c.table.insert(1, p, c.table["trial"].map(first[p]))
+        c.table.insert(1, "state", c.table["trial"].map(first["state"]))
+    else:
+        seed = ["seed"] if "seed" in runs.columns else []
+        c.verdicts = [v for k in keys if (v := compare_factor(runs, k, [o for o in keys if o != k] + seed, m))]
+        if len(keys) > 1:
+            c.at_best = {k: best_settings(runs, k, [o for o in keys if o != k], m) for k in keys}
+    objective_table = table if m == objective else aggregate(runs, keys or [ALL], objective) if keys else None
+    c.rerun = rerun_command(runs, objective_table if objective_table is not None else table, keys)
+    best = best_run(runs, objective.name)
+    c.best_run = None if best is None else runs.loc[best]
+    return c
 
 
 def draw(c: Comparison, out: Path) -> tuple[list[Path], list[Path]]:
-    """The plots step: learning curves, the metric per level, each search's history and importances;
-    then the best run's own pictures (curves, confusion matrix, CNN filters)."""
+    """The plots step: learning curves, the metric per level (or, for a search, the objective by
+    parameter), each search's history and importances; then the best run's own pictures."""
     from sweep import plots
 
-    pngs = [
-        plots.learning_curves(c.runs, c.keys, out / "learning_curves.png"),
-        plots.metric_by_level(c.table, c.shown_keys, c.metric_name, out / f"{c.metric_name}_by_level.png"),
-    ]
+    pngs = [plots.learning_curves(c.runs, c.keys, out / "learning_curves.png", colour_by=c.objective.column)]
+    if c.search:
+        params = [p for p in param_columns(c.runs) if p not in ("trial", "seed")]
+        pngs.append(plots.slices(c.runs, params, c.objective.column, out / "slices.png"))
+    else:
+        pngs.append(plots.metric_by_level(c.table, c.shown_keys, c.metric.name, out / f"{c.metric.name}_by_level.png"))
     for sweep in c.sweeps:
         if sweep.study is not None:
             prefix = f"{sweep.dir.name}_" if len(c.sweeps) > 1 else ""
@@ -144,11 +219,40 @@ def draw(c: Comparison, out: Path) -> tuple[list[Path], list[Path]]:
 
 def markdown_table(table: pd.DataFrame) -> str:
     def cell(v: object) -> str:
-        return "–" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v)
+        return "–" if pd.isna(v) or v == "" else f"{v:.4g}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def _search_text(c: Comparison) -> list[str]:
+    states = c.runs.drop_duplicates("trial")["state"].value_counts().to_dict() if "state" in c.runs else {}
+    pruned = c.runs[c.runs.status == Status.PRUNED]
+    text = [
+        "## Top trials",
+        "",
+        f"The {min(TOP_TRIALS, len(c.table))} best of {len(c.table)} trials by "
+        f"{c.metric.name} (mean over a trial's seeds; trial states: "
+        f"{', '.join(f'{n} {s}' for s, n in states.items())}):",
+        "",
+        markdown_table(c.table.head(TOP_TRIALS)),
+        "",
+    ]
+    if not pruned.empty:
+        epochs = ", ".join(str(int(e)) for e in sorted(pruned.epochs_run.dropna().unique()))
+        text += [
+            f"{len(pruned)} runs were pruned, after {epochs} epochs; their metrics are those of the epochs "
+            "they ran and they are not ranked above.",
+            "",
+        ]
+    text += [
+        "A search samples each setting once (or `repeats` times), so it does not test differences between "
+        "settings: it finds promising ones. To tell whether the best beats another, re-run both over seeds "
+        "with a grid (`seed=0,1,2`) and report that.",
+        "",
+    ]
+    return text
 
 
 def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
@@ -156,35 +260,51 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
     counts = c.runs.status.value_counts().to_dict()
     better = "higher" if c.metric.higher_is_better else "lower"
     text = [
-        f"# Sweep report: {c.metric_name}",
+        f"# Sweep report: {c.metric.name}",
         "",
         f"Sweeps: {', '.join(f'`{s.dir}`' for s in c.sweeps)}. Runs: {len(c.runs)} "
         f"({', '.join(f'{n} {s}' for s, n in counts.items())}). Metric: `{c.metric.column}` ({better} is better), "
-        "over completed runs; intervals are t-distribution 95% CIs of the mean.",
-        "",
-        "## Comparison",
-        "",
-        markdown_table(c.table),
-        "",
-        "## Is the difference real?",
-        "",
-        "Each key's best level against its runner-up" + (", averaged over the other keys:" if len(c.keys) > 1 else ":"),
+        "over completed runs; intervals are t-distribution 95% CIs of the mean. "
+        f"The sweep's objective, `{c.objective.name}` (validation), selects; test metrics only report.",
         "",
     ]
-    text += [f"- {v.sentence(c.metric_name)}" for v in c.verdicts] or [
-        "- Only one level was compared: nothing to tell apart."
-    ]
+    if c.biased:
+        text += [
+            f"**Ranked by `{c.metric.name}` on request: biased.** Ranking by the test split makes it a selection "
+            "set, so the winner's test value overstates what it will do on new data; rank by "
+            f"`{c.objective.name}` for an honest choice.",
+            "",
+        ]
+    if line := still_improving_line(c.runs):
+        text += [f"**Warning:** {line} Their numbers understate what their settings can do.", ""]
+    if c.search:
+        text += _search_text(c)
+    else:
+        text += ["## Comparison", "", markdown_table(c.table), "", "## Is the difference real?", ""]
+        if c.verdicts:
+            text += [
+                "Each factor's best level against every other level, pairing runs that share every other swept "
+                "value and the seed where they can be paired (a paired t-test) and Welch's t-test otherwise; "
+                f"p-values are Holm-adjusted over each factor's comparisons, at the {0.05:.0%} level.",
+                "",
+            ]
+            for v in c.verdicts:
+                text += [f"- {line}" if not line.startswith("  ") else line for line in v.sentences(c.metric.name)]
+        else:
+            text += ["- Only one level was compared: nothing to tell apart."]
+        for key, table in c.at_best.items():
+            text += ["", f"### Each `{key}` at its best setting of the others", "", markdown_table(table)]
     if c.rerun:
-        text += ["", "## Re-run the best setting", "", "```bash", c.rerun, "```"]
+        text += ["", f"## Re-run the best setting (by {c.objective.name})", "", "```bash", c.rerun, "```"]
     text += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
     if c.best_run is not None:
-        objective = METRICS[c.sweeps[0].objective]
+        o = c.objective
         text += [
             "",
             "## The best run",
             "",
-            f"`{c.best_run.run_dir}`: {objective.name} {c.best_run[objective.column]:.4g}, "
-            f"test_acc {c.best_run.test_acc:.4g} (selected by {objective.name}).",
+            f"`{c.best_run.run_dir}`: {o.name} {c.best_run[o.column]:.4g}, "
+            f"test_acc {c.best_run.test_acc:.4g} (selected by {o.name}; the test split only reports).",
             "",
         ]
         text += [f"![{p.stem}]({p.name})" for p in best_pngs]
@@ -194,26 +314,34 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
     return "\n".join(text) + "\n"
 
 
+def default_out(sweeps: list[Sweep], by: list[str] | None, metric_name: str | None) -> Path:
+    """The sweep's own report lives in its dir; one for other keys or another metric gets its own
+    folder beside it, so the two never overwrite each other; several sweeps' under outputs/reports/."""
+    if len(sweeps) > 1:
+        return Path("outputs/reports") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    sweep = sweeps[0]
+    if by is None and metric_name in (None, sweep.objective):
+        return sweep.dir
+    name = f"by_{'+'.join(by) if by is not None else 'default'}_{metric_name or sweep.objective}"
+    return sweep.dir / "reports" / name
+
+
 def write_report(
-    sweeps: list[Sweep], by: list[str] | None = None, metric_name: str = "test_acc", out: Path | None = None
+    sweeps: list[Sweep], by: list[str] | None = None, metric_name: str | None = None, out: Path | None = None
 ) -> Path:
-    """Compare, draw and write comparison.csv, report.md and the plots into `out` (default: the
-    sweep dir, or a new folder under outputs/reports/ for several); return the report's path."""
+    """Compare, draw and write comparison.csv, report.md and the plots into `out` (default: see
+    `default_out`); return the report's path. An earlier report's files there are removed first."""
     c = compare(sweeps, by, metric_name)
-    out = (
-        Path(out)
-        if out
-        else (
-            sweeps[0].dir
-            if len(sweeps) == 1
-            else Path("outputs/reports") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        )
-    )
+    out = Path(out) if out else default_out(sweeps, by, metric_name)
     out.mkdir(parents=True, exist_ok=True)
+    for pattern in REPORT_GLOBS:
+        for old in out.glob(pattern):
+            old.unlink()
+    pngs, best_pngs = draw(c, out)
     buf = io.StringIO()
     c.table.to_csv(buf, index=False)
     atomic_write(out / COMPARISON_FILE, buf.getvalue())
-    atomic_write(out / REPORT_FILE, markdown(c, *draw(c, out)))
+    atomic_write(out / REPORT_FILE, markdown(c, pngs, best_pngs))
     return out / REPORT_FILE
 
 
@@ -221,10 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python sweep/report.py", description=__doc__.splitlines()[0].split(": ")[1])
     parser.add_argument("sweep_dirs", nargs="*", type=Path, metavar="SWEEP_DIR")
     parser.add_argument("--by", help="KEY[,KEY]: the keys to compare (default: every swept key but seed)")
-    parser.add_argument("--metric", default="test_acc", help=f"one of {', '.join(METRICS)} (default test_acc)")
-    parser.add_argument(
-        "--out", type=Path, help="where to write (default: the sweep dir; outputs/reports/... for several)"
-    )
+    parser.add_argument("--metric", help=f"one of {', '.join(METRICS)} (default: the sweep's objective)")
+    parser.add_argument("--out", type=Path, help="where to write (default: the sweep dir, or a folder beside it)")
     parser.add_argument("--run", type=Path, metavar="RUN_DIR", help="draw one run's pictures (into RUN_DIR or --out)")
     args = parser.parse_args(argv)
     if not args.sweep_dirs and not args.run:
@@ -232,12 +358,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.run:
             return _run_pictures(args.run, args.out)
-        report_metric(args.metric)
+        if args.metric:
+            report_metric(args.metric)
+        sweeps = []
         for d in args.sweep_dirs:
             if not d.is_dir() or not find_runs(d):
                 raise UserError(f"SWEEP_DIR={d}: no run dirs there (folders with a .hydra/ inside)")
+            sweep = build_summary(d)
+            if os.access(d, os.W_OK):
+                sweep.write()
+            elif not args.out:
+                raise UserError(f"SWEEP_DIR={d}: not writable; give --out DIR to write the report elsewhere")
+            sweeps.append(sweep)
         by = args.by.split(",") if args.by else None
-        path = write_report([write_summary(d) for d in args.sweep_dirs], by, args.metric, args.out)
+        path = write_report(sweeps, by, args.metric, args.out)
     except UserError as e:
         exit_with(e)
     print(path.read_text())

@@ -1,11 +1,12 @@
-"""Statistics over a summary table: per level of the compared keys, the metric's mean
-with a t-distribution 95% interval, and whether the best level's lead is outside noise (a paired
-t-test over runs that share a seed, Welch's t-test otherwise)."""
+"""Statistics over a summary table: per level of the compared keys, the metric's mean with a
+t-distribution 95% interval; and for each factor, every level against the best one, with the
+lead's 95% interval and a Holm-adjusted p-value, pairing runs that share every other swept value
+and the seed (a paired t-test), Welch's t-test when they cannot be paired."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 from scipy import stats
@@ -22,10 +23,14 @@ COMPARISON_COLUMNS = [
     "min",
     "max",
     "mean_best_epoch",
+    "n_still_improving",
     "mean_train_time_s",
     "rank",
+    "note",
 ]
 ALPHA = 0.05
+NO_INTERVAL = "n = 1, no interval"
+IDENTICAL = "identical values: the seeds changed nothing this measures"
 
 
 def ci95(values: pd.Series) -> tuple[float, float]:
@@ -37,16 +42,33 @@ def ci95(values: pd.Series) -> tuple[float, float]:
     return values.mean() - half, values.mean() + half
 
 
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of one family of p-values (NaN ones are not in the family)."""
+    valid = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted, running = [math.nan] * len(p_values), 0.0
+    for rank, (p, i) in enumerate(valid):
+        running = max(running, min(1.0, (len(valid) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def _level_dict(by: list[str], level: object) -> dict:
+    return dict(zip(by, level if isinstance(level, tuple) else (level,)))
+
+
 def aggregate(summary: pd.DataFrame, by: list[str], metric: Metric) -> pd.DataFrame:
-    """One row per level of `by`: run counts and the metric over completed runs, ranked best first."""
+    """One row per level of `by`: run counts and the metric over completed runs, ranked best first,
+    with a note where a level has one run (no interval) or identical values (a zero-width one)."""
     rows = []
     for level, group in summary.groupby(by, dropna=False, sort=True):
         done = group[group.status == Status.COMPLETED]
         values = done[metric.column].astype(float)
         low, high = ci95(values)
+        still = done.get("still_improving", pd.Series(False, index=done.index)).fillna(False).astype(bool)
+        note = NO_INTERVAL if values.count() == 1 else IDENTICAL if values.count() > 1 and values.std() == 0 else ""
         rows.append(
             {
-                **dict(zip(by, level if isinstance(level, tuple) else (level,))),
+                **_level_dict(by, level),
                 "n_runs": len(group),
                 "n_completed": len(done),
                 "mean": values.mean(),
@@ -56,78 +78,149 @@ def aggregate(summary: pd.DataFrame, by: list[str], metric: Metric) -> pd.DataFr
                 "min": values.min(),
                 "max": values.max(),
                 "mean_best_epoch": done.best_epoch.astype(float).mean(),
+                "n_still_improving": int(still.sum()),
                 "mean_train_time_s": done.train_time_s.astype(float).mean(),
+                "note": note,
             }
         )
-    table = pd.DataFrame(rows, columns=by + COMPARISON_COLUMNS[:-1])
-    table["rank"] = table["mean"].rank(ascending=not metric.higher_is_better, method="min").astype("Int64")
+    table = pd.DataFrame(rows, columns=by + [c for c in COMPARISON_COLUMNS if c != "rank"])
+    table.insert(
+        len(table.columns) - 1,
+        "rank",
+        table["mean"].rank(ascending=not metric.higher_is_better, method="min").astype("Int64"),
+    )
     return table.sort_values(["rank"] + by, na_position="last", kind="stable").reset_index(drop=True)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The best level of one factor against the runner-up."""
+def best_settings(summary: pd.DataFrame, factor: str, others: list[str], metric: Metric) -> pd.DataFrame:
+    """Each level of `factor` at its best setting of the `others` (each optimizer at its best lr):
+    the mean over seeds of every setting, the best one per level, ranked."""
+    done = summary[(summary.status == Status.COMPLETED) & summary[metric.column].notna()]
+    keys = [factor] + others
+    means = done.groupby(keys, dropna=False)[metric.column].agg(["mean", "count"]).reset_index()
+    ascending = not metric.higher_is_better
+    best = means.sort_values("mean", ascending=ascending, kind="stable").groupby(factor, dropna=False).head(1)
+    best = best.rename(columns={"count": "n_runs"}).sort_values("mean", ascending=ascending, kind="stable")
+    best.insert(len(best.columns), "rank", range(1, len(best) + 1))
+    return best.reset_index(drop=True)
 
-    factor: str
-    best: object
-    runner_up: object
-    best_mean: float
-    runner_up_mean: float
-    test: str  # "paired t-test over N seeds" | "Welch's t-test" | "" when there is too little data
-    p_value: float
+
+@dataclass(frozen=True)
+class Contrast:
+    """One level against the factor's best level. `lead` is how far the best is ahead, in the
+    metric's better direction (>= 0); its interval and p-value come from `test`."""
+
+    level: object
+    mean: float
+    n: int
+    lead: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    p: float = math.nan
+    p_holm: float = math.nan
+    test: str = ""  # "paired" | "welch" | "no spread" | "" (too few runs)
+    n_pairs: int = 0
 
     @property
     def real(self) -> bool:
-        return self.p_value < ALPHA
+        return self.p_holm < ALPHA
 
-    def sentence(self, metric: str) -> str:
-        head = f"**{self.factor}**: `{self.best}` "
-        if not self.test:
-            return (
-                head + f"has the best mean {metric} ({self.best_mean:.4g} vs {self.runner_up_mean:.4g} for "
-                f"`{self.runner_up}`), but with fewer than 2 completed runs per level there is no telling "
-                "it from noise: repeat the runs over seeds (`seed=0,1,2`)."
-            )
-        lead = abs(self.best_mean - self.runner_up_mean)
-        verdict = (
-            f"outside noise (p = {self.p_value:.3g} < {ALPHA})"
-            if self.real
-            else f"within noise (p = {self.p_value:.3g}); more seeds would tell"
-        )
+
+@dataclass(frozen=True)
+class FactorVerdict:
+    """The best level of one factor against every other level."""
+
+    factor: str
+    best: object
+    best_mean: float
+    best_n: int
+    matched_on: list[str]  # the keys paired runs share (other swept keys, seed)
+    averaged_over: list[str]  # other swept keys the unpaired comparisons average over
+    contrasts: list[Contrast] = field(default_factory=list)
+
+    def sentences(self, metric: str) -> list[str]:
+        head = f"**{self.factor}**: `{self.best}` has the best mean {metric}, {self.best_mean:.4g} (n = {self.best_n})."
+        lines = [head]
+        for c in self.contrasts:
+            lines.append(f"  - against `{c.level}` ({c.mean:.4g}, n = {c.n}): " + _contrast_words(c, self))
+        return lines
+
+
+def _contrast_words(c: Contrast, v: FactorVerdict) -> str:
+    if c.test == "":
         return (
-            head + f"leads `{self.runner_up}` by {lead:.4g} {metric} ({self.best_mean:.4g} vs "
-            f"{self.runner_up_mean:.4g}, {self.test}): {verdict}."
+            f"ahead by {c.lead:.4g}, but with fewer than 2 completed runs on a side there is no telling it from "
+            "noise: repeat the runs over seeds (`seed=0,1,2`)."
         )
+    how = (
+        f"paired over {c.n_pairs} runs matched on {', '.join(v.matched_on)}"
+        if c.n_pairs
+        else "Welch's t-test, runs unpaired"
+        + (f", averaged over {', '.join(v.averaged_over)}" if v.averaged_over else "")
+    )
+    if c.test == "no spread":
+        if c.lead == 0:
+            return f"a tie: every one of the {c.n_pairs} matched runs gave the same value ({how})."
+        return (
+            f"ahead by exactly {c.lead:.4g} in each of the {c.n_pairs} matched runs, with no spread to measure "
+            f"noise by ({how}); the seeds vary nothing here: set `split_per_seed=true` so that repeats also "
+            "resample the validation split."
+        )
+    if c.lead == 0:
+        return f"a tie, difference 0 (95% CI {c.ci_low:.3g} to {c.ci_high:.3g}; {how})."
+    verdict = (
+        f"outside noise (Holm-adjusted p = {c.p_holm:.3g} < {ALPHA})"
+        if c.real
+        else f"within noise (Holm-adjusted p = {c.p_holm:.3g}); more seeds would tell"
+    )
+    return f"ahead by {c.lead:.4g} (95% CI {c.ci_low:.3g} to {c.ci_high:.3g}; {how}): {verdict}."
 
 
-def verdict(summary: pd.DataFrame, factor: str, m: Metric, context: list[str]) -> Verdict | None:
-    """Compare the best level of `factor` with the runner-up, over completed runs. Runs are paired
-    when every run of both levels has a partner with the same `context` values (other factors, seed)."""
-    metric = m.column
-    done = summary[(summary.status == Status.COMPLETED) & summary[metric].notna()]
-    means = done.groupby(factor)[metric].mean().sort_values(ascending=not m.higher_is_better)
+def _paired(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], column: str) -> pd.Series | None:
+    """Per matched pair, a's value minus b's, when every run on both sides has exactly one partner."""
+    if not keys or a.duplicated(keys).any() or b.duplicated(keys).any():
+        return None
+    pairs = a.merge(b, on=keys, suffixes=("_a", "_b"))
+    if len(pairs) < 2 or len(pairs) != len(a) or len(pairs) != len(b):
+        return None
+    return pairs[f"{column}_a"] - pairs[f"{column}_b"]
+
+
+def _contrast(level: object, a: pd.DataFrame, b: pd.DataFrame, keys: list[str], m: Metric) -> Contrast:
+    sign = 1.0 if m.higher_is_better else -1.0
+    va, vb = a[m.column].astype(float), b[m.column].astype(float)
+    lead = sign * (va.mean() - vb.mean())
+    base = {"level": level, "mean": vb.mean(), "n": len(vb), "lead": lead}
+    diffs = _paired(a, b, keys, m.column)
+    if diffs is not None:
+        d = sign * diffs
+        if d.std(ddof=1) == 0:
+            return Contrast(**base, ci_low=d.mean(), ci_high=d.mean(), test="no spread", n_pairs=len(d))
+        res = stats.ttest_1samp(d, 0.0)
+        ci = res.confidence_interval(0.95)
+        return Contrast(**base, ci_low=ci.low, ci_high=ci.high, p=float(res.pvalue), test="paired", n_pairs=len(d))
+    if min(len(va), len(vb)) < 2:
+        return Contrast(**base)
+    if va.std(ddof=1) == 0 and vb.std(ddof=1) == 0:
+        return Contrast(**base, ci_low=lead, ci_high=lead, test="no spread", n_pairs=0)
+    res = stats.ttest_ind(sign * va, sign * vb, equal_var=False)
+    ci = res.confidence_interval(0.95)
+    return Contrast(**base, ci_low=ci.low, ci_high=ci.high, p=float(res.pvalue), test="welch")
+
+
+def compare_factor(summary: pd.DataFrame, factor: str, others: list[str], m: Metric) -> FactorVerdict | None:
+    """Every level of `factor` against its best level, over completed runs. Runs are paired when
+    each run of both levels has exactly one partner with the same values of `others` (the other
+    swept keys and the seed); p-values are Holm-adjusted over the factor's comparisons."""
+    done = summary[(summary.status == Status.COMPLETED) & summary[m.column].notna()]
+    means = done.groupby(factor, dropna=False)[m.column].mean().sort_values(ascending=not m.higher_is_better)
     if len(means) < 2:
         return None
-    best, second = means.index[0], means.index[1]
-    a, b = (done[done[factor] == level] for level in (best, second))
-    if min(len(a), len(b)) < 2:
-        return Verdict(factor, best, second, means.iloc[0], means.iloc[1], "", math.nan)
-    keys = [c for c in context if c != factor]
-    if keys and "seed" in keys:
-        pairs = a.merge(b, on=keys, suffixes=("_a", "_b"))
-        if len(pairs) == len(a) == len(b) >= 2 and not a.duplicated(keys).any() and not b.duplicated(keys).any():
-            p = stats.ttest_rel(pairs[f"{metric}_a"], pairs[f"{metric}_b"]).pvalue
-            n_seeds = pairs["seed"].nunique()
-            return Verdict(
-                factor,
-                best,
-                second,
-                means.iloc[0],
-                means.iloc[1],
-                f"paired t-test over {len(pairs)} runs sharing {n_seeds} seeds",
-                float(p),
-            )
-    p = stats.ttest_ind(a[metric], b[metric], equal_var=False).pvalue
-    return Verdict(
-        factor, best, second, means.iloc[0], means.iloc[1], f"Welch's t-test, n = {len(a)} and {len(b)}", float(p)
-    )
+    best = means.index[0]
+    a = done[done[factor] == best]
+    keys = [k for k in others if k in done.columns and k != factor]
+    contrasts = [_contrast(level, a, done[done[factor] == level], keys, m) for level in means.index[1:]]
+    adjusted = holm([c.p for c in contrasts])
+    contrasts = [replace(c, p_holm=p) for c, p in zip(contrasts, adjusted)]
+    averaged = [k for k in keys if k != "seed"]
+    return FactorVerdict(factor, best, float(means.iloc[0]), len(a), keys, averaged, contrasts)

@@ -22,6 +22,20 @@ log = logging.getLogger("sweep")
 
 SUMMARY_FILE = "summary.csv"
 TRIAL_COLUMNS = ["trial", "state"]  # Optuna sweeps only
+# True for a run whose best epoch was its last, at max_epochs: it had not converged, so its numbers
+# understate what its setting can do.
+STILL_IMPROVING = "still_improving"
+RAISE_EPOCHS = "still improving at max_epochs (best epoch = last epoch): raise epochs"
+
+
+def _read(run_dir: Path) -> dict:
+    """A run's result; a run without one is `incomplete`, and so is one whose file cannot be read,
+    with the file named in its error."""
+    try:
+        return read_result(run_dir) or {"status": Status.INCOMPLETE.value}
+    except (ValueError, OSError) as e:  # JSONDecodeError is a ValueError
+        why = " ".join(str(e).split())
+        return {"status": Status.INCOMPLETE.value, "error": f"{run_dir / 'result.json'}: unreadable ({why})"}
 
 
 @dataclass
@@ -35,6 +49,7 @@ class Sweep:
     overrides: list[dict[str, str]] = field(default_factory=list)
     study: Any = None
     objective: str = "val_acc"  # what the sweep's runs were selected by, from their result.json
+    fixed: dict[str, str] = field(default_factory=dict)  # overrides every run shares (not swept)
 
     @property
     def params(self) -> list[str]:
@@ -102,7 +117,7 @@ def load_study(sweep_dir: Path):
 
 def param_columns(table: pd.DataFrame) -> list[str]:
     """The swept-parameter columns of a summary table."""
-    fixed = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *OUTCOME_COLUMNS, "error"}
+    fixed = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *OUTCOME_COLUMNS, STILL_IMPROVING, "error"}
     return [c for c in table.columns if c not in fixed]
 
 
@@ -115,14 +130,18 @@ def build_summary(sweep_dir: Path) -> Sweep:
     run_dirs = find_runs(sweep_dir)
     rows, params, objectives = [], [], []
     for run_dir in run_dirs:
-        result = read_result(run_dir) or {"status": Status.INCOMPLETE.value}
+        result = _read(run_dir)
         objectives.append(result.get("objective"))
         params.append(run_overrides(run_dir))
         row = {"run": str(run_dir.relative_to(sweep_dir))}
         trial = trial_number(run_dir)
         if trial is not None:
             row |= {"trial": trial, "state": states.get(trial) or Status(result["status"]).trial_state}
-        row |= {c: result.get(c) for c in OUTCOME_COLUMNS} | {"error": result.get("error")}
+        row |= {c: result.get(c) for c in OUTCOME_COLUMNS}
+        row[STILL_IMPROVING] = result.get("stop_reason") == "max_epochs" and result.get("best_epoch") == result.get(
+            "epochs_run"
+        )
+        row["error"] = result.get("error")
         rows.append(row)
 
     declared = declared_sweeps(_multirun_hydra_config(sweep_dir))
@@ -133,7 +152,7 @@ def build_summary(sweep_dir: Path) -> Sweep:
         row |= {k: p.get(k) for k in swept}
 
     has_trials = any("trial" in r for r in rows)
-    columns = ["run"] + (TRIAL_COLUMNS if has_trials else []) + swept + OUTCOME_COLUMNS + ["error"]
+    columns = ["run"] + (TRIAL_COLUMNS if has_trials else []) + swept + OUTCOME_COLUMNS + [STILL_IMPROVING, "error"]
     table = pd.DataFrame(rows, columns=columns)
     for column in OUTCOME_COLUMNS[2:]:  # numbers, NaN where a run has none (not None)
         table[column] = pd.to_numeric(table[column])
@@ -144,7 +163,9 @@ def build_summary(sweep_dir: Path) -> Sweep:
     if has_trials:
         table["trial"] = table["trial"].astype("Int64")
     objective = next((o for o in objectives if o in METRICS), "val_acc")
-    return Sweep(sweep_dir, table, run_dirs, params, study, objective)
+    common = set.intersection(*(set(p.items()) for p in params)) if params else set()
+    fixed = {k: v for k, v in common if k not in swept}
+    return Sweep(sweep_dir, table, run_dirs, params, study, objective, fixed)
 
 
 def sort_by_objective(table: pd.DataFrame, objective: str = "val_acc") -> pd.DataFrame:
@@ -168,7 +189,16 @@ def write_summary(sweep_dir: Path) -> Sweep:
     return sweep
 
 
+def still_improving_line(table: pd.DataFrame) -> str | None:
+    """One sentence for the runs that had not converged, or None."""
+    n = int(table[STILL_IMPROVING].sum())
+    return None if not n else f"{n} of {len(table)} runs were {RAISE_EPOCHS}."
+
+
 def format_table(table: pd.DataFrame) -> str:
-    """The table as a user reads it at the end of a sweep: the error column only when a run failed."""
+    """The table as a user reads it at the end of a sweep: the error column only when a run failed,
+    the still-improving one only when a run was."""
     shown = table if table["error"].notna().any() else table.drop(columns="error")
+    if not shown[STILL_IMPROVING].any():
+        shown = shown.drop(columns=STILL_IMPROVING)
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")

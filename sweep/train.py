@@ -21,8 +21,9 @@ log = logging.getLogger("sweep")
 
 EVAL_BATCH = 4096  # evaluation holds no activations for backward, so it takes big batches
 
-# Called after each epoch with that epoch's metrics row; returning True stops the run as pruned.
-EpochHook = Callable[[dict], bool]
+# Called after each epoch with its metrics row and whether it is the run's last anyway (max_epochs
+# or early stopping); returning True stops the run as pruned.
+EpochHook = Callable[[dict, bool], bool]
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ def fit(
         if not per_batch:
             scheduler.step(*([row[schedule.monitor]] if schedule.monitor else []))
 
-        if on_epoch is not None and on_epoch(row):
+        last = epoch == s.epochs or early.stop
+        if on_epoch is not None and on_epoch(row, last) and not last:  # a run that finished is never pruned
             result.stop_reason = StopReason.PRUNED
             break
         if early.stop:

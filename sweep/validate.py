@@ -54,12 +54,19 @@ def check_command_line_targets(args: list[str]) -> None:
         key = key.lstrip("+~")
         if not key.endswith("_target_") or not value:
             continue
-        whitelist = (PRUNER_TARGETS if key.startswith("hydra.sweeper.pruner.") else
-                     SAMPLER_TARGETS if key.startswith("hydra.sweeper.sampler.") else None)  # fmt: skip
+        whitelist = (
+            PRUNER_TARGETS
+            if key.startswith("hydra.sweeper.pruner.")
+            else SAMPLER_TARGETS
+            if key.startswith("hydra.sweeper.sampler.")
+            else None
+        )
         if not allowed_target(value.strip("'\""), whitelist):
-            raise UserError(f"{key}={value}: not an allowed target; configs may name torch.nn and torch.optim "
-                            "classes and this project's own, and a package you trust through SWEEP_TRUSTED_TARGETS "
-                            "(see the README)")  # fmt: skip
+            raise UserError(
+                f"{key}={value}: not an allowed target; configs may name torch.nn and torch.optim "
+                "classes and this project's own, and a package you trust through SWEEP_TRUSTED_TARGETS "
+                "(see the README)"
+            )
 
 
 def check_targets(node: Any, path: str = "") -> None:
@@ -69,9 +76,11 @@ def check_targets(node: Any, path: str = "") -> None:
     if isinstance(node, dict):
         target = node.get("_target_")
         if target is not None and not (isinstance(target, str) and allowed_target(target)):
-            raise UserError(f"{path}_target_={target}: not an allowed target; configs may name torch.nn and "
-                            "torch.optim classes and this project's own, and a package you trust through "
-                            "SWEEP_TRUSTED_TARGETS (see the README)")  # fmt: skip
+            raise UserError(
+                f"{path}_target_={target}: not an allowed target; configs may name torch.nn and "
+                "torch.optim classes and this project's own, and a package you trust through "
+                "SWEEP_TRUSTED_TARGETS (see the README)"
+            )
         for key, value in node.items():
             check_targets(value, f"{path}{key}.")
     elif isinstance(node, list):
@@ -111,12 +120,17 @@ def validate(cfg: DictConfig) -> None:
         root = os.path.expanduser(cfg.data.root)
         if os.path.exists(root) and not os.path.isdir(root):
             raise UserError(f"data.root={cfg.data.root}: is a file; must be a folder path")
+    _check(cfg, "split_per_seed", lambda v: isinstance(v, bool), "must be true or false")
     _check(cfg, "augment", lambda v: v in AUGMENT_NAMES, f"must be one of {', '.join(AUGMENT_NAMES)}")
     if "channels" in cfg.data:
         _check(cfg, "data.channels", lambda v: v in (1, 3), "must be 1 (grey) or 3 (RGB)")
     if "size" in cfg.data:
-        _check(cfg, "data.size", lambda v: len(v) == 2 and all(_is_int(s) and 1 <= s <= 4096 for s in v),
-               "must be [height, width], integers from 1 to 4096")  # fmt: skip
+        _check(
+            cfg,
+            "data.size",
+            lambda v: len(v) == 2 and all(_is_int(s) and 1 <= s <= 4096 for s in v),
+            "must be [height, width], integers from 1 to 4096",
+        )
     if "test_fraction" in cfg.data:
         _check(cfg, "data.test_fraction", lambda v: _is_number(v) and 0 < v < 1, "must be a number in (0, 1)")
     _check(cfg, "scheduler.interval", lambda v: v in (None, "epoch", "batch"), "must be epoch or batch")

@@ -22,10 +22,10 @@ SMOKE = ("data=digits", "epochs=2", "patience=5")  # real data, seconds a run
 TINY = ("data=synthetic", "epochs=2", "patience=5", "batch_size=32")  # random images, a fraction of a second
 
 
-def make_config(*overrides: str, config_dir: Path = REPO / "conf"):
+def make_config(*overrides: str, config_dir: Path = REPO / "conf", return_hydra_config: bool = False):
     """The composed config a user gets for these command-line overrides."""
     with initialize_config_dir(config_dir=str(config_dir)):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def train(run_dir: Path, *overrides: str, config_dir: Path = REPO / "conf") -> tuple[float, dict]:

@@ -24,7 +24,7 @@ from sweep.errors import UserError
 from sweep.outcomes import METRICS, Status
 from sweep.results import atomic_write, read_result
 from sweep.search.study import DEFAULT_STUDY, StudyRef, trial_dir
-from sweep.search.trial_link import PRUNER_TARGETS, SAMPLER_TARGETS, TRIAL_ENV
+from sweep.search.trial_link import PRUNER_TARGETS, REPORT_ENV, SAMPLER_TARGETS, TRIAL_ENV
 
 log = logging.getLogger("sweep")
 RESULTS_FILE = "optimization_results.yaml"
@@ -62,6 +62,7 @@ class TrialSearch(OptunaSweeperImpl):
             params,
         )
         self.sampler_cfg = sampler
+        self.batch_defaults: list[str] = []  # Optuna 5's defaults for batched asks, set when n_jobs > 1
         self.repeats, self.heartbeat_interval = repeats, heartbeat_interval
         if pruner is not None:  # each job builds the pruner again; a bad config should stop us here, once
             try:
@@ -92,12 +93,13 @@ class TrialSearch(OptunaSweeperImpl):
         _fail_stale_trials(study)
         study.sampler, n_trials = self._sampler(space, len(study.trials))
         log.info(
-            "Study %s in %s: %d trials already, %d to add; sampler %s, direction %s",
+            "Study %s in %s: %d trials already, %d to add; sampler %s%s, direction %s",
             study.study_name,
             ref.url(sweep_dir),
             len(study.trials),
             n_trials,
             type(study.sampler).__name__,
+            f" ({', '.join(self.batch_defaults)})" if self.batch_defaults else "",
             self.direction,
         )
 
@@ -116,6 +118,7 @@ class TrialSearch(OptunaSweeperImpl):
                         tuple(trial_overrides)
                         + (f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}")
                         + (() if seed is None else (f"seed={seed}",))
+                        + (() if seed in (None, base_seed) else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
                     )
                     run_dirs[trial.number].append(sweep_dir / subdir)
             with _Heartbeat(storage, [t._trial_id for t in trials]):
@@ -136,6 +139,11 @@ class TrialSearch(OptunaSweeperImpl):
         so a resumed search does not draw its first trials again."""
         seed = OmegaConf.select(self.sampler_cfg, "seed")
         kwargs = {"seed": seed + n_existing} if seed is not None and n_existing else {}
+        if self.sampler_cfg.get("_target_") == "optuna.samplers.TPESampler" and self.n_jobs > 1:
+            # Optuna 5's defaults: a batch asked at once would otherwise sample near-duplicates
+            said = " ".join(self.config.hydra.overrides.hydra)
+            self.batch_defaults = [k for k in ("multivariate", "constant_liar") if f"sampler.{k}=" not in said]
+            kwargs |= dict.fromkeys(self.batch_defaults, True)
         sampler = instantiate(self.sampler_cfg, _execution_whitelist_=SAMPLER_TARGETS, **kwargs)
         n_trials = self.n_trials
         if getattr(sampler, "func", None) is optuna.samplers.GridSampler:

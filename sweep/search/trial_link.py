@@ -12,6 +12,7 @@ from typing import Any
 from sweep.search.study import DEFAULT_STUDY, StudyRef
 
 TRIAL_ENV = "SWEEP_OPTUNA_TRIAL_ID"  # set for each job by the sweeper (hydra.job.env_set)
+REPORT_ENV = "SWEEP_OPTUNA_REPORTS"  # "0" for the repeats of a trial after its first seed
 PRUNER_TARGETS = ("optuna.pruners.*",)  # what a pruner config's `_target_` may name
 SAMPLER_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")  # and a sampler config's
 
@@ -24,7 +25,7 @@ class TrialRef:
     study: StudyRef
     sweep_dir: str
     pruner: dict[str, Any] | None = None
-    repeats: int = 1
+    reports: bool = True  # with repeats, only the first seed's run reports its epochs (and can be pruned)
 
 
 def trial_ref(sweeper: Any, sweep_dir: str) -> TrialRef | None:
@@ -40,7 +41,7 @@ def trial_ref(sweeper: Any, sweep_dir: str) -> TrialRef | None:
         StudyRef(sweeper.get("storage"), sweeper.get("study_name") or DEFAULT_STUDY),
         str(sweep_dir),
         OmegaConf.to_container(pruner, resolve=True) if pruner else None,
-        int(sweeper.get("repeats", 1)),
+        os.environ.get(REPORT_ENV, "1") == "1",
     )
 
 
@@ -51,11 +52,12 @@ class TrialLink:
         self.trial, self.report = trial, report
         self.number = trial.number
 
-    def should_prune(self, value: float, epoch: int) -> bool:
-        if not self.report:  # runs repeated over seeds would report the same epochs twice
+    def should_prune(self, value: float, epoch: int, last: bool = False) -> bool:
+        """Report the epoch's value; ask the pruner unless the run ends here anyway."""
+        if not self.report:
             return False
         self.trial.report(value, epoch)
-        return self.trial.should_prune()
+        return not last and self.trial.should_prune()
 
 
 @functools.cache
@@ -72,4 +74,6 @@ def connect(ref: TrialRef) -> TrialLink:
     pruner = instantiate(ref.pruner, _execution_whitelist_=PRUNER_TARGETS) if ref.pruner else None
     study = ref.study.load(_storage(ref.study, ref.sweep_dir), pruner=pruner or optuna.pruners.NopPruner())
     trial = optuna.trial.Trial(study, ref.trial_id)
-    return TrialLink(trial, report=pruner is not None and ref.repeats == 1)
+    # With repeats the seeds of a trial may run at once, so no mean over seeds exists when a
+    # decision is due: the first seed's curve decides, the others train to the end.
+    return TrialLink(trial, report=pruner is not None and ref.reports)
