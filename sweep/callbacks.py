@@ -1,36 +1,78 @@
-"""Hydra callback: when a multirun ends, build the sweep's summary once, write and print it, and
-write the comparison report from it (`hydra.callbacks.summary.report=false` to skip the report)."""
+"""Hydra callback around a multirun. At the start: a grid pointed at a sweep dir that holds a
+different grid is refused (its runs' folders would pair new parameters with old results). At the
+end, however the sweep ended (finished, failed, Ctrl-C, SIGTERM): build the summary once, write and
+print it, say how many runs failed and how many were skipped as finished before, write the
+comparison report (`hydra.callbacks.summary.report=false` to skip it), and exit non-zero when no
+run completed."""
 
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("sweep")
+
+
+def _is_grid(config: DictConfig) -> bool:
+    return "BasicSweeper" in str(config.hydra.sweeper.get("_target_", ""))
 
 
 class SummaryCallback(Callback):
     def __init__(self, report: bool = True, metric: str | None = None) -> None:
         self.report, self.metric = report, metric
+        self.started = time.time()
+        self.refused = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from sweep.errors import exit_with
+        from sweep.summary import find_runs
+
+        self.started = time.time()
+        sweep_dir = Path(config.hydra.sweep.dir)
+        previous = sweep_dir / "multirun.yaml"
+        if not _is_grid(config) or not previous.exists() or not find_runs(sweep_dir):
+            return
+        before = ((yaml.safe_load(previous.read_text()) or {}).get("hydra") or {}).get("overrides", {}).get("task", [])
+        now = OmegaConf.to_container(config.hydra.overrides.task)
+        if sorted(before) != sorted(now):
+            self.refused = True  # Hydra still calls on_multirun_end: it must not summarise the other sweep
+            exit_with(f"hydra.sweep.dir={sweep_dir}: holds another sweep ({' '.join(before)}); re-run that command "
+                      "to resume it, or give this one its own hydra.sweep.dir")  # fmt: skip
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from sweep import stops
         from sweep.errors import UserError
+        from sweep.outcomes import Status
         from sweep.summary import build_summary, find_runs, format_table, sort_by_objective, still_improving_line
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir() or not find_runs(sweep_dir):  # the sweep stopped before its first run
+        if self.refused or not sweep_dir.is_dir() or not find_runs(sweep_dir):  # stopped before its first run
             return
         sweep = build_summary(sweep_dir)
         path = sweep.write()
+        table = sweep.table
         objective = config.get("objective", "val_acc")
-        print(f"\nSummary of {len(sweep.table)} runs, best {objective} first ({path}):")
-        print(format_table(sort_by_objective(sweep.table, objective)), flush=True)
-        if line := still_improving_line(sweep.table):
+        print(f"\nSummary of {len(table)} runs, best {objective} first ({path}):")
+        print(format_table(sort_by_objective(table, objective)), flush=True)
+        skipped = sum(1 for d in sweep.run_dirs if (d / "result.json").exists()
+                      and (d / "result.json").stat().st_mtime < self.started)  # fmt: skip
+        if skipped and _is_grid(config):
+            print(f"skipped {skipped} finished run{'s' if skipped > 1 else ''} (completed before with the same "
+                  "overrides)", flush=True)  # fmt: skip
+        if line := still_improving_line(table):
             print(f"Warning: {line}", flush=True)
+        bad = int(table.status.isin([Status.FAILED, Status.DIVERGED]).sum())
+        completed = int((table.status == Status.COMPLETED).sum())
+        if bad:
+            none = "; none completed" if not completed else ""
+            print(f"{bad} of {len(table)} runs failed or diverged{none} (their errors are in summary.csv)", flush=True)
         if self.report:
             from sweep.report import write_report
 
@@ -38,3 +80,5 @@ class SummaryCallback(Callback):
                 print(f"Report: {write_report([sweep], metric_name=self.metric)}", flush=True)
             except UserError as e:  # a bad hydra.callbacks.summary.metric: the summary still stands
                 log.error("error: no report: %s", e)
+        if not completed and stops.received is None:  # a sweep in which no run completed failed
+            sys.exit(1)

@@ -7,7 +7,10 @@ training loop indexes batches straight out of tensors instead of running a DataL
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +19,8 @@ import torch
 from torch import Tensor
 
 from sweep.errors import DataNotFound, UserError
+
+log = logging.getLogger("sweep")
 
 CACHE_DIR = ".sweep-cache"  # under each data root: decoded tensors, one file per data set
 
@@ -88,19 +93,81 @@ def split(
 # ----------------------------------------------------------------------------- caching
 
 
-def cached(root: str | Path, name: str, decode: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Decoded tensors from `<root>/.sweep-cache/<name>.pt`, decoding (and caching) on a miss."""
-    path = Path(root) / CACHE_DIR / f"{name}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True)
+CACHE_FORMAT = 1
+# torchvision's python-batch data sets and their folders; IDX ones keep their files in <name>/raw
+BATCH_FOLDERS = {"CIFAR10": "cifar-10-batches-py", "CIFAR100": "cifar-100-python"}
+
+
+def user_cache_dir() -> Path:
+    """Where caches go when a data root is read-only: $SWEEP_CACHE_DIR, else $XDG_CACHE_HOME/sweep or ~/.cache/sweep."""
+    if os.environ.get("SWEEP_CACHE_DIR"):
+        return Path(os.environ["SWEEP_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweep"
+
+
+def _checksum(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        v = tensors[key]
+        if isinstance(v, Tensor):
+            h.update(f"{key}{tuple(v.shape)}{v.dtype}".encode())
+            h.update(v.contiguous().view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+        else:
+            h.update(f"{key}{v!r}".encode())
+    return h.hexdigest()
+
+
+def _load_cache(path: Path, source: str) -> dict | None:
+    """The cached tensors, or None (with one warning line) when the file is corrupt or stale."""
+    try:
+        stored = torch.load(path, weights_only=True)
+        if not isinstance(stored, dict) or stored.get("format") != CACHE_FORMAT:
+            raise ValueError("written by another version")
+        if source and stored.get("source") and stored["source"] != source:
+            raise ValueError("its source files changed")
+        if _checksum(stored["tensors"]) != stored.get("checksum"):
+            raise ValueError("checksum mismatch")
+        return stored["tensors"]
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with it, decoding again mends it
+        why = " ".join(f"{type(e).__name__}: {e}".split("\n")[0].split())[:200]
+        log.warning("warning: %s: unusable cache (%s); decoding the data again", path, why)
+        return None
+
+
+def cached(root: str | Path, name: str, decode: Callable[[], dict], source: str = "") -> dict:
+    """Decoded tensors from `<root>/.sweep-cache/<name>.pt` (or the user cache dir when the root is
+    read-only), decoding and caching on a miss. A cache is checked (format, `source` fingerprint of
+    the files it came from, checksum of every tensor) and rebuilt when it fails; concurrent builders
+    each write a whole file and the last rename wins, so no reader ever sees half of one."""
     from sweep.results import atomic_write
 
+    root = Path(root)
+    places = [root / CACHE_DIR, user_cache_dir() / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]]
+    for place in places:
+        if (place / f"{name}.pt").exists() and (tensors := _load_cache(place / f"{name}.pt", source)) is not None:
+            return tensors
     tensors = decode()
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    torch.save(tensors, buf)
-    atomic_write(path, buf.getvalue())  # parallel jobs may race here; whichever lands is complete
+    torch.save({"format": CACHE_FORMAT, "source": source, "checksum": _checksum(tensors), "tensors": tensors}, buf)
+    for place in places:
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            atomic_write(place / f"{name}.pt", buf.getvalue())
+            return tensors
+        except OSError:
+            continue
+    log.warning("warning: neither %s nor %s is writable; running without a decode cache", *places)
     return tensors
+
+
+def files_fingerprint(folder: Path) -> str:
+    """Names, sizes and times of the files under `folder` ('' when there are none: nothing to be stale against)."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).is_dir() else []
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20] if files else ""
 
 
 def _present_files(cls: type) -> type:
@@ -173,7 +240,8 @@ def torchvision_dataset(
     torchvision's own files under `root`: IDX files in `<root>/<name>/raw/`, python batches in
     `<root>/cifar-10-batches-py/`. Decoded once and cached; the test split is the data set's own."""
     root_path = Path(root).expanduser().resolve()
-    t = cached(root_path, name, lambda: _decode_torchvision(name, root_path, download))
+    source = files_fingerprint(root_path / BATCH_FOLDERS.get(name, f"{name}/raw"))
+    t = cached(root_path, name, lambda: _decode_torchvision(name, root_path, download), source)
     return split(name, t["x"], t["y"], t["x_test"], t["y_test"], val_fraction, split_seed, t.get("class_names", ()))
 
 

@@ -4,6 +4,7 @@ crashed sweep; a user error (missing data) is raised for the entry point to repo
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import platform
@@ -19,7 +20,7 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import results
-from sweep.checkpoint import Checkpoint, write_checkpoint
+from sweep.checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
 from sweep.device import configure_cpu, pick_device, pick_threads
 from sweep.errors import UserError
 from sweep.losses import wants_log_probs
@@ -27,9 +28,11 @@ from sweep.models import ModelSpec, build
 from sweep.outcomes import METRICS, OUTCOME_COLUMNS, Status, StopReason
 from sweep.scores import class_scores
 from sweep.search.trial_link import TrialRef, connect
+from sweep.stops import describe
 from sweep.train import Schedule, Settings, evaluate, fit, predict
 
 log = logging.getLogger("sweep")
+LAST_FILE = "last.pt"  # the run's state after its latest epoch, to resume from; removed when it ends
 SCHEDULE_KEYS = ("interval", "monitor")  # how the loop steps a scheduler; not the scheduler's own arguments
 
 
@@ -60,6 +63,35 @@ def provenance() -> dict[str, Any]:
     return {"versions": versions, "git": git or None}
 
 
+def clear_stale(run_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """A completed result of exactly these overrides, to reuse (a re-run grid resumes); otherwise
+    whatever an earlier run left in `run_dir` is removed before this one starts, so that no result
+    is ever shown under another run's parameters."""
+    try:
+        previous = results.read_result(run_dir)
+    except (ValueError, OSError):
+        previous = None
+    if previous and previous.get("status") == Status.COMPLETED and previous.get("overrides") == list(overrides):
+        return previous
+    for name in (results.RESULT_FILE, results.METRICS_FILE, CHECKPOINT_FILE):  # the result first: no half-stale run
+        (Path(run_dir) / name).unlink(missing_ok=True)
+    if _last_state(run_dir, overrides) is None:  # another run's, or unreadable: this run starts afresh
+        (Path(run_dir) / LAST_FILE).unlink(missing_ok=True)
+    return None
+
+
+def _last_state(run_dir: Path, overrides: list[str], device: str | torch.device = "cpu") -> dict | None:
+    """The state an interrupted run of exactly these overrides left in `last.pt`, if any."""
+    path = Path(run_dir) / LAST_FILE
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # noqa: BLE001 - a damaged snapshot: train from the start
+        return None
+    return state if isinstance(state, dict) and state.get("overrides") == list(overrides) else None
+
+
 def run(
     cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int | None = 1, trial: TrialRef | None = None
 ) -> float:
@@ -78,12 +110,25 @@ def run(
         "objective": cfg.objective,
         **provenance(),
     }
+    finished = clear_stale(run_dir, overrides)
+    if finished is not None:
+        log.info("skipped: %s finished before with the same overrides", run_dir)
+        return finished[METRICS[cfg.objective].column]
     link = connect(trial) if trial is not None else None
     if link is not None:
         record["trial"] = link.number
     try:
-        outcome = _train(cfg, _load_data(cfg), device, run_dir, link)
+        outcome = _train(cfg, _load_data(cfg), device, run_dir, link, overrides)
     except UserError:  # every run of a sweep would fail alike: the entry point tells the user once
+        raise
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the run is a row saying so, then the stop goes on
+        outcome = {
+            "status": Status.INTERRUPTED,
+            "stop_reason": StopReason.INTERRUPTED,
+            "epochs_run": results.epochs_written(run_dir),
+            "error": f"interrupted by {describe(stop)}",
+        }
+        results.write_result(run_dir, {**dict.fromkeys(OUTCOME_COLUMNS), **outcome, **record})
         raise
     except Exception as e:  # a run that raises is a row of the summary, not the end of the sweep
         error = " ".join(f"{type(e).__name__}: {e}".split())  # one line: Hydra's messages span several
@@ -124,7 +169,7 @@ def _schedule(scheduler_cfg: DictConfig, steps_per_epoch: int) -> Schedule:
     return Schedule(instantiate(kwargs, _convert_="all"), **how)
 
 
-def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) -> dict[str, Any]:
+def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial, overrides: list[str]) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     data = data.prepare(device)
     loss_fn = instantiate(cfg.loss)
@@ -149,8 +194,19 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
         results.write_metrics(run_dir, history)
         return trial is not None and trial.should_prune(row[objective], row["epoch"], last)
 
+    def snapshot(state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save({"overrides": list(overrides), **state}, buf)
+        results.atomic_write(run_dir / LAST_FILE, buf.getvalue())
+
+    resume = _last_state(run_dir, overrides, device)
+    if resume is not None:
+        history[:] = resume["history"]
+        log.info("resuming %s after epoch %d, from %s", run_dir, resume["epoch"], LAST_FILE)
     schedule = _schedule(cfg.scheduler, math.ceil(len(data.x_train) / cfg.batch_size))
-    result = fit(model, data, instantiate(cfg.optimizer, _convert_="all"), schedule, loss_fn, settings, on_epoch)
+    make_optimizer = instantiate(cfg.optimizer, _convert_="all")
+    result = fit(model, data, make_optimizer, schedule, loss_fn, settings, on_epoch, snapshot, resume)
+    (run_dir / LAST_FILE).unlink(missing_ok=True)  # the run ended: best.pt and result.json say the rest
     if len(result.history) > len(history):  # the last epoch diverged before reaching the hook
         results.write_metrics(run_dir, result.history)
 
@@ -183,6 +239,7 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial) ->
         "test_loss": test_loss,
         "test_acc": test_acc,
         "train_time_s": round(result.train_time_s, 3),
+        "divergence": result.divergence,
         **scores,
         "class_names": list(data.class_names),
     }

@@ -14,6 +14,7 @@ class Status(str, Enum):
     PRUNED = "pruned"  # stopped by the Optuna pruner; its metrics so far are real
     DIVERGED = "diverged"  # the loss became non-finite
     FAILED = "failed"  # the run raised
+    INTERRUPTED = "interrupted"  # stopped by Ctrl-C or SIGTERM; its metrics so far are kept
     INCOMPLETE = "incomplete"  # no result yet: still running, or killed
 
     def __str__(self) -> str:
@@ -43,6 +44,7 @@ class StopReason(str, Enum):
     DIVERGED = "diverged"
     PRUNED = "pruned"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"
 
     def __str__(self) -> str:
         return self.value
@@ -53,6 +55,7 @@ class StopReason(str, Enum):
             StopReason.DIVERGED: Status.DIVERGED,
             StopReason.PRUNED: Status.PRUNED,
             StopReason.FAILED: Status.FAILED,
+            StopReason.INTERRUPTED: Status.INTERRUPTED,
         }.get(self, Status.COMPLETED)
 
 

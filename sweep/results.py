@@ -17,11 +17,23 @@ METRICS_FILE, RESULT_FILE = "metrics.csv", "result.json"
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Files are created 0666 less the umask, as open() and Hydra's own files are (mkstemp's 0600
+# would hide results from teammates on a shared sweep dir). Read once: os.umask can only be read by setting it.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write `data` to `path` through a temp file in the same folder and a rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
@@ -47,6 +59,12 @@ def write_result(run_dir: Path, result: dict[str, Any]) -> None:
     # NaN is not JSON; a diverged run's missing numbers are null.
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
     atomic_write(Path(run_dir) / RESULT_FILE, json.dumps(clean, indent=2, default=str) + "\n")
+
+
+def epochs_written(run_dir: Path) -> int:
+    """How many epochs the run's metrics.csv holds."""
+    path = Path(run_dir) / METRICS_FILE
+    return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:

@@ -5,6 +5,8 @@ objective, which Hydra's sweepers (grid or Optuna) read. The one place a job's u
 becomes one line and an exit code, and the one place a job reads Hydra's own config.
 """
 
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -25,32 +27,58 @@ CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: `sweep-run` 
 @hydra.main(config_path=str(CONF), config_name="config", execution_whitelist=TRUSTED_TARGETS)
 def train(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from sweep.errors import UserError, exit_with
+    from sweep.search.trial_link import TRIAL_ENV
     from sweep.validate import validate
 
+    hc = HydraConfig.get()
+    run_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
     try:
         validate(cfg)  # before importing torch: a typo costs the user no start-up time
         from sweep.job import run
         from sweep.search.trial_link import trial_ref
 
-        hc = HydraConfig.get()
         trial = trial_ref(hc.sweeper, hc.sweep.dir)
         with execution_whitelist(TRUSTED_TARGETS):  # again: launchers may run jobs in other processes
-            return run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task), hc.launcher.get("n_jobs", 1), trial)
+            value = run(cfg, run_dir, overrides, hc.launcher.get("n_jobs", 1), trial)
     except UserError as e:
-        exit_with(e)
+        if TRIAL_ENV not in os.environ:
+            exit_with(e)
+        # a value the search sampled (lr=interval(-1,1) drew -0.3): this trial fails, not the search
+        from sweep.results import write_result
+
+        write_result(run_dir, {"status": "failed", "stop_reason": "failed", "error": str(e), "overrides": overrides})
+        return math.nan
+    if hc.mode == RunMode.RUN and math.isnan(value):  # one run that failed or diverged: say so in the exit code
+        from sweep.results import read_result
+
+        result = read_result(run_dir) or {}
+        why = result.get("error") or result.get("divergence") or ""
+        print(f"error: the run {result.get('status', 'failed')}{': ' + why if why else ''}; "
+              f"see {run_dir / 'result.json'}", file=sys.stderr, flush=True)  # fmt: skip
+        sys.exit(1)
+    return value
 
 
 def main() -> None:
+    from sweep import stops
     from sweep.errors import UserError, exit_with
-    from sweep.validate import check_command_line_targets
+    from sweep.validate import check_command_line_targets, check_output_dirs
 
     try:
         check_command_line_targets(sys.argv[1:])
+        check_output_dirs(sys.argv[1:])
     except UserError as e:
         exit_with(e)
-    train()
+    stops.install()
+    try:
+        train()
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM, after the run and the sweep wrote what they had
+        print(f"interrupted ({stops.describe(stop)}): finished runs are kept; run the same command to resume",
+              file=sys.stderr, flush=True)  # fmt: skip
+        sys.exit(stops.exit_code(stop))
 
 
 if __name__ == "__main__":

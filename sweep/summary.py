@@ -133,6 +133,10 @@ def build_summary(sweep_dir: Path) -> Sweep:
         result = _read(run_dir)
         objectives.append(result.get("objective"))
         params.append(run_overrides(run_dir))
+        recorded = result.get("overrides")
+        if recorded is not None and overrides_dict(recorded) != params[-1]:  # a later run started in this folder
+            stale = f"{run_dir / 'result.json'} is another run's (overrides {' '.join(recorded)})"
+            result = {"status": Status.INCOMPLETE.value, "error": stale}
         row = {"run": str(run_dir.relative_to(sweep_dir))}
         trial = trial_number(run_dir)
         if trial is not None:

@@ -20,6 +20,9 @@ from sweep.outcomes import StopReason
 log = logging.getLogger("sweep")
 
 EVAL_BATCH = 4096  # evaluation holds no activations for backward, so it takes big batches
+# A run whose epoch loss (train or val) exceeds this many times the loss of its first batch (the
+# untrained model's, ln(classes) for cross-entropy) has blown up even if the numbers stay finite.
+BLOW_UP = 100.0
 
 # Called after each epoch with its metrics row and whether it is the run's last anyway (max_epochs
 # or early stopping); returning True stops the run as pruned.
@@ -81,6 +84,7 @@ class Fit:
     best_val_loss: float = math.nan
     best_val_acc: float = math.nan
     train_time_s: float = 0.0
+    divergence: str | None = None  # why the run was called diverged
 
     @property
     def status(self):
@@ -115,8 +119,13 @@ def fit(
     loss_fn: nn.Module,
     s: Settings,
     on_epoch: EpochHook | None = None,
+    snapshot: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
 ) -> Fit:
-    """Train `model` on `data` (already prepared on the model's device) and return what happened."""
+    """Train `model` on `data` (already prepared on the model's device) and return what happened.
+    After each epoch `snapshot` gets everything needed to go on (weights, optimizer, scheduler,
+    random states, early stopping, history); `resume` is such a state to go on from, and the run
+    then continues exactly as if it had never stopped."""
     optimizer = make_optimizer(model.parameters())
     n = len(data.x_train)
     scheduler = schedule.make(optimizer)
@@ -127,8 +136,22 @@ def fit(
         draws = torch.Generator(device=data.x_train.device).manual_seed(s.seed)
 
     result, best_state, early = Fit(), None, EarlyStopping(s.patience, s.min_delta)
+    initial_loss: float | None = None
+    first = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        order.set_state(resume["order_rng"])
+        torch.set_rng_state(resume["torch_rng"])  # dropout draws from it
+        if augment is not None:
+            draws.set_state(resume["augment_rng"])
+        early = EarlyStopping(s.patience, s.min_delta, resume["early_best"], resume["early_waited"])
+        result.history = list(resume["history"])
+        result.best_epoch, result.best_val_loss, result.best_val_acc = resume["best"]
+        best_state, initial_loss, first = resume["best_state"], resume["initial_loss"], resume["epoch"] + 1
     start = time.perf_counter()
-    epochs = range(1, s.epochs + 1)
+    epochs = range(first, s.epochs + 1)
     if s.progress:
         from tqdm import tqdm
 
@@ -147,6 +170,8 @@ def fit(
             out = model(xb)
             loss = loss_fn(out, yb)
             loss_value = loss.item()
+            if initial_loss is None:
+                initial_loss = loss_value  # the untrained model's: the yardstick of a blow-up
             if not math.isfinite(loss_value):  # before backward: the weights stay as they were
                 diverged = True
                 break
@@ -159,6 +184,7 @@ def fit(
             correct += (out.argmax(1) == yb).sum().item()
         if diverged:
             result.stop_reason = StopReason.DIVERGED
+            result.divergence = f"the training loss became {loss_value} in epoch {epoch}"
             log.warning("epoch %d: the training loss became %s; the run diverged", epoch, loss_value)
             break
 
@@ -174,8 +200,12 @@ def fit(
         }
         result.history.append(row)
         _show(epochs, row, s.progress)
-        if not math.isfinite(val_loss):
+        worst = max(row["train_loss"], val_loss)
+        if not math.isfinite(val_loss) or worst > BLOW_UP * max(initial_loss, 1e-12):
             result.stop_reason = StopReason.DIVERGED
+            result.divergence = (f"epoch {epoch}: train_loss {row['train_loss']:.4g}, val_loss {val_loss:.4g}: not "
+                                 f"finite, or over {BLOW_UP:g}x the initial loss {initial_loss:.4g}")  # fmt: skip
+            log.warning("%s; the run diverged", result.divergence)
             break
 
         if early.improved(val_loss):
@@ -185,6 +215,13 @@ def fit(
         if not per_batch:
             scheduler.step(*([row[schedule.monitor]] if schedule.monitor else []))
 
+        if snapshot is not None:
+            snapshot({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "order_rng": order.get_state(),
+                      "torch_rng": torch.get_rng_state(), "augment_rng": draws.get_state() if augment else None,
+                      "early_best": early.best, "early_waited": early.waited, "history": result.history,
+                      "best": (result.best_epoch, result.best_val_loss, result.best_val_acc),
+                      "best_state": best_state, "initial_loss": initial_loss})  # fmt: skip
         last = epoch == s.epochs or early.stop
         if on_epoch is not None and on_epoch(row, last) and not last:  # a run that finished is never pruned
             result.stop_reason = StopReason.PRUNED

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from sweep.errors import UserError
 from sweep.outcomes import OBJECTIVES
 
+OUTPUT_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
 AUGMENT_NAMES = ("none", "flip_crop")  # sweep.augment.AUGMENTS, named here so a typo costs no torch import
 SCHEDULER_MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")  # metrics rows a scheduler may step on
 
@@ -42,6 +43,24 @@ def allowed_target(target: str, whitelist: tuple[str, ...] | None = None) -> boo
 
     entries = TRUSTED_TARGETS if whitelist is None else whitelist
     return any(target == t or (t.endswith(".*") and target.startswith(t[:-1])) for t in entries)
+
+
+def check_output_dirs(args: list[str]) -> None:
+    """Where runs will land must be a path this machine can hold and a place it can write, checked
+    before Hydra creates it (its own failure is a traceback): hydra.run.dir, hydra.sweep.dir, or
+    outputs/ by default."""
+    given = {k.lstrip("+"): v for k, _, v in (a.partition("=") for a in args) if k.lstrip("+") in OUTPUT_KEYS}
+    for key, value in (given or {"hydra.run.dir": "outputs"}).items():
+        path = os.path.abspath(os.path.expanduser(value))
+        if len(path.encode()) > 4000 or any(len(part.encode()) > 255 for part in path.split(os.sep)):
+            raise UserError(f"{key}={value}: too long a path (at most 255 bytes a folder name, 4000 in all)")
+        existing = path
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise UserError(f"{key}={value}: {existing} is a file; must be a folder path")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"{key}={value}: {existing} is not writable; choose a folder you can write to")
 
 
 def check_command_line_targets(args: list[str]) -> None:

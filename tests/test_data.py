@@ -3,6 +3,8 @@ and the splits."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -69,3 +71,44 @@ def test_digits_are_real_and_offline():
     assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 1797
     prepared = data.prepare(torch.device("cpu"))
     assert abs(float(prepared.x_train.mean())) < 1e-4 and np.isclose(float(prepared.x_train.std()), 1, atol=1e-3)
+
+
+def test_a_corrupt_cache_is_rebuilt_with_one_warning_naming_it(tmp_path, caplog):
+    write_mnist(tmp_path)
+    first = torchvision_dataset("MNIST", root=str(tmp_path), download=False)
+    cache = tmp_path / CACHE_DIR / "MNIST.pt"
+    cache.write_bytes(cache.read_bytes()[:1000])  # a half-written or damaged file
+    again = torchvision_dataset("MNIST", root=str(tmp_path), download=False)
+    assert torch.equal(first.x_train, again.x_train)
+    [warning] = [r.getMessage() for r in caplog.records if "unusable cache" in r.getMessage()]
+    assert warning.startswith(f"warning: {cache}: unusable cache") and "weights_only" not in warning
+    assert torchvision_dataset("MNIST", root=str(tmp_path), download=False)  # and the rebuilt one loads
+
+
+def test_a_cache_of_files_since_replaced_is_rebuilt(tmp_path):
+    write_mnist(tmp_path, seed=0)
+    old = torchvision_dataset("MNIST", root=str(tmp_path), download=False)
+    write_mnist(tmp_path, seed=1)  # new files under the same root
+    new = torchvision_dataset("MNIST", root=str(tmp_path), download=False)
+    assert not torch.equal(old.x_train, new.x_train)
+
+
+def test_a_read_only_data_root_caches_in_the_user_cache_dir(tmp_path, monkeypatch):
+    import sweep.results
+
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "user-cache"))
+    real = sweep.results.atomic_write
+
+    def refuse_under_root(path, data):  # as a read-only /datasets mount would (root ignores chmod)
+        if (tmp_path / "data") in Path(path).parents:
+            raise PermissionError(13, "Read-only file system", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(sweep.results, "atomic_write", refuse_under_root)
+    write_mnist(tmp_path / "data")
+    data = torchvision_dataset("MNIST", root=str(tmp_path / "data"), download=False)
+    [cache] = (tmp_path / "user-cache").rglob("MNIST.pt")
+    for f in (tmp_path / "data" / "MNIST" / "raw").iterdir():
+        f.unlink()  # the next run reads the user cache
+    assert torch.equal(torchvision_dataset("MNIST", root=str(tmp_path / "data"), download=False).x_val, data.x_val)
+    assert cache.exists()

@@ -11,7 +11,14 @@ import sys
 from conftest import REPO
 
 PACKAGE = REPO / "sweep"
-ENTRY_POINTS = {"run.py", "report.py", "predict.py", "search/plugin.py", "errors.py"}  # errors.py defines the exit
+ENTRY_POINTS = {
+    "run.py",
+    "report.py",
+    "predict.py",
+    "callbacks.py",
+    "search/plugin.py",
+    "errors.py",
+}  # errors.py defines the exit
 
 
 def modules() -> dict[str, ast.Module]:

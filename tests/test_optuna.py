@@ -170,6 +170,19 @@ def test_two_processes_share_one_study(tmp_path):
     assert all(t.state.name == "COMPLETE" for t in trials)
     results = [json.loads((sweep_dir / f"trial_{n:04d}" / "result.json").read_text()) for n in range(6)]
     assert [r["trial"] for r in results] == list(range(6))
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 6  # no parameter set drawn twice
+
+
+def test_an_invalid_sampled_value_fails_its_trial_not_the_search(tmp_path):
+    sweep_dir = tmp_path / "s"
+    p = cli("-m", "search=optuna", *SMOKE, f"hydra.sweep.dir={sweep_dir}", "lr=interval(-1,-0.5)",
+            "hydra.sweeper.n_trials=2", cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 1 and "Traceback" not in p.stderr  # no trial completed: the sweep failed
+    trials = study(sweep_dir).trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert all("lr=-0." in t.user_attrs["fail_reason"] and "must be a number > 0" in t.user_attrs["fail_reason"]
+               for t in trials)  # fmt: skip
+    assert "2 of 2 runs failed or diverged; none completed" in p.stdout
 
 
 def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path):

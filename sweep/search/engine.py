@@ -25,6 +25,7 @@ from sweep.outcomes import METRICS, Status
 from sweep.results import atomic_write, read_result
 from sweep.search.study import DEFAULT_STUDY, StudyRef, trial_dir
 from sweep.search.trial_link import PRUNER_TARGETS, REPORT_ENV, SAMPLER_TARGETS, TRIAL_ENV
+from sweep.stops import describe
 
 log = logging.getLogger("sweep")
 RESULTS_FILE = "optimization_results.yaml"
@@ -90,8 +91,10 @@ class TrialSearch(OptunaSweeperImpl):
 
         study = ref.create(storage, self._get_directions())
         ref.write(sweep_dir)
+        _reconcile_finished(study, sweep_dir, METRICS[self.config.objective].column)
         _fail_stale_trials(study)
-        study.sampler, n_trials = self._sampler(space, len(study.trials))
+        live = any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+        study.sampler, n_trials = self._sampler(space, len(study.trials), live)
         log.info(
             "Study %s in %s: %d trials already, %d to add; sampler %s%s, direction %s",
             study.study_name,
@@ -121,8 +124,16 @@ class TrialSearch(OptunaSweeperImpl):
                         + (() if seed in (None, base_seed) else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
                     )
                     run_dirs[trial.number].append(sweep_dir / subdir)
-            with _Heartbeat(storage, [t._trial_id for t in trials]):
-                self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats)
+            try:
+                with _Heartbeat(storage, [t._trial_id for t in trials]):
+                    self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats)
+            except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: no trial is left RUNNING for a later start
+                for trial in trials:
+                    if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                        trial.set_user_attr("fail_reason", f"interrupted by {describe(stop)}")
+                        _tell(study, trial, state=TrialState.FAIL)
+                self._write_results(study, sweep_dir)
+                raise
             for trial in trials:
                 failed += not self._tell(study, trial, run_dirs[trial.number], sweep_dir)
             finished += len(trials)
@@ -134,11 +145,15 @@ class TrialSearch(OptunaSweeperImpl):
                 )
         self._write_results(study, sweep_dir)
 
-    def _sampler(self, space: dict, n_existing: int) -> tuple[optuna.samplers.BaseSampler, int]:
-        """The configured sampler; a seeded one is offset by the trials the study already has,
-        so a resumed search does not draw its first trials again."""
+    def _sampler(self, space: dict, n_existing: int, live: bool) -> tuple[optuna.samplers.BaseSampler, int]:
+        """The configured sampler. A seeded one is offset by the trials the study already has, so a
+        resumed search does not draw its first trials again, in steps no two worker seeds share
+        (seed 1 at 0 trials and seed 0 at 1 trial drew the same trials once); and by the process
+        when other workers are live on the study, whose seed may be this one's."""
         seed = OmegaConf.select(self.sampler_cfg, "seed")
-        kwargs = {"seed": seed + n_existing} if seed is not None and n_existing else {}
+        kwargs = {}
+        if seed is not None and (n_existing or live):
+            kwargs["seed"] = (seed * 100_003 + n_existing + (os.getpid() * 7_919 if live else 0)) % 2**32
         if self.sampler_cfg.get("_target_") == "optuna.samplers.TPESampler" and self.n_jobs > 1:
             # Optuna 5's defaults: a batch asked at once would otherwise sample near-duplicates
             said = " ".join(self.config.hydra.overrides.hydra)
@@ -212,6 +227,23 @@ def _tell(
         # allows; the trial's state is stored before that (optuna's tell stores it in `finally`).
         if "Study.stop" not in str(e):
             raise
+
+
+def _reconcile_finished(study: optuna.Study, sweep_dir: Path, column: str) -> None:
+    """A stale RUNNING trial whose runs all completed (its sweeper was killed while a launcher's
+    workers finished them) is told COMPLETE from its results, not failed."""
+    storage = study._storage
+    if not hasattr(storage, "_get_stale_trial_ids"):
+        return
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        trial = storage.get_trial(trial_id)
+        folder = sweep_dir / trial_dir(trial.number)
+        run_dirs = sorted(folder.glob("seed_*")) or [folder]
+        found = [read_result(d) for d in run_dirs]
+        if found and all(r and r.get("status") == Status.COMPLETED for r in found):
+            storage.set_trial_user_attr(trial_id, "runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
+            storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [sum(r[column] for r in found) / len(found)])
+            log.info("trial %d: its runs completed after its sweeper stopped; stored as COMPLETE", trial.number)
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:

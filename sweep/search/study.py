@@ -31,6 +31,9 @@ def open_storage(url: str, heartbeat_interval: int | None = None):
     if url.startswith("journal://") or url.endswith((".log", ".journal")):
         path = url.removeprefix("journal://")
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    if url.startswith("postgresql://"):
+        # SQLAlchemy 2 reads a bare postgresql:// as psycopg2; the [postgres] extra installs psycopg 3
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(5):
         try:
