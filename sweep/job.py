@@ -19,7 +19,7 @@ import torch
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import results
+from sweep import results, rules
 from sweep.checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
 from sweep.device import configure_cpu, pick_device, pick_threads
 from sweep.errors import UserError
@@ -145,8 +145,13 @@ def run(
     return outcome[METRICS[cfg.objective].column]
 
 
+def _node(cfg: DictConfig) -> dict:
+    """A config group's node as plain values, without the rules declared beside its keys."""
+    return rules.strip(OmegaConf.to_container(cfg, resolve=True))
+
+
 def _load_data(cfg: DictConfig):
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg = _node(cfg.data)
     if cfg.split_per_seed and "split_seed" in data_cfg:  # repeats then also measure the split's noise
         data_cfg["split_seed"] = cfg.seed
     for key in ("root", "annotations_file", "img_dir"):  # relative to where the user ran the command
@@ -162,7 +167,7 @@ def _load_data(cfg: DictConfig):
 
 def _schedule(scheduler_cfg: DictConfig, steps_per_epoch: int) -> Schedule:
     """The scheduler config's factory and stepping; `steps_per_epoch: auto` gets the loop's batch count."""
-    kwargs = OmegaConf.to_container(scheduler_cfg, resolve=True)
+    kwargs = _node(scheduler_cfg)
     how = {k: kwargs.pop(k) for k in SCHEDULE_KEYS if k in kwargs}
     if kwargs.get("steps_per_epoch") == "auto":
         kwargs["steps_per_epoch"] = steps_per_epoch
@@ -172,8 +177,8 @@ def _schedule(scheduler_cfg: DictConfig, steps_per_epoch: int) -> Schedule:
 def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial, overrides: list[str]) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     data = data.prepare(device)
-    loss_fn = instantiate(cfg.loss)
-    spec = ModelSpec.of(instantiate(cfg.model, _convert_="all"))
+    loss_fn = instantiate(_node(cfg.loss))
+    spec = ModelSpec.of(instantiate(_node(cfg.model), _convert_="all"))
     log_probs = wants_log_probs(loss_fn)
     model = build(spec.factory(), data.shape, data.classes, log_probs).to(device)
     settings = Settings(
@@ -204,7 +209,7 @@ def _train(cfg: DictConfig, data, device: torch.device, run_dir: Path, trial, ov
         history[:] = resume["history"]
         log.info("resuming %s after epoch %d, from %s", run_dir, resume["epoch"], LAST_FILE)
     schedule = _schedule(cfg.scheduler, math.ceil(len(data.x_train) / cfg.batch_size))
-    make_optimizer = instantiate(cfg.optimizer, _convert_="all")
+    make_optimizer = instantiate(_node(cfg.optimizer), _convert_="all")
     result = fit(model, data, make_optimizer, schedule, loss_fn, settings, on_epoch, snapshot, resume)
     (run_dir / LAST_FILE).unlink(missing_ok=True)  # the run ended: best.pt and result.json say the rest
     if len(result.history) > len(history):  # the last epoch diverged before reaching the hook

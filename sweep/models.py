@@ -55,6 +55,8 @@ class CNN(nn.Sequential):
         batch_norm: bool = True,
     ) -> None:
         c, h, w = in_shape
+        if kernel_size > min(h, w):
+            raise UserError(f"model.kernel_size={kernel_size}: must be at most the image's side, {min(h, w)} here")
         layers: list[nn.Module] = []
         for out in channels:
             layers += [nn.Conv2d(c, out, kernel_size, padding=kernel_size // 2)]

@@ -25,12 +25,16 @@ _RANGE = re.compile(r"^(number|integer)\s+in\s+([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\
 _LIST = re.compile(r"^(increasing\s+)?list\s+of\s+(?:(\d+)\s+)?(.+)$")
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _is_integer(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An int torch can take (64-bit), not a bool."""
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
+
+
+def _is_number(v: Any) -> bool:
+    """A finite float, or an int a float holds exactly (10**30 as an int overflows torch's C code)."""
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return _is_integer(v) and abs(v) <= 2**53
 
 
 def compile_rule(rule: str) -> Callable[[Any], bool]:

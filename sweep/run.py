@@ -17,7 +17,7 @@ if __package__ in (None, ""):
 
 import hydra  # noqa: E402
 from hydra.utils import execution_whitelist  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from sweep import TRUSTED_TARGETS  # noqa: E402
 
@@ -29,12 +29,15 @@ def train(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from sweep import stops
     from sweep.errors import UserError, exit_with
     from sweep.search.trial_link import TRIAL_ENV
     from sweep.validate import validate
 
+    stops.watch_sweeper()  # in a joblib worker: end with the sweeper, never outlive it
     hc = HydraConfig.get()
-    run_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
+    # as typed: `dropout=${nope}` is a string here, not an interpolation to resolve
+    run_dir, overrides = Path(hc.runtime.output_dir), OmegaConf.to_container(hc.overrides.task, resolve=False)
     try:
         validate(cfg)  # before importing torch: a typo costs the user no start-up time
         from sweep.job import run
@@ -73,6 +76,7 @@ def main() -> None:
     except UserError as e:
         exit_with(e)
     stops.install()
+    stops.mark_sweeper()
     try:
         train()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM, after the run and the sweep wrote what they had

@@ -6,7 +6,10 @@ exits 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as shells do.
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+import time
 
 
 class Interrupted(KeyboardInterrupt):
@@ -39,3 +42,27 @@ def exit_code(stop: BaseException) -> int:
 
 def describe(stop: BaseException) -> str:
     return signal.Signals(getattr(stop, "signum", signal.SIGINT)).name
+
+
+SWEEPER_ENV = "SWEEP_SWEEPER_PID"  # the process that launches the jobs, set by the entry point
+
+
+def mark_sweeper() -> None:
+    """Record this process as the sweeper, for the jobs a launcher starts in worker processes."""
+    os.environ.setdefault(SWEEPER_ENV, str(os.getpid()))
+
+
+def watch_sweeper(period: float = 1.0) -> None:
+    """In a launcher's worker process (joblib's loky workers are the sweeper's children): end this
+    process when the sweeper is gone, so that no worker outlives it (a SIGKILLed sweeper cannot stop
+    them) and goes on training trials whose study will fail them."""
+    sweeper = int(os.environ.get(SWEEPER_ENV, "0"))
+    if not sweeper or sweeper == os.getpid() or os.getppid() != sweeper:
+        return
+
+    def watch() -> None:
+        while os.getppid() == sweeper:
+            time.sleep(period)
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sweeper-watch", daemon=True).start()

@@ -134,7 +134,8 @@ def build_summary(sweep_dir: Path) -> Sweep:
         objectives.append(result.get("objective"))
         params.append(run_overrides(run_dir))
         recorded = result.get("overrides")
-        if recorded is not None and overrides_dict(recorded) != params[-1]:  # a later run started in this folder
+        hydra_says = (run_dir / ".hydra" / "overrides.yaml").exists()
+        if hydra_says and recorded is not None and overrides_dict(recorded) != params[-1]:  # a later run began here
             stale = f"{run_dir / 'result.json'} is another run's (overrides {' '.join(recorded)})"
             result = {"status": Status.INCOMPLETE.value, "error": stale}
         row = {"run": str(run_dir.relative_to(sweep_dir))}

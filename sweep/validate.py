@@ -4,15 +4,15 @@ the value and what is allowed, instead of a traceback from deep inside torch."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from omegaconf import DictConfig
 
+from sweep import rules
 from sweep.errors import UserError
-from sweep.outcomes import OBJECTIVES
 
 OUTPUT_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
-AUGMENT_NAMES = ("none", "flip_crop")  # sweep.augment.AUGMENTS, named here so a typo costs no torch import
 SCHEDULER_MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")  # metrics rows a scheduler may step on
 
 
@@ -27,14 +27,6 @@ def _check(cfg: DictConfig, key: str, ok, allowed: str) -> Any:
     if not good:
         raise UserError(f"{key}={value}: {allowed}")
     return value
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def allowed_target(target: str, whitelist: tuple[str, ...] | None = None) -> bool:
@@ -113,45 +105,25 @@ def validate(cfg: DictConfig) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        check_targets(OmegaConf.to_container(cfg, resolve=True))
+        resolved = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
         raise UserError(f"the config does not resolve: {e}") from None
-    _check(cfg, "lr", lambda v: _is_number(v) and v > 0, "must be a number > 0")
-    _check(cfg, "batch_size", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
-    _check(cfg, "dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)")
-    _check(cfg, "epochs", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
-    _check(cfg, "patience", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0")
-    _check(cfg, "min_delta", lambda v: _is_number(v) and v >= 0, "must be a number >= 0")
-    _check(cfg, "seed", _is_int, "must be an integer")
-    _check(cfg, "objective", lambda v: v in OBJECTIVES, f"must be one of {', '.join(OBJECTIVES)}")
+    check_targets(resolved)
+    broken = rules.violations(resolved)
+    if broken:  # a value interpolated into several places (lr into optimizer.lr): name the one the user sets
+        raise UserError(min(broken, key=lambda line: line.split("=", 1)[0].count(".")))
+    # what the declared rules cannot say
     _check(
         cfg,
         "device",
-        lambda v: isinstance(v, str) and v.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
+        lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d{1,2})?", v) is not None,
         "must be auto, cpu, cuda, cuda:N or mps",
     )
-    _check(cfg, "threads", lambda v: v == "auto" or (_is_int(v) and v >= 1), "must be auto or an integer >= 1")
-    _check(cfg, "progress", lambda v: v in ("auto", True, False), "must be auto, true or false")
-    if "val_fraction" in cfg.data:
-        _check(cfg, "data.val_fraction", lambda v: _is_number(v) and 0 < v < 1, "must be a number in (0, 1)")
-    if "root" in cfg.data and (cfg.data.root is not None or "annotations_file" not in cfg.data):
-        _check(cfg, "data.root", lambda v: isinstance(v, str) and v != "", "must be a folder path")
+    if cfg.data.get("root") is not None:
         root = os.path.expanduser(cfg.data.root)
         if os.path.exists(root) and not os.path.isdir(root):
             raise UserError(f"data.root={cfg.data.root}: is a file; must be a folder path")
-    _check(cfg, "split_per_seed", lambda v: isinstance(v, bool), "must be true or false")
-    _check(cfg, "augment", lambda v: v in AUGMENT_NAMES, f"must be one of {', '.join(AUGMENT_NAMES)}")
-    if "channels" in cfg.data:
-        _check(cfg, "data.channels", lambda v: v in (1, 3), "must be 1 (grey) or 3 (RGB)")
-    if "size" in cfg.data:
-        _check(
-            cfg,
-            "data.size",
-            lambda v: len(v) == 2 and all(_is_int(s) and 1 <= s <= 4096 for s in v),
-            "must be [height, width], integers from 1 to 4096",
-        )
-    if "test_fraction" in cfg.data:
-        _check(cfg, "data.test_fraction", lambda v: _is_number(v) and 0 < v < 1, "must be a number in (0, 1)")
+    # a scheduler YAML that declares no rules still steps in a way the loop knows
     _check(cfg, "scheduler.interval", lambda v: v in (None, "epoch", "batch"), "must be epoch or batch")
     _check(
         cfg,

@@ -67,3 +67,4 @@ def _quiet_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(False)  # a run turns it on; hypothesis's float strategies need denormals

@@ -8,14 +8,14 @@ import os
 
 import pytest
 import torch
-from conftest import train
+import yaml
+from conftest import REPO, train
 from formats import SHAPES, write_shapes
 
 from sweep.augment import AUGMENTS, flip_crop
 from sweep.data import CACHE_DIR
 from sweep.errors import UserError
 from sweep.images import image_folder
-from sweep.validate import AUGMENT_NAMES
 
 CNN = ("model=cnn", "model.channels=[16,32]", "data.size=[16,16]", "epochs=15", "patience=5")
 
@@ -140,7 +140,8 @@ def test_augmentation_is_seeded_keeps_shapes_and_moves_pixels():
     c = flip_crop(x, torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == x.shape
     assert (a != x).flatten(1).any(1).float().mean() > 0.5  # most images moved or flipped
-    assert set(AUGMENTS) == set(AUGMENT_NAMES)
+    rule = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())["_rules_"]["augment"]
+    assert rule == "one of " + ", ".join(AUGMENTS)  # the config allows exactly what the loop knows
 
 
 def test_augmented_training_is_reproducible(tmp_path):

@@ -114,8 +114,8 @@ def test_failed_trials_are_fail_with_a_reason_and_max_failure_rate_stops(tmp_pat
         "search=optuna",
         *SMOKE,
         f"hydra.sweep.dir={sweep_dir}",
-        "optimizer=sgd",
-        "optimizer.momentum=-1",
+        "optimizer=adam",
+        "++optimizer.nesterov=true",
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.max_failure_rate=0.0",
         cwd=tmp_path,
@@ -124,7 +124,7 @@ def test_failed_trials_are_fail_with_a_reason_and_max_failure_rate_stops(tmp_pat
     assert any(line.startswith("error: 1 of 1 trials failed") for line in p.stderr.splitlines())
     assert "Traceback" not in p.stderr
     [trial] = study(sweep_dir).trials
-    assert trial.state.name == "FAIL" and "momentum" in trial.user_attrs["fail_reason"]
+    assert trial.state.name == "FAIL" and "nesterov" in trial.user_attrs["fail_reason"]
     assert pd.read_csv(sweep_dir / "summary.csv").state.tolist() == ["FAIL"]
 
 
@@ -185,8 +185,17 @@ def test_an_invalid_sampled_value_fails_its_trial_not_the_search(tmp_path):
     assert "2 of 2 runs failed or diverged; none completed" in p.stdout
 
 
-def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path):
+@pytest.mark.parametrize("journal", [False, True], ids=["sqlite", "journal"])
+def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path, journal):
     sweep_dir = tmp_path / "s"
+    storage = [f"hydra.sweeper.storage=journal://{tmp_path / 'study.log'}"] if journal else []
+
+    def load() -> optuna.Study:
+        if not journal:
+            return study(sweep_dir)
+        backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log"))
+        return optuna.load_study(study_name="sweep", storage=optuna.storages.JournalStorage(backend))
+
     cmd = [
         sys.executable,
         str(REPO / "sweep" / "run.py"),
@@ -198,6 +207,7 @@ def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path):
         f"hydra.sweep.dir={sweep_dir}",
         "hydra.sweeper.n_trials=1",
         "hydra.sweeper.heartbeat_interval=1",
+        *storage,
     ]
     victim = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -206,11 +216,11 @@ def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path):
     assert (sweep_dir / "trial_0000" / "metrics.csv").exists(), "the first trial never started training"
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    assert study(sweep_dir).trials[0].state.name == "RUNNING"
+    assert load().trials[0].state.name == "RUNNING"
     time.sleep(2.5)  # past the grace period of two heartbeats
 
-    search(sweep_dir, "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1", cwd=tmp_path)
-    states = [t.state.name for t in study(sweep_dir).trials]
+    search(sweep_dir, "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1", *storage, cwd=tmp_path)
+    states = [t.state.name for t in load().trials]
     assert states == ["FAIL", "COMPLETE"]
     summary = pd.read_csv(sweep_dir / "summary.csv").set_index("trial")
     assert summary.loc[0, "status"] == "incomplete" and summary.loc[0, "state"] == "FAIL"
@@ -238,6 +248,19 @@ def test_the_grid_sampler_names_a_continuous_key(tmp_path):
     )
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("error: lr: the grid sampler enumerates choices and ranges")
+
+
+def test_bad_sweeper_settings_are_one_line_before_any_trial(tmp_path):
+    for override, line in [
+        ("hydra.sweeper.direction=sideways", "error: hydra.sweeper.direction=sideways: must be auto, minimize"),
+        ("hydra.sweeper.heartbeat_interval=0", "error: hydra.sweeper.heartbeat_interval=0: must be an integer >= 1"),
+        ("hydra.sweeper.n_trials=-1", "error: hydra.sweeper.n_trials=-1: must be an integer >= 1"),
+        ("hydra.sweeper.storage=bogus", "error: hydra.sweeper.storage=bogus: must be null"),
+        ("lr=interval(1,0)", "error: search space: `low <= high` must hold"),
+    ]:
+        p = cli("-m", "search=optuna", *SMOKE, override, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+        assert p.returncode == 2 and p.stderr.strip().startswith(line), p.stderr[-2000:]
+        assert len(p.stderr.strip().splitlines()) == 1 and not list((tmp_path / "s").glob("trial_*"))
 
 
 def test_a_bad_pruner_setting_is_one_line_before_any_trial(tmp_path):

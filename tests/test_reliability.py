@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,7 +22,7 @@ RUN = [sys.executable, str(REPO / "sweep" / "run.py")]
 
 @pytest.mark.slow
 def test_a_failed_or_diverged_single_run_exits_non_zero_with_one_line(tmp_path):
-    for args, status in ((("optimizer=sgd", "optimizer.momentum=-1"), "failed"),
+    for args, status in ((("optimizer=adam", "++optimizer.nesterov=true"), "failed"),
                          (("optimizer=sgd", "lr=1e4", "loss=mse"), "diverged")):  # fmt: skip
         p = cli(*TINY, *args, f"hydra.run.dir={tmp_path / status}", cwd=tmp_path)
         assert p.returncode == 1, p.stderr
@@ -32,10 +33,10 @@ def test_a_failed_or_diverged_single_run_exits_non_zero_with_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_says_how_many_runs_failed_and_exits_non_zero_when_none_completed(tmp_path):
-    p = cli("-m", *TINY, "optimizer=sgd", "optimizer.momentum=-1,-2", f"hydra.sweep.dir={tmp_path / 'all'}",
+    p = cli("-m", *TINY, "optimizer=adam,adamw", "++optimizer.nesterov=true", f"hydra.sweep.dir={tmp_path / 'all'}",
             cwd=tmp_path)  # fmt: skip
     assert p.returncode == 1 and "2 of 2 runs failed or diverged; none completed" in p.stdout + p.stderr
-    p = cli("-m", *TINY, "optimizer=sgd", "optimizer.momentum=-1,0.9", f"hydra.sweep.dir={tmp_path / 'some'}",
+    p = cli("-m", *TINY, "optimizer=adam,sgd", "++optimizer.nesterov=true", f"hydra.sweep.dir={tmp_path / 'some'}",
             cwd=tmp_path)  # fmt: skip
     assert p.returncode == 0 and "1 of 2 runs failed or diverged" in p.stdout + p.stderr
 
@@ -165,3 +166,41 @@ def test_an_unusable_output_dir_is_one_line_at_start(tmp_path):
         p = cli(*TINY, f"hydra.run.dir={value}", cwd=tmp_path)
         assert p.returncode == 2 and p.stderr.strip().splitlines() == [p.stderr.strip()]
         assert p.stderr.startswith(f"error: hydra.run.dir={value}:") and says in p.stderr
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            for child in (task / "children").read_text().split() if (task / "children").exists() else []:
+                if int(child) not in found:
+                    found.add(int(child))
+                    todo.append(int(child))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "\nState:\tZ" not in status.read_text()
+
+
+@pytest.mark.slow
+def test_joblib_workers_do_not_outlive_a_killed_sweeper(tmp_path):
+    sweep = tmp_path / "s"
+    cmd = RUN + ["-m", "data=digits", "epochs=1000", "patience=1000", "lr=1e-3,2e-3", "hydra/launcher=joblib",
+                 "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    sweeper = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while len(list(sweep.glob("*/metrics.csv"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    workers = _descendants(sweeper.pid)
+    assert workers, "no worker processes found"
+    sweeper.send_signal(signal.SIGKILL)
+    sweeper.wait()
+    deadline = time.time() + 20
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, "workers outlived the sweeper"

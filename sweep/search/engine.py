@@ -17,13 +17,13 @@ import optuna
 import yaml
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
 from sweep.outcomes import METRICS, Status
 from sweep.results import atomic_write, read_result
-from sweep.search.study import DEFAULT_STUDY, StudyRef, trial_dir
+from sweep.search.study import DEFAULT_STUDY, StudyRef, storage_kind, trial_dir
 from sweep.search.trial_link import PRUNER_TARGETS, REPORT_ENV, SAMPLER_TARGETS, TRIAL_ENV
 from sweep.stops import describe
 
@@ -47,10 +47,21 @@ class TrialSearch(OptunaSweeperImpl):
         repeats: int = 1,
         heartbeat_interval: int = 30,
     ) -> None:
-        if repeats < 1:
-            raise UserError(f"hydra.sweeper.repeats={repeats}: must be an integer >= 1")
-        if not 0.0 <= max_failure_rate <= 1.0:
-            raise UserError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be a number in [0, 1]")
+        checks = [
+            ("repeats", repeats, isinstance(repeats, int) and 1 <= repeats <= 1000, "an integer in [1, 1000]"),
+            ("max_failure_rate", max_failure_rate, 0.0 <= max_failure_rate <= 1.0, "a number in [0, 1]"),
+            ("n_trials", n_trials, isinstance(n_trials, int) and n_trials >= 1, "an integer >= 1"),
+            ("heartbeat_interval", heartbeat_interval, isinstance(heartbeat_interval, int) and heartbeat_interval >= 1,
+             "an integer >= 1 (seconds)"),
+            ("direction", direction, direction in ("auto", "minimize", "maximize")
+             or (isinstance(direction, (list, ListConfig)) and all(d in ("minimize", "maximize") for d in direction)),
+             "auto, minimize or maximize"),
+            ("storage", storage, storage is None or storage_kind(storage) is not None,
+             "null (SQLite in the sweep dir), an sqlite://, postgresql://, mysql:// URL, or journal:///path"),
+        ]  # fmt: skip
+        for key, value, ok, allowed in checks:
+            if not ok:
+                raise UserError(f"hydra.sweeper.{key}={value}: must be {allowed}")
         super().__init__(
             None,
             direction,
@@ -84,7 +95,12 @@ class TrialSearch(OptunaSweeperImpl):
         storage = ref.open(sweep_dir, self.heartbeat_interval)
 
         self._process_searchspace_config()
-        space, fixed, fixed_overrides = create_params_from_overrides(self._parse_sweeper_params_config() + arguments)
+        try:
+            space, fixed, fixed_overrides = create_params_from_overrides(
+                self._parse_sweeper_params_config() + arguments
+            )
+        except ValueError as e:  # interval(1, 0) and the like, in Optuna's words
+            raise UserError(f"search space: {' '.join(str(e).split())}") from None
         for name in fixed:  # a value given on the command line is not searched
             space.pop(name, None)
         base_seed = int(fixed.pop("seed", self.config.seed)) if self.repeats > 1 else None
