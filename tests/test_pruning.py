@@ -1,9 +1,11 @@
 """Pruning that does not throw away good trials: the median pruner's defaults wait for completed
-trials and epochs, and a run that finished its last epoch is never pruned."""
+trials and epochs, and a run that finished its last epoch is never pruned; and what a sweeper that
+died leaves behind is told as it was (completed runs COMPLETE, lost ones FAIL)."""
 
 from __future__ import annotations
 
 import optuna
+import pytest
 
 
 def test_the_median_pruner_waits_for_five_trials_and_three_epochs():
@@ -52,3 +54,28 @@ def test_a_run_that_finished_its_last_epoch_is_never_pruned():
             model, data, lambda p: torch.optim.SGD(p, lr=0.01), schedule, nn.CrossEntropyLoss(), settings, always
         )
         assert (result.status, len(result.history)) == (status, ran)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_stale_trial_whose_runs_completed_is_reconciled_complete_not_failed(tmp_path):
+    import json
+    import time
+
+    from sweep.search.engine import _fail_stale_trials, _reconcile_finished
+    from sweep.search.study import StudyRef, trial_dir
+
+    ref = StudyRef()
+    study = ref.create(ref.open(tmp_path, heartbeat_interval=1), ["maximize"])
+    finished, lost = study.ask(), study.ask()  # both RUNNING: their sweeper was SIGKILLed
+    for trial in (finished, lost):
+        study._storage.record_heartbeat(trial._trial_id)
+        (tmp_path / trial_dir(trial.number)).mkdir()
+    # a launcher's worker finished the first trial's run after the sweeper died; the second never did
+    (tmp_path / trial_dir(finished.number) / "result.json").write_text(
+        json.dumps({"status": "completed", "best_val_acc": 0.97})
+    )
+    time.sleep(3.5)  # past two heartbeats (the database keeps whole seconds)
+    _reconcile_finished(study, tmp_path, "best_val_acc")
+    _fail_stale_trials(study)
+    states = {t.number: (t.state.name, t.value) for t in study.trials}
+    assert states == {finished.number: ("COMPLETE", 0.97), lost.number: ("FAIL", None)}
