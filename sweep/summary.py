@@ -187,13 +187,6 @@ def best_run(table: pd.DataFrame, objective: str = "val_acc") -> int | None:
     return None if usable.empty else sort_by_objective(usable, objective).index[0]
 
 
-def write_summary(sweep_dir: Path) -> Sweep:
-    """Build the sweep's summary and write `summary.csv` (atomically)."""
-    sweep = build_summary(sweep_dir)
-    sweep.write()
-    return sweep
-
-
 def still_improving_line(table: pd.DataFrame) -> str | None:
     """One sentence for the runs that had not converged, or None."""
     n = int(table[STILL_IMPROVING].sum())
