@@ -1,4 +1,5 @@
-"""Where a run computes: the device, and how many CPU threads it may use beside its neighbours."""
+"""Where a run computes: the device, the precision of its arithmetic, and how many CPU threads it may
+use beside its neighbours."""
 
 from __future__ import annotations
 
@@ -22,6 +23,34 @@ def pick_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"device={name}: MPS is not available on this machine; use auto or cpu")
     return torch.device(name)
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # autocast's; fp32 runs without autocast
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware: CUDA with bf16 (Ampere on), or an x86 CPU with
+    AMX or AVX-512 BF16. Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(getattr(cpu, f, lambda: False)() for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return False
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """`auto` is bf16 where the hardware has it (a 5-seed comparison in the README found no accuracy
+    difference and up to 2.5x speed), fp16 with gradient scaling on a CUDA GPU without bf16, fp32
+    elsewhere. A named precision is used as asked, except bf16 on a CUDA GPU that lacks it."""
+    if name == "auto":
+        if native_bf16(device):
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("precision=bf16: this GPU has no bf16; use fp16, fp32 or auto")
+    return name
 
 
 def pick_threads(threads: int | str, parallel: int | None) -> int:

@@ -1,5 +1,7 @@
-"""The training loop: seeded mini-batches drawn from on-device tensors, early stopping on
-val_loss with the best weights restored, and a non-finite loss ending the run as `diverged`."""
+"""The training loop: seeded mini-batches drawn from on-device tensors, mixed precision by autocast,
+early stopping on val_loss with the best weights restored, and a non-finite loss ending the run as
+`diverged`. The loop never waits on the device inside an epoch: losses and hits add up on it and
+are read once per epoch, so a GPU is never stalled by a per-batch host sync."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from torch import Tensor, nn
 
 from sweep.augment import AUGMENTS
 from sweep.data import Data
+from sweep.device import DTYPES
 from sweep.outcomes import StopReason
 
 log = logging.getLogger("sweep")
@@ -48,6 +51,8 @@ class Settings:
     seed: int
     progress: bool = False
     augment: str = "none"  # a name from sweep.augment.AUGMENTS
+    precision: str = "fp32"  # fp32, bf16 or fp16: what sweep.device.pick_precision resolved
+    name: str = ""  # what epoch lines call the run when several share a console
 
 
 @dataclass
@@ -95,13 +100,13 @@ class Fit:
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: nn.Module) -> tuple[float, float]:
     """Mean loss and accuracy of `model` on (x, y)."""
     model.eval()
-    total_loss, correct = 0.0, 0
+    total_loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(x), EVAL_BATCH):
         out = model(x[i : i + EVAL_BATCH])
         yb = y[i : i + EVAL_BATCH]
-        total_loss += loss_fn(out, yb).item() * len(yb)
-        correct += (out.argmax(1) == yb).sum().item()
-    return total_loss / len(x), correct / len(x)
+        total_loss += loss_fn(out, yb) * len(yb)
+        correct += (out.argmax(1) == yb).sum()
+    return total_loss.item() / len(x), correct.item() / len(x)
 
 
 @torch.no_grad()
@@ -123,10 +128,15 @@ def fit(
     resume: dict | None = None,
 ) -> Fit:
     """Train `model` on `data` (already prepared on the model's device) and return what happened.
-    After each epoch `snapshot` gets everything needed to go on (weights, optimizer, scheduler,
-    random states, early stopping, history); `resume` is such a state to go on from, and the run
-    then continues exactly as if it had never stopped."""
+    The forward pass runs under autocast in `s.precision` (fp16 with gradient scaling); evaluation
+    stays in fp32, so the recorded metrics are what the saved fp32 model computes. After each epoch
+    `snapshot` gets everything needed to go on (weights, optimizer, scheduler, random states, early
+    stopping, history); `resume` is such a state to go on from, and the run then continues exactly
+    as if it had never stopped."""
     optimizer = make_optimizer(model.parameters())
+    device = data.x_train.device
+    autocast = torch.autocast(device.type, DTYPES.get(s.precision), enabled=s.precision in DTYPES)
+    scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")  # fp16 gradients underflow
     n = len(data.x_train)
     scheduler = schedule.make(optimizer)
     per_batch = schedule.interval == "batch"
@@ -137,11 +147,14 @@ def fit(
 
     result, best_state, early = Fit(), None, EarlyStopping(s.patience, s.min_delta)
     initial_loss: float | None = None
+    first_loss: Tensor | None = None
     first = 1
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
+        if resume.get("scaler"):  # fp16's loss scale
+            scaler.load_state_dict(resume["scaler"])
         order.set_state(resume["order_rng"])
         torch.set_rng_state(resume["torch_rng"])  # dropout draws from it
         if augment is not None:
@@ -150,6 +163,7 @@ def fit(
         result.history = list(resume["history"])
         result.best_epoch, result.best_val_loss, result.best_val_acc = resume["best"]
         best_state, initial_loss, first = resume["best_state"], resume["initial_loss"], resume["epoch"] + 1
+    prefix = f"{s.name}: " if s.name else ""
     start = time.perf_counter()
     epochs = range(first, s.epochs + 1)
     if s.progress:
@@ -160,52 +174,54 @@ def fit(
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         model.train()
-        train_loss, correct, diverged = 0.0, 0, False
-        perm = torch.randperm(n, generator=order).to(data.x_train.device)
+        train_loss = torch.zeros((), device=device)  # summed on the device, read once an epoch
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        perm = torch.randperm(n, generator=order).to(device)
         for i in range(0, n, s.batch_size):
             idx = perm[i : i + s.batch_size]
             xb, yb = data.x_train[idx], data.y_train[idx]
             if augment is not None:
                 xb = augment(xb, draws)
-            out = model(xb)
-            loss = loss_fn(out, yb)
-            loss_value = loss.item()
-            if initial_loss is None:
-                initial_loss = loss_value  # the untrained model's: the yardstick of a blow-up
-            if not math.isfinite(loss_value):  # before backward: the weights stay as they were
-                diverged = True
-                break
+            with autocast:
+                out = model(xb)
+                loss = loss_fn(out, yb)
+            if first_loss is None:
+                first_loss = loss.detach()  # the untrained model's: the yardstick of a blow-up
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             if per_batch:
                 scheduler.step()
-            train_loss += loss_value * len(idx)
-            correct += (out.argmax(1) == yb).sum().item()
-        if diverged:
+            train_loss += loss.detach() * len(idx)
+            correct += (out.argmax(1) == yb).sum()
+        train_loss = train_loss.item()
+        if initial_loss is None:
+            initial_loss = first_loss.item()
+        if not math.isfinite(train_loss):  # the epoch's weights are lost, the best ones are not
             result.stop_reason = StopReason.DIVERGED
-            result.divergence = f"the training loss became {loss_value} in epoch {epoch}"
-            log.warning("epoch %d: the training loss became %s; the run diverged", epoch, loss_value)
+            result.divergence = f"the training loss became {train_loss} in epoch {epoch}"
+            log.warning("%sepoch %d: the training loss became %s; the run diverged", prefix, epoch, train_loss)
             break
 
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val, loss_fn)
         row = {
             "epoch": epoch,
             "train_loss": train_loss / n,
-            "train_acc": correct / n,
+            "train_acc": correct.item() / n,
             "val_loss": val_loss,
             "val_acc": val_acc,
             "lr": lr,
             "epoch_time_s": time.perf_counter() - t0,
         }
         result.history.append(row)
-        _show(epochs, row, s.progress)
+        _show(epochs, row, s.progress, prefix)
         worst = max(row["train_loss"], val_loss)
         if not math.isfinite(val_loss) or worst > BLOW_UP * max(initial_loss, 1e-12):
             result.stop_reason = StopReason.DIVERGED
             result.divergence = (f"epoch {epoch}: train_loss {row['train_loss']:.4g}, val_loss {val_loss:.4g}: not "
                                  f"finite, or over {BLOW_UP:g}x the initial loss {initial_loss:.4g}")  # fmt: skip
-            log.warning("%s; the run diverged", result.divergence)
+            log.warning("%s%s; the run diverged", prefix, result.divergence)
             break
 
         if early.improved(val_loss):
@@ -217,8 +233,9 @@ def fit(
 
         if snapshot is not None:
             snapshot({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "order_rng": order.get_state(),
-                      "torch_rng": torch.get_rng_state(), "augment_rng": draws.get_state() if augment else None,
+                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                      "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(),
+                      "augment_rng": draws.get_state() if augment else None,
                       "early_best": early.best, "early_waited": early.waited, "history": result.history,
                       "best": (result.best_epoch, result.best_val_loss, result.best_val_acc),
                       "best_state": best_state, "initial_loss": initial_loss})  # fmt: skip
@@ -236,7 +253,7 @@ def fit(
     return result
 
 
-def _show(bar: object, row: dict, progress: bool) -> None:
+def _show(bar: object, row: dict, progress: bool, prefix: str) -> None:
     if progress:
         bar.set_postfix(
             train_loss=f"{row['train_loss']:.4f}",
@@ -245,7 +262,8 @@ def _show(bar: object, row: dict, progress: bool) -> None:
         )
     else:
         log.info(
-            "epoch %d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.2fs",
+            "%sepoch %d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.2fs",
+            prefix,
             row["epoch"],
             row["train_loss"],
             row["train_acc"],

@@ -85,3 +85,70 @@ def test_same_command_twice_gives_identical_metrics(tmp_path):
     train(tmp_path / "b", *args)
     strip = lambda d: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in metrics_rows(d)]
     assert strip(tmp_path / "a") == strip(tmp_path / "b")
+
+
+def _fit(model, data, loss_fn, epochs=3, precision="fp32", lr=0.05):
+    return fit(
+        model,
+        data,
+        lambda p: torch.optim.SGD(p, lr=lr),
+        Schedule(lambda o: torch.optim.lr_scheduler.ConstantLR(o, 1.0, 0)),
+        loss_fn,
+        Settings(batch_size=16, epochs=epochs, patience=epochs, min_delta=0.0, seed=0, precision=precision),
+    )
+
+
+class NaNAfter(nn.CrossEntropyLoss):
+    """Cross-entropy that turns NaN from its `calls`-th training batch on, as a run blowing up does."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.calls, self.made = calls, 0
+
+    def forward(self, out, target):
+        self.made += torch.is_grad_enabled()  # training batches; evaluation runs without grad
+        return super().forward(out, target) * (math.nan if self.made >= self.calls else 1.0)
+
+
+def test_a_nan_loss_diverges_the_run_and_keeps_the_best_weights_unharmed():
+    torch.manual_seed(0)
+    data = synthetic(n_train=640, val_fraction=0.25).prepare(torch.device("cpu"))  # 480 train: 30 batches of 16
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    result = _fit(model, data, NaNAfter(calls=45), epochs=4)  # NaN half-way through epoch 2
+    assert result.status == "diverged" and result.best_epoch == 1
+    assert result.divergence == "the training loss became nan in epoch 2"
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the best (epoch 1) weights are back
+    loss, _ = evaluate(model, data.x_val, data.y_val, nn.CrossEntropyLoss())
+    assert loss == pytest.approx(result.best_val_loss, rel=1e-6)
+
+
+def test_the_loop_reads_the_device_a_fixed_number_of_times_an_epoch_not_once_a_batch(monkeypatch):
+    """`.item()` waits for a GPU to finish: the loop may call it per epoch, never per batch."""
+    reads = []
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: reads.append(1) or item(t))
+    torch.manual_seed(0)
+    counts = []
+    for n_train in (400, 1600):  # 4x the batches
+        data = synthetic(n_train=n_train, val_fraction=0.25).prepare(torch.device("cpu"))
+        reads.clear()
+        _fit(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), data, nn.CrossEntropyLoss(), epochs=2)
+        counts.append(len(reads))
+    assert counts[0] == counts[1] and counts[0] <= 2 * 6  # train loss, hits, first loss, val loss and hits
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs_learn_and_record_their_precision(tmp_path, precision):
+    value, result = train(tmp_path, "data=digits", "epochs=4", f"precision={precision}", "lr=3e-3")
+    assert result["status"] == "completed" and result["precision"] == precision
+    assert value > 0.85 and result["test_acc"] > 0.85
+    assert {p.dtype for p in load_model(tmp_path / "best.pt").parameters()} == {torch.float32}  # for anyone
+
+
+def test_auto_precision_is_bf16_where_the_cpu_has_it_and_fp32_elsewhere():
+    from sweep.device import native_bf16, pick_precision
+
+    cpu = torch.device("cpu")
+    assert pick_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert pick_precision("auto", torch.device("mps")) == "fp32"
+    assert pick_precision("fp16", cpu) == "fp16"  # asked for: used as asked
