@@ -22,7 +22,9 @@ from sweep.outcomes import StopReason
 
 log = logging.getLogger("sweep")
 
-EVAL_BATCH = 4096  # evaluation holds no activations for backward, so it takes big batches
+# Evaluation holds no activations for backward, so it takes big batches, but on a CPU not so big
+# that a batch's activations leave the cache: the CNN's val pass is 1.6x faster at 512 than 4096 here.
+EVAL_BATCH = {"cpu": 512}
 # A run whose epoch loss (train or val) exceeds this many times the loss of its first batch (the
 # untrained model's, ln(classes) for cross-entropy) has blown up even if the numbers stay finite.
 BLOW_UP = 100.0
@@ -96,16 +98,25 @@ class Fit:
         return self.stop_reason.status
 
 
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    return torch.autocast(device.type, DTYPES.get(precision), enabled=precision in DTYPES)
+
+
+def _eval_batches(x: Tensor) -> list[slice]:
+    step = EVAL_BATCH.get(x.device.type, 4096)
+    return [slice(i, i + step) for i in range(0, len(x), step)]
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: nn.Module) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` on (x, y)."""
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: nn.Module, precision: str = "fp32") -> tuple[float, ...]:
+    """Mean loss and accuracy of `model` on (x, y), computed in `precision` (autocast)."""
     model.eval()
     total_loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device, dtype=torch.long)
-    for i in range(0, len(x), EVAL_BATCH):
-        out = model(x[i : i + EVAL_BATCH])
-        yb = y[i : i + EVAL_BATCH]
-        total_loss += loss_fn(out, yb) * len(yb)
-        correct += (out.argmax(1) == yb).sum()
+    with _autocast(x.device, precision):
+        for batch in _eval_batches(x):
+            out = model(x[batch])
+            total_loss += loss_fn(out, y[batch]).float() * len(y[batch])
+            correct += (out.argmax(1) == y[batch]).sum()
     return total_loss.item() / len(x), correct.item() / len(x)
 
 
@@ -113,7 +124,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: nn.Module) -> tupl
 def predict(model: nn.Module, x: Tensor) -> Tensor:
     """The class `model` predicts for each of `x`."""
     model.eval()
-    return torch.cat([model(x[i : i + EVAL_BATCH]).argmax(1) for i in range(0, len(x), EVAL_BATCH)])
+    return torch.cat([model(x[batch]).argmax(1) for batch in _eval_batches(x)])
 
 
 def fit(
@@ -128,14 +139,14 @@ def fit(
     resume: dict | None = None,
 ) -> Fit:
     """Train `model` on `data` (already prepared on the model's device) and return what happened.
-    The forward pass runs under autocast in `s.precision` (fp16 with gradient scaling); evaluation
-    stays in fp32, so the recorded metrics are what the saved fp32 model computes. After each epoch
+    Training and validation run under autocast in `s.precision` (fp16 with gradient scaling); the
+    weights stay fp32, and a test evaluation in fp32 gives what the saved model computes. After each epoch
     `snapshot` gets everything needed to go on (weights, optimizer, scheduler, random states, early
     stopping, history); `resume` is such a state to go on from, and the run then continues exactly
     as if it had never stopped."""
     optimizer = make_optimizer(model.parameters())
     device = data.x_train.device
-    autocast = torch.autocast(device.type, DTYPES.get(s.precision), enabled=s.precision in DTYPES)
+    autocast = _autocast(device, s.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")  # fp16 gradients underflow
     n = len(data.x_train)
     scheduler = schedule.make(optimizer)
@@ -204,7 +215,7 @@ def fit(
             log.warning("%sepoch %d: the training loss became %s; the run diverged", prefix, epoch, train_loss)
             break
 
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val, loss_fn)
+        val_loss, val_acc = evaluate(model, data.x_val, data.y_val, loss_fn, s.precision)
         row = {
             "epoch": epoch,
             "train_loss": train_loss / n,
