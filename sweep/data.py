@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -246,17 +247,21 @@ def torchvision_dataset(
 
 
 def digits(val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0) -> Data:
-    """scikit-learn's bundled 8x8 digits, scaled to uint8, with a seeded test split."""
-    from sklearn.datasets import load_digits
+    """scikit-learn's bundled 8x8 digits, scaled to uint8, with a seeded test split. Decoded once
+    into the user cache dir: importing scikit-learn costs ~2 s, reading the cache milliseconds."""
 
-    d = load_digits()
-    x = torch.as_tensor(d.images * (255 / 16)).round().to(torch.uint8)
-    y = torch.as_tensor(d.target)
+    def decode() -> dict:
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return {"x": torch.as_tensor(d.images * (255 / 16)).round().to(torch.uint8), "y": torch.as_tensor(d.target)}
+
+    t = cached(user_cache_dir() / "digits", "digits", decode, source=f"scikit-learn {version('scikit-learn')}")
+    x, y = t["x"], t["y"]
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))  # fixed: same test set for all
     n_test = round(len(x) * test_fraction)
     test, rest = order[:n_test], order[n_test:]
-    names = [str(c) for c in d.target_names]
-    return split("digits", x[rest], y[rest], x[test], y[test], val_fraction, split_seed, names)
+    return split("digits", x[rest], y[rest], x[test], y[test], val_fraction, split_seed, [str(c) for c in range(10)])
 
 
 def synthetic(

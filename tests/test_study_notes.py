@@ -7,9 +7,12 @@ import json
 import math
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, TINY, metrics_rows, train
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sweep.errors import UserError
 from sweep.schedules import lambda_lr
@@ -94,6 +97,24 @@ def test_per_class_scores_match_hand_computed_values():
     # F1 = 2PR / (P + R): class 0 P 2/3 R 2/3; class 1 P 1/2 R 1/2; class 2 P 4/5 R 4/5 (over classes seen)
     assert scores["test_macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 4 / 5) / 3)
     assert scores["confusion_matrix"] == [[2, 1, 0, 0], [0, 1, 1, 0], [1, 0, 4, 0], [0, 0, 0, 0]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12).flatmap(lambda k: st.tuples(st.just(k), st.lists(st.tuples(st.integers(0, k - 1),
+                                                                                      st.integers(0, k - 1)),
+                                                                            min_size=1, max_size=80))))  # fmt: skip
+def test_per_class_scores_are_scikit_learns(case):
+    """The arithmetic on the confusion matrix gives what scikit-learn's functions give."""
+    from sklearn.metrics import confusion_matrix, f1_score, recall_score
+
+    classes, pairs = case
+    y_true, y_pred = (np.array(v) for v in zip(*pairs))
+    scores = class_scores(y_true, y_pred, classes)
+    labels = list(range(classes))
+    recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
+    assert scores["test_class_acc"] == pytest.approx([None if np.isnan(r) else r for r in recall])
+    assert scores["test_macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0.0))
+    assert scores["confusion_matrix"] == confusion_matrix(y_true, y_pred, labels=labels).tolist()
 
 
 def test_a_run_records_per_class_scores_and_the_summary_has_macro_f1(tmp_path):
