@@ -18,6 +18,7 @@ PROJECT_TARGETS = (
     "sweep.losses.OneHotMSELoss",
     "sweep.schedules.lambda_lr",
     "sweep.callbacks.SummaryCallback",
+    "sweep.progress.LauncherLines",
 )
 TORCH_TARGETS = ("torch.nn.*", "torch.optim.*")
 USER_TARGETS = tuple(t.strip() for t in os.environ.get("SWEEP_TRUSTED_TARGETS", "").split(",") if t.strip())

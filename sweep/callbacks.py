@@ -31,14 +31,22 @@ class SummaryCallback(Callback):
         self.refused = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from sweep.errors import exit_with
         from sweep.summary import find_runs
 
         self.started = time.time()
         sweep_dir = Path(config.hydra.sweep.dir)
         previous = sweep_dir / "multirun.yaml"
-        if not _is_grid(config) or not previous.exists() or not find_runs(sweep_dir):
+        if not _is_grid(config):
             return
+        if previous.exists() and find_runs(sweep_dir):
+            self._refuse_another_grid(config, sweep_dir, previous)
+        from sweep import progress
+
+        progress.plan(sweep_dir, progress.grid_jobs(config))
+
+    def _refuse_another_grid(self, config: DictConfig, sweep_dir: Path, previous: Path) -> None:
+        from sweep.errors import exit_with
+
         before = ((yaml.safe_load(previous.read_text()) or {}).get("hydra") or {}).get("overrides", {}).get("task", [])
         now = OmegaConf.to_container(config.hydra.overrides.task)
         if sorted(before) != sorted(now):

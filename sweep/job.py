@@ -233,7 +233,8 @@ def _train(
         ckpt = Checkpoint(spec, state, data.shape, data.classes, log_probs, data.mean, data.std, data.class_names)
         write_checkpoint(run_dir, ckpt)
     log.info(
-        "%s after %d epochs (%s): best epoch %d, val_loss %.4f, val_acc %.4f, test_acc %.4f",
+        "%s%s after %d epochs (%s): best epoch %d, val_loss %.4f, val_acc %.4f, test_acc %.4f",
+        f"{name}: " if name else "",
         result.status,
         len(result.history),
         result.stop_reason,

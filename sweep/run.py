@@ -8,6 +8,7 @@ becomes one line and an exit code, and the one place a job reads Hydra's own con
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -38,6 +39,10 @@ def train(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     # as typed: `dropout=${nope}` is a string here, not an interpolation to resolve
     run_dir, overrides = Path(hc.runtime.output_dir), OmegaConf.to_container(hc.overrides.task, resolve=False)
+    single = hc.mode == RunMode.RUN
+    if single:
+        print(f"run dir: {run_dir}", flush=True)
+    started = time.time()
     try:
         validate(cfg)  # before importing torch: a typo costs the user no start-up time
         from sweep.job import run
@@ -54,7 +59,14 @@ def train(cfg: DictConfig) -> float:
 
         write_result(run_dir, {"status": "failed", "stop_reason": "failed", "error": str(e), "overrides": overrides})
         return math.nan
-    if hc.mode == RunMode.RUN and math.isnan(value):  # one run that failed or diverged: say so in the exit code
+    if single:
+        print(f"results in {run_dir}: result.json, metrics.csv, best.pt", flush=True)
+    elif TRIAL_ENV not in os.environ:  # a grid's run; a search's trials get their line from the sweeper
+        from sweep.progress import after_run
+
+        if line := after_run(Path(hc.sweep.dir), run_dir, time.time() - started, cfg.objective):
+            print(line, flush=True)
+    if single and math.isnan(value):  # one run that failed or diverged: say so in the exit code
         from sweep.results import read_result
 
         result = read_result(run_dir) or {}

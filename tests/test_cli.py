@@ -4,6 +4,7 @@ the others, bad input is one line and a non-zero exit."""
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -36,6 +37,14 @@ def test_grid_multirun_lands_a_summary_row_per_run(tmp_path):
     printed = p.stdout[p.stdout.index("Summary of 4 runs") :]
     best = summary.sort_values("best_val_acc", ascending=False).iloc[0]
     assert printed.splitlines()[2].split()[:3] == [str(best.run), best.optimizer, f"{best.lr:.4g}"]
+    # a line after each run: how far, the swept keys only, its objective, the best so far, the ETA
+    lines = re.findall(r"^\[(\d)/4\] (optimizer=\w+ lr=\S+) → val_acc ([\d.]+) \(best so far ([\d.]+), run (\d)\)"
+                       r" · \d+ s( · ETA \d+ (s|min))?$", p.stdout, re.M)  # fmt: skip
+    assert [int(n) for n, *_ in lines] == [1, 2, 3, 4]
+    assert [line[1] for line in lines] == ["optimizer=adam lr=1e-3", "optimizer=adam lr=1e-2",
+                                           "optimizer=sgd lr=1e-3", "optimizer=sgd lr=1e-2"]  # fmt: skip
+    last = lines[-1]
+    assert float(last[3]) == pytest.approx(summary.best_val_acc.max(), abs=1e-4) and last[5] == ""  # no ETA: done
 
 
 def test_a_failing_run_does_not_stop_the_others(tmp_path):
@@ -120,5 +129,7 @@ def test_relative_data_root_reads_torchvision_files(tmp_path):
     write_mnist(tmp_path / "data", "FashionMNIST", n_train=300, n_test=60)
     p = cli("epochs=2", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # default data
     assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()  # a single run says where it lands, at its start and its end
+    assert lines[0] == f"run dir: {tmp_path / 'run'}" and lines[-1].startswith(f"results in {tmp_path / 'run'}")
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "completed" and result["best_val_acc"] > 0.5  # the bands are learnable

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def test_samplers_switch_from_the_shell(tmp_path, sampler):
 
 def test_a_short_study_lands_its_trials_results_and_summary(tmp_path):
     sweep_dir = tmp_path / "s"
-    search(sweep_dir, "hydra.sweeper.n_trials=3", "objective=val_loss", cwd=tmp_path)
+    p = search(sweep_dir, "hydra.sweeper.n_trials=3", "objective=val_loss", cwd=tmp_path)
     trials = study(sweep_dir).trials
     assert [t.number for t in trials] == [0, 1, 2]
     assert all(t.state.name == "COMPLETE" for t in trials)
@@ -60,6 +61,12 @@ def test_a_short_study_lands_its_trials_results_and_summary(tmp_path):
     assert results["best_value"] == best.value and results["best_params"] == best.params
     assert results["best_trial"] == {"number": best.number, "run_dir": f"trial_{best.number:04d}"}
     assert set(best.params) == {"lr", "batch_size", "dropout"}
+
+    # a line after each trial: how far, its sampled values, its state and value, the best so far
+    lines = re.findall(r"^\[(\d)/3\] trial (\d) lr=\S+ batch_size=\d+ dropout=\S+ → val_loss ([\d.]+)"
+                       r" \(best so far ([\d.]+), trial (\d)\)", p.stdout, re.M)  # fmt: skip
+    assert [(int(i), int(t)) for i, t, *_ in lines] == [(1, 0), (2, 1), (3, 2)]
+    assert float(lines[-1][3]) == pytest.approx(best.value, abs=1e-4) and int(lines[-1][4]) == best.number
 
     summary = pd.read_csv(sweep_dir / "summary.csv")
     assert list(summary.columns[:6]) == ["run", "trial", "state", "lr", "batch_size", "dropout"]
@@ -300,3 +307,7 @@ def test_joblib_workers_report_to_their_trials_and_share_the_cores(tmp_path):
     assert [r["threads"] for r in results] == [share, share]
     # two trials asked at once: Optuna 5's multivariate TPE with constant liar, not near-duplicates
     assert "sampler TPESampler (multivariate, constant_liar)" in p.stdout + p.stderr
+    # the console: each worker's epoch lines name their run; no plumbing, no joblib internals
+    for n in (0, 1):
+        assert re.search(rf"run trial_000{n}: epoch 2 ", p.stdout + p.stderr)
+    assert "hydra.job.env_set" not in p.stdout + p.stderr and "Joblib.Parallel" not in p.stdout + p.stderr

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import threading
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -20,6 +21,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
+from sweep import progress
 from sweep.errors import UserError
 from sweep.outcomes import METRICS, Status
 from sweep.results import atomic_write, read_result
@@ -123,6 +125,7 @@ class TrialSearch(OptunaSweeperImpl):
         )
 
         finished = failed = 0
+        started = time.time()
         while finished < n_trials:
             _fail_stale_trials(study)
             with warnings.catch_warnings():  # we record the heartbeats that study.optimize would
@@ -140,6 +143,7 @@ class TrialSearch(OptunaSweeperImpl):
                         + (() if seed in (None, base_seed) else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
                     )
                     run_dirs[trial.number].append(sweep_dir / subdir)
+            batch_started = time.time()
             try:
                 with _Heartbeat(storage, [t._trial_id for t in trials]):
                     self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats)
@@ -153,6 +157,11 @@ class TrialSearch(OptunaSweeperImpl):
             for trial in trials:
                 failed += not self._tell(study, trial, run_dirs[trial.number], sweep_dir)
             finished += len(trials)
+            left = progress.eta(started, finished, n_trials - finished)
+            for i, trial in enumerate(trials, start=finished - len(trials) + 1):
+                line = progress.after_trial(study, trial._trial_id, self.config.objective, i, n_trials,
+                                            time.time() - batch_started, left)  # fmt: skip
+                print(line, flush=True)
             if failed / finished > self.max_failure_rate:
                 self._write_results(study, sweep_dir)  # Hydra still runs the end-of-sweep summary
                 raise UserError(

@@ -1,0 +1,180 @@
+"""A sweep you can watch: after each finished run of a grid, or trial of a search, one line says
+how far the sweep is, how that run did, the best so far and when the sweep should end:
+
+    [3/12] optimizer=sgd lr=0.01 → val_acc 0.9620 (best so far 0.9750, run 1) · 41 s · ETA 6 min
+
+A grid's jobs may run in other processes (joblib), so its plan (how many runs, since when) is a
+file in the sweep dir, and each job reads how the others did from their result.json files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweep.outcomes import METRICS, Status
+from sweep.results import RESULT_FILE, atomic_write, overrides_dict, read_result
+
+PLAN_FILE = ".progress.json"  # in the sweep dir: {"total": runs, "swept": keys, "started": unix time}
+
+
+def shown(overrides: list[str]) -> str:
+    """The overrides a user typed or a sweeper chose, without Hydra's plumbing (`hydra.*`)."""
+    return " ".join(o for o in overrides if not o.lstrip("+").startswith("hydra."))
+
+
+class LauncherLines(logging.Filter):
+    """Hydra's launcher lines as a user wants them (conf/hydra/sweep.yaml installs it): a job's
+    overrides without the sweeper's plumbing (`+hydra.job.env_set...`), joblib's settings never,
+    and "Launching ..." once a sweep rather than once a batch."""
+
+    JOB = re.compile(r"^(\s*#\d+ : )(.*)$", re.S)
+    ONCE = ("Launching ", "Joblib.Parallel(")
+    seen: set[str] = set()  # per process: Hydra configures its logging again after every job
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if job := self.JOB.match(message):
+            record.msg, record.args = job.group(1) + shown(job.group(2).split()), ()
+            return True
+        once = next((p for p in self.ONCE if message.startswith(p)), None)
+        if once is None:
+            return True
+        if once == "Joblib.Parallel(" or once in self.seen:
+            return False
+        self.seen.add(once)
+        return True
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def outcome(result: dict[str, Any], objective: str) -> str:
+    """How a run ended, in a few words: its objective, or why it has none."""
+    status = Status(result.get("status", Status.FAILED))
+    if status is Status.COMPLETED:
+        return f"{objective} {result[METRICS[objective].column]:.4f}"
+    if status is Status.PRUNED:
+        return f"pruned after epoch {result.get('epochs_run')}"
+    why = result.get("error") or result.get("divergence") or ""
+    return f"{status}{': ' + why[:80] if why else ''}"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One progress line's facts."""
+
+    done: int
+    total: int | None  # None: not known (a grid over glob(...))
+    what: str  # the run's overrides, or `trial 5 lr=0.003`
+    outcome: str
+    best: str | None  # `0.9750, run 1`
+    seconds: float  # this run's (or batch's) wall time
+    eta: float | None  # seconds until the sweep should end
+
+    def __str__(self) -> str:
+        best = f" (best so far {self.best})" if self.best else ""
+        eta = f" · ETA {duration(self.eta)}" if self.eta is not None and self.done < (self.total or 0) else ""
+        return f"[{self.done}/{self.total or '?'}] {self.what} → {self.outcome}{best} · {duration(self.seconds)}{eta}"
+
+
+def eta(started: float, finished_now: int, remaining: int) -> float | None:
+    """Seconds left at the throughput so far (runs in parallel included); None before any finished."""
+    return (time.time() - started) / finished_now * remaining if finished_now else None
+
+
+# ----------------------------------------------------------------------------- grids
+
+
+def plan(sweep_dir: Path, jobs: list[list[str]] | None) -> None:
+    """Record, at the start of a grid, its runs' count, the keys it sweeps and when it started."""
+    swept = sorted({k for job in jobs or [] for k, v in overrides_dict(job).items() if v != overrides_dict(jobs[0])[k]})
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    facts = {"total": len(jobs) if jobs is not None else None, "swept": swept, "started": time.time()}
+    atomic_write(Path(sweep_dir) / PLAN_FILE, json.dumps(facts))
+
+
+def after_run(sweep_dir: Path, run_dir: Path, seconds: float, objective: str) -> Line | None:
+    """The line for a grid's run that just ended, from the plan and every result in the sweep dir;
+    None without a plan (a sweep started some other way)."""
+    try:
+        p = json.loads((Path(sweep_dir) / PLAN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    found: dict[str, dict] = {}
+    now = 0
+    for d in sorted(Path(sweep_dir).iterdir(), key=lambda d: (len(d.name), d.name)):  # 0, 1, ..., 10: ties go first
+        try:
+            result = read_result(d) if d.is_dir() else None
+        except (OSError, ValueError):  # being written by another run, or damaged: not counted
+            continue
+        if result is not None:
+            found[d.name] = result
+            now += (d / RESULT_FILE).stat().st_mtime >= p["started"]
+    mine = found.get(Path(run_dir).name)
+    if mine is None:
+        return None
+    metric = METRICS[objective]
+    scored = [(r[metric.column], name) for name, r in found.items() if r.get("status") == Status.COMPLETED]
+    best = None
+    if scored:
+        value, name = (max if metric.higher_is_better else min)(scored, key=lambda s: s[0])
+        best = f"{value:.4f}, run {name}"
+    total = p["total"] and max(p["total"], len(found))
+    return Line(
+        done=len(found),
+        total=total,
+        what=" ".join(f"{k}={v}" for k, v in overrides_dict(mine.get("overrides") or []).items() if k in p["swept"]),
+        outcome=outcome(mine, objective),
+        best=best,
+        seconds=seconds,
+        eta=eta(p["started"], now, total - len(found)) if total else None,
+    )
+
+
+def grid_jobs(config: Any) -> list[list[str]] | None:
+    """The jobs' overrides Hydra's basic sweeper makes of this config's overrides and sweeper
+    params; None when that takes the config loader (`glob(...)` over a group's options)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    try:
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except Exception:  # noqa: BLE001 - the sweeper itself reports a bad override
+        return None
+
+
+# ----------------------------------------------------------------------------- searches
+
+
+def after_trial(
+    study: Any, trial_id: int, objective: str, done: int, total: int, seconds: float, eta_s: float | None
+) -> Line:
+    """The line for a search's trial that was just told its outcome (`objective`: its value's name)."""
+    t = study._storage.get_trial(trial_id)
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+    state = t.state.name
+    if state == "COMPLETE":
+        said = f"{objective} {t.value:.4f}" if len(t.values) == 1 else f"{objective} {t.values}"
+    elif state == "FAIL":
+        said = f"FAIL: {str(t.user_attrs.get('fail_reason', ''))[:80]}"
+    else:
+        said = state
+    try:
+        best = study.best_trial
+        best_said = f"{best.value:.4f}, trial {best.number}"
+    except (ValueError, RuntimeError):  # none complete yet, or several objectives
+        best_said = None
+    return Line(done, total, f"trial {t.number} {params}".strip(), said, best_said, seconds, eta_s)
