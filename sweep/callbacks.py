@@ -1,5 +1,6 @@
 """Hydra callback around a multirun. At the start: a grid pointed at a sweep dir that holds a
-different grid is refused (its runs' folders would pair new parameters with old results). At the
+different grid is refused (its runs' folders would pair new parameters with old results), and a
+grid's plan is written for its progress lines (sweep.progress). At the
 end, however the sweep ended (finished, failed, Ctrl-C, SIGTERM): build the summary once, write and
 print it, say how many runs failed and how many were skipped as finished before, write the
 comparison report (`hydra.callbacks.summary.report=false` to skip it), and exit non-zero when no

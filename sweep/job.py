@@ -193,7 +193,8 @@ def _train(
         patience=cfg.patience,
         min_delta=cfg.min_delta,
         seed=cfg.seed,
-        progress=sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress),
+        # a bar on a terminal, unless runs side by side would draw theirs over each other
+        progress=sys.stderr.isatty() and not name if cfg.progress == "auto" else bool(cfg.progress),
         augment=cfg.augment,
         precision=precision,
         name=name,

@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,12 +135,31 @@ def after_run(sweep_dir: Path, run_dir: Path, seconds: float, objective: str) ->
     return Line(
         done=len(found),
         total=total,
-        what=" ".join(f"{k}={v}" for k, v in overrides_dict(mine.get("overrides") or []).items() if k in p["swept"]),
+        what=" ".join(f"{k}={v}" for k, v in overrides_dict(mine.get("overrides") or []).items() if k in p["swept"])
+        or shown(mine.get("overrides") or []),  # a one-run "grid": its overrides
         outcome=outcome(mine, objective),
         best=best,
         seconds=seconds,
         eta=eta(p["started"], now, total - len(found)) if total else None,
     )
+
+
+@contextmanager
+def runs_bar(sweep_dir: Path, show: bool) -> Iterator[None]:
+    """While a grid's run trains, on a terminal: a bar across the grid's runs, above the run's
+    own bar over its epochs (tqdm stacks a bar opened inside another)."""
+    try:
+        total = json.loads((Path(sweep_dir) / PLAN_FILE).read_text())["total"] if show else None
+    except (OSError, ValueError, KeyError):
+        total = None
+    if not total:
+        yield
+        return
+    from tqdm import tqdm
+
+    done = sum(1 for d in Path(sweep_dir).iterdir() if (d / RESULT_FILE).exists())
+    with tqdm(total=total, initial=done, desc="runs", unit="run", leave=False):
+        yield
 
 
 def grid_jobs(config: Any) -> list[list[str]] | None:

@@ -46,11 +46,14 @@ def train(cfg: DictConfig) -> float:
     try:
         validate(cfg)  # before importing torch: a typo costs the user no start-up time
         from sweep.job import run
+        from sweep.progress import runs_bar
         from sweep.search.trial_link import trial_ref
 
-        trial = trial_ref(hc.sweeper, hc.sweep.dir)
-        with execution_whitelist(TRUSTED_TARGETS):  # again: launchers may run jobs in other processes
-            value = run(cfg, run_dir, overrides, hc.launcher.get("n_jobs", 1), trial)
+        trial, jobs = trial_ref(hc.sweeper, hc.sweep.dir), hc.launcher.get("n_jobs", 1)
+        bars = cfg.progress is True or (cfg.progress == "auto" and sys.stderr.isatty())
+        grid_bar = bars and not single and trial is None and jobs in (None, 1)  # one process: bars stack cleanly
+        with execution_whitelist(TRUSTED_TARGETS), runs_bar(Path(hc.sweep.dir), grid_bar):  # again: for launchers
+            value = run(cfg, run_dir, overrides, jobs, trial)
     except UserError as e:
         if TRIAL_ENV not in os.environ:
             exit_with(e)

@@ -41,8 +41,12 @@ def test_grid_multirun_lands_a_summary_row_per_run(tmp_path):
     lines = re.findall(r"^\[(\d)/4\] (optimizer=\w+ lr=\S+) → val_acc ([\d.]+) \(best so far ([\d.]+), run (\d)\)"
                        r" · \d+ s( · ETA \d+ (s|min))?$", p.stdout, re.M)  # fmt: skip
     assert [int(n) for n, *_ in lines] == [1, 2, 3, 4]
-    assert [line[1] for line in lines] == ["optimizer=adam lr=1e-3", "optimizer=adam lr=1e-2",
-                                           "optimizer=sgd lr=1e-3", "optimizer=sgd lr=1e-2"]  # fmt: skip
+    assert [line[1] for line in lines] == [
+        "optimizer=adam lr=0.001",
+        "optimizer=adam lr=0.01",
+        "optimizer=sgd lr=0.001",
+        "optimizer=sgd lr=0.01",
+    ]  # as Hydra writes them
     last = lines[-1]
     assert float(last[3]) == pytest.approx(summary.best_val_acc.max(), abs=1e-4) and last[5] == ""  # no ETA: done
 

@@ -6,7 +6,8 @@ Writes MNIST-shaped IDX files (60,000 + 10,000 images of 28x28, learnable) to a 
 then measures (1) the training epochs alone, in this process, for the tutorial's DataLoader +
 ToTensor loop and for the project's loop (sweep.train.fit on on-device tensors), and (2) the
 whole `python` process of the tutorial script and of `python sweep/run.py`, start-up included.
-Same model (784-512-512-10 MLP), Adam 1e-3, batch 64. It also times the compute floor: the same
+Same model (784-512-512-10 MLP), Adam 1e-3, batch 64; the project's loop in the precision
+`precision=auto` picks on this machine (bf16 where the CPU has it). It also times the compute floor: the same
 forward/backward/Adam steps on consecutive slices of one tensor, with no data handling at all,
 so the gap between the project's loop and what the arithmetic costs is visible. Epoch figures
 are the fastest of --repeats alternating rounds (the machines are shared and noisy). Prints the
@@ -33,9 +34,11 @@ def ours_in_process(root: str, epochs: int) -> tuple[list[float], float]:
     from torch import nn
 
     from sweep.data import torchvision_dataset
+    from sweep.device import pick_precision
     from sweep.models import MLP
     from sweep.train import Schedule, Settings, evaluate, fit
 
+    precision = pick_precision("auto", torch.device("cpu"))  # what a run picks here
     torch.manual_seed(0)
     data = torchvision_dataset("MNIST", root=root, download=False, val_fraction=1 / 60).prepare(
         torch.device("cpu")
@@ -47,7 +50,7 @@ def ours_in_process(root: str, epochs: int) -> tuple[list[float], float]:
         lambda p: torch.optim.Adam(p, lr=1e-3, fused=True),
         Schedule(lambda o: torch.optim.lr_scheduler.ConstantLR(o, 1.0, 0)),
         nn.CrossEntropyLoss(),
-        Settings(batch_size=64, epochs=epochs, patience=epochs, min_delta=0.0, seed=0),
+        Settings(batch_size=64, epochs=epochs, patience=epochs, min_delta=0.0, seed=0, precision=precision),
     )
     return [r["epoch_time_s"] for r in result.history], evaluate(
         model, data.x_test, data.y_test, nn.CrossEntropyLoss()
@@ -107,8 +110,8 @@ def main() -> None:
             floor += compute_floor(str(root), 1)
         base, ours, floor = min(base), min(ours), min(floor)
         print(f"epoch, tutorial loop : {base:6.2f} s  (test_acc {base_acc:.4f})")
-        print(f"epoch, sweep.train   : {ours:6.2f} s  (test_acc {our_acc:.4f}, includes the val pass)")
-        print(f"epoch, compute floor : {floor:6.2f} s  (the arithmetic alone)")
+        print(f"epoch, sweep.train   : {ours:6.2f} s  (test_acc {our_acc:.4f}, includes the val pass; auto precision)")
+        print(f"epoch, compute floor : {floor:6.2f} s  (the arithmetic alone, fp32)")
         print(f"epoch speed-up       : {base / ours:6.1f}x  (the floor allows {base / floor:.1f}x)")
 
         for f in (root / ".sweep-cache").glob("*"):
@@ -134,7 +137,7 @@ def main() -> None:
         print(f"process, tutorial script      : {tutorial_s:6.2f} s")
         print(f"process, sweep/run.py (cold)  : {cold_s:6.2f} s  -> {tutorial_s / cold_s:.1f}x")
         print(f"process, sweep/run.py (cached): {warm_s:6.2f} s  -> {tutorial_s / warm_s:.1f}x")
-        print(log.strip().splitlines()[-1])
+        print(next(line for line in log.splitlines() if "completed after" in line))
 
 
 if __name__ == "__main__":
