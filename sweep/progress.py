@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,19 @@ class LauncherLines(logging.Filter):
             return False
         self.seen.add(once)
         return True
+
+
+def bars_wanted(setting: Any) -> bool:
+    """The `progress` key: `auto` draws bars on a terminal, true always, false never."""
+    return setting is True or (setting == "auto" and sys.stderr.isatty())
+
+
+def say(line: Line, bar: Any = None) -> None:
+    """Print a progress line, above a live bar if there is one."""
+    if bar is not None:
+        bar.write(str(line))
+    else:
+        print(line, flush=True)
 
 
 def duration(seconds: float) -> str:
@@ -178,6 +192,16 @@ def grid_jobs(config: Any) -> list[list[str]] | None:
 
 
 # ----------------------------------------------------------------------------- searches
+
+
+def trials_bar(total: int, show: bool) -> Any:
+    """On a terminal, while a search's trials run in this process: a bar across them, above each
+    run's bar over its epochs; None otherwise."""
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="trials", unit="trial", leave=False)
 
 
 def after_trial(

@@ -46,12 +46,11 @@ def train(cfg: DictConfig) -> float:
     try:
         validate(cfg)  # before importing torch: a typo costs the user no start-up time
         from sweep.job import run
-        from sweep.progress import runs_bar
+        from sweep.progress import bars_wanted, runs_bar
         from sweep.search.trial_link import trial_ref
 
         trial, jobs = trial_ref(hc.sweeper, hc.sweep.dir), hc.launcher.get("n_jobs", 1)
-        bars = cfg.progress is True or (cfg.progress == "auto" and sys.stderr.isatty())
-        grid_bar = bars and not single and trial is None and jobs in (None, 1)  # one process: bars stack cleanly
+        grid_bar = bars_wanted(cfg.progress) and not single and trial is None and jobs in (None, 1)  # one process
         with execution_whitelist(TRUSTED_TARGETS), runs_bar(Path(hc.sweep.dir), grid_bar):  # again: for launchers
             value = run(cfg, run_dir, overrides, jobs, trial)
     except UserError as e:
@@ -65,10 +64,10 @@ def train(cfg: DictConfig) -> float:
     if single:
         print(f"results in {run_dir}: result.json, metrics.csv, best.pt", flush=True)
     elif TRIAL_ENV not in os.environ:  # a grid's run; a search's trials get their line from the sweeper
-        from sweep.progress import after_run
+        from sweep.progress import after_run, say
 
         if line := after_run(Path(hc.sweep.dir), run_dir, time.time() - started, cfg.objective):
-            print(line, flush=True)
+            say(line)
     if single and math.isnan(value):  # one run that failed or diverged: say so in the exit code
         from sweep.results import read_result
 

@@ -126,48 +126,56 @@ class TrialSearch(OptunaSweeperImpl):
 
         finished = failed = 0
         started = time.time()
-        while finished < n_trials:
-            _fail_stale_trials(study)
-            with warnings.catch_warnings():  # we record the heartbeats that study.optimize would
-                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-                trials = [study.ask() for _ in range(min(self.n_jobs, n_trials - finished))]
-            overrides = self._configure_trials(trials, space, fixed, fixed_overrides)
-            jobs, run_dirs = [], {t.number: [] for t in trials}
-            for trial, trial_overrides in zip(trials, overrides):
-                for seed in [None] if base_seed is None else range(base_seed, base_seed + self.repeats):
-                    subdir = trial_dir(trial.number, seed)
-                    jobs.append(
-                        tuple(trial_overrides)
-                        + (f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}")
-                        + (() if seed is None else (f"seed={seed}",))
-                        + (() if seed in (None, base_seed) else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
-                    )
-                    run_dirs[trial.number].append(sweep_dir / subdir)
-            batch_started = time.time()
-            try:
-                with _Heartbeat(storage, [t._trial_id for t in trials]):
-                    self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats)
-            except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: no trial is left RUNNING for a later start
+        in_process = type(self.launcher).__name__ == "BasicLauncher"  # joblib's workers share the console
+        bar = progress.trials_bar(n_trials, in_process and progress.bars_wanted(self.config.get("progress")))
+        try:
+            while finished < n_trials:
+                _fail_stale_trials(study)
+                with warnings.catch_warnings():  # we record the heartbeats that study.optimize would
+                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                    trials = [study.ask() for _ in range(min(self.n_jobs, n_trials - finished))]
+                overrides = self._configure_trials(trials, space, fixed, fixed_overrides)
+                jobs, run_dirs = [], {t.number: [] for t in trials}
+                for trial, trial_overrides in zip(trials, overrides):
+                    for seed in [None] if base_seed is None else range(base_seed, base_seed + self.repeats):
+                        subdir = trial_dir(trial.number, seed)
+                        jobs.append(
+                            tuple(trial_overrides)
+                            + (f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}")
+                            + (() if seed is None else (f"seed={seed}",))
+                            + (() if seed in (None, base_seed) else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
+                        )
+                        run_dirs[trial.number].append(sweep_dir / subdir)
+                batch_started = time.time()
+                try:
+                    with _Heartbeat(storage, [t._trial_id for t in trials]):
+                        self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats)
+                except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: no trial is left RUNNING for a later start
+                    for trial in trials:
+                        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                            trial.set_user_attr("fail_reason", f"interrupted by {describe(stop)}")
+                            _tell(study, trial, state=TrialState.FAIL)
+                    self._write_results(study, sweep_dir)
+                    raise
                 for trial in trials:
-                    if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                        trial.set_user_attr("fail_reason", f"interrupted by {describe(stop)}")
-                        _tell(study, trial, state=TrialState.FAIL)
-                self._write_results(study, sweep_dir)
-                raise
-            for trial in trials:
-                failed += not self._tell(study, trial, run_dirs[trial.number], sweep_dir)
-            finished += len(trials)
-            left = progress.eta(started, finished, n_trials - finished)
-            for i, trial in enumerate(trials, start=finished - len(trials) + 1):
-                line = progress.after_trial(study, trial._trial_id, self.config.objective, i, n_trials,
-                                            time.time() - batch_started, left)  # fmt: skip
-                print(line, flush=True)
-            if failed / finished > self.max_failure_rate:
-                self._write_results(study, sweep_dir)  # Hydra still runs the end-of-sweep summary
-                raise UserError(
-                    f"{failed} of {finished} trials failed or diverged, more than "
-                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; see {sweep_dir}"
-                )
+                    failed += not self._tell(study, trial, run_dirs[trial.number], sweep_dir)
+                finished += len(trials)
+                left = progress.eta(started, finished, n_trials - finished)
+                for i, trial in enumerate(trials, start=finished - len(trials) + 1):
+                    line = progress.after_trial(study, trial._trial_id, self.config.objective, i, n_trials,
+                                                time.time() - batch_started, left)  # fmt: skip
+                    progress.say(line, bar)
+                if bar is not None:
+                    bar.update(len(trials))
+                if failed / finished > self.max_failure_rate:
+                    self._write_results(study, sweep_dir)  # Hydra still runs the end-of-sweep summary
+                    raise UserError(
+                        f"{failed} of {finished} trials failed or diverged, more than "
+                        f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; see {sweep_dir}"
+                    )
+        finally:
+            if bar is not None:
+                bar.close()
         self._write_results(study, sweep_dir)
 
     def _sampler(self, space: dict, n_existing: int, live: bool) -> tuple[optuna.samplers.BaseSampler, int]:
