@@ -62,7 +62,7 @@ def train(cfg: DictConfig) -> float:
         write_result(run_dir, {"status": "failed", "stop_reason": "failed", "error": str(e), "overrides": overrides})
         return math.nan
     if single:
-        print(f"results in {run_dir}: result.json, metrics.csv, best.pt", flush=True)
+        print(f"results in {run_dir}", flush=True)
     elif TRIAL_ENV not in os.environ:  # a grid's run; a search's trials get their line from the sweeper
         from sweep.progress import after_run, say
 
