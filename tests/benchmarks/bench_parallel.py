@@ -1,7 +1,7 @@
 """Throughput of an Optuna search with 2 trials in parallel (joblib, 2 processes) against 1 at a
 time, measured in one run on this machine.
 
-    python tests/benchmarks/bench_parallel.py [--trials 6] [--epochs 2]
+    python tests/benchmarks/bench_parallel.py [--trials 8] [--epochs 4]
 
 Both searches run the same trials (same seeded sampler) on MNIST-shaped IDX files written to a
 temp dir (12,000 + 2,000 images of 28x28). `threads=auto` gives each of the 2 processes one
@@ -27,8 +27,8 @@ sys.path.insert(0, str(HERE.parent))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
     from formats import write_mnist
 
