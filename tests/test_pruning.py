@@ -79,3 +79,25 @@ def test_a_stale_trial_whose_runs_completed_is_reconciled_complete_not_failed(tm
     _fail_stale_trials(study)
     states = {t.number: (t.state.name, t.value) for t in study.trials}
     assert states == {finished.number: ("COMPLETE", 0.97), lost.number: ("FAIL", None)}
+
+
+def test_a_worker_that_loses_the_race_to_create_the_tables_opens_the_storage(monkeypatch):
+    """Three workers started at once on a fresh PostgreSQL database: one lost the race to create
+    Optuna's tables (DuplicateTable, a ProgrammingError, seen in CI) and the worker failed."""
+    import sqlalchemy.exc
+
+    from sweep.search import study
+
+    made = []
+
+    def racing_storage(url, **kwargs):
+        if not made:
+            made.append(url)
+            raise sqlalchemy.exc.ProgrammingError(
+                "CREATE TABLE studies", {}, Exception('relation "studies" already exists')
+            )
+        return ("storage", url)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing_storage)
+    monkeypatch.setattr(study.time, "sleep", lambda s: None)
+    assert study.open_storage("postgresql://u@host/db") == ("storage", "postgresql+psycopg://u@host/db")

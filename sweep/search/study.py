@@ -52,9 +52,10 @@ def open_storage(url: str, heartbeat_interval: int | None = None):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-            # Workers started together race to create the schema; the loser finds it made.
-            if attempt == 4:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as e:
+            # Workers started together race to create the schema; the loser finds it made. (SQLite
+            # says IntegrityError or "locked"; PostgreSQL says DuplicateTable, a ProgrammingError.)
+            if attempt == 4 or (isinstance(e, sqlalchemy.exc.ProgrammingError) and "already exists" not in str(e)):
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
