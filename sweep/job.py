@@ -9,7 +9,6 @@ import logging
 import math
 import platform
 import subprocess
-import sys
 import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,6 +25,7 @@ from sweep.errors import UserError
 from sweep.losses import wants_log_probs
 from sweep.models import ModelSpec, build
 from sweep.outcomes import METRICS, OUTCOME_COLUMNS, Status, StopReason
+from sweep.progress import bars_wanted
 from sweep.scores import class_scores
 from sweep.search.trial_link import TrialRef, connect
 from sweep.stops import describe
@@ -193,8 +193,8 @@ def _train(
         patience=cfg.patience,
         min_delta=cfg.min_delta,
         seed=cfg.seed,
-        # a bar on a terminal, unless runs side by side would draw theirs over each other
-        progress=(sys.stderr.isatty() and not name) if cfg.progress == "auto" else bool(cfg.progress),
+        # `auto` draws no bar when runs side by side would draw theirs over each other
+        progress=bars_wanted(cfg.progress) and (cfg.progress is True or not name),
         augment=cfg.augment,
         precision=precision,
         name=name,

@@ -113,7 +113,8 @@ def eta(started: float, finished_now: int, remaining: int) -> float | None:
 
 def plan(sweep_dir: Path, jobs: list[list[str]] | None) -> None:
     """Record, at the start of a grid, its runs' count, the keys it sweeps and when it started."""
-    swept = sorted({k for job in jobs or [] for k, v in overrides_dict(job).items() if v != overrides_dict(jobs[0])[k]})
+    first = overrides_dict(jobs[0]) if jobs else {}
+    swept = sorted({k for job in jobs or [] for k, v in overrides_dict(job).items() if v != first.get(k)})
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     facts = {"total": len(jobs) if jobs is not None else None, "swept": swept, "started": time.time()}
     atomic_write(Path(sweep_dir) / PLAN_FILE, json.dumps(facts))
