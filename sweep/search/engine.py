@@ -11,21 +11,22 @@ import threading
 import time
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweep import progress
 from sweep.errors import UserError
 from sweep.outcomes import METRICS, Status
-from sweep.results import atomic_write, read_result
-from sweep.search.study import DEFAULT_STUDY, StudyRef, storage_kind, trial_dir
+from sweep.results import RunResult, atomic_write
+from sweep.search import borrowed
+from sweep.search.study import DEFAULT_STUDY, StudyRef, storage_kind, storage_url, trial_dir
 from sweep.search.trial_link import PRUNER_TARGETS, REPORT_ENV, SAMPLER_TARGETS, TRIAL_ENV
 from sweep.stops import describe
 
@@ -33,7 +34,10 @@ log = logging.getLogger("sweep")
 RESULTS_FILE = "optimization_results.yaml"
 
 
-class TrialSearch(OptunaSweeperImpl):
+class TrialSearch:
+    """The search's state and steps. hydra-optuna-sweeper's config and override grammar are kept
+    (its parsing is called through `borrowed`, not inherited); the steps of `sweep` are named."""
+
     def __init__(
         self,
         sampler: Any,
@@ -53,6 +57,8 @@ class TrialSearch(OptunaSweeperImpl):
             ("repeats", repeats, isinstance(repeats, int) and 1 <= repeats <= 1000, "an integer in [1, 1000]"),
             ("max_failure_rate", max_failure_rate, 0.0 <= max_failure_rate <= 1.0, "a number in [0, 1]"),
             ("n_trials", n_trials, isinstance(n_trials, int) and n_trials >= 1, "an integer >= 1"),
+            ("n_jobs", n_jobs, n_jobs is None or (isinstance(n_jobs, int) and n_jobs >= 1),
+             "null (one a core) or an integer >= 1"),
             ("heartbeat_interval", heartbeat_interval, isinstance(heartbeat_interval, int) and heartbeat_interval >= 1,
              "an integer >= 1 (seconds)"),
             ("direction", direction, direction in ("auto", "minimize", "maximize")
@@ -64,119 +70,153 @@ class TrialSearch(OptunaSweeperImpl):
         for key, value, ok, allowed in checks:
             if not ok:
                 raise UserError(f"hydra.sweeper.{key}={value}: must be {allowed}")
-        super().__init__(
-            None,
-            direction,
-            storage,
-            study_name,
-            n_trials,
-            n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1),
-            max_failure_rate,
-            custom_search_space,
-            params,
-        )
-        self.sampler_cfg = sampler
-        self.batch_defaults: list[str] = []  # Optuna 5's defaults for batched asks, set when n_jobs > 1
+        self.sampler_cfg, self.direction, self.storage, self.study_name = sampler, direction, storage, study_name
+        self.n_trials, self.n_jobs = n_trials, n_jobs or (os.cpu_count() or 1)
+        self.max_failure_rate, self.params = max_failure_rate, params
         self.repeats, self.heartbeat_interval = repeats, heartbeat_interval
+        self.batch_defaults: list[str] = []  # Optuna 5's defaults for batched asks, set when n_jobs > 1
+        # a function (config, trial) that samples more, as hydra-optuna-sweeper's custom_search_space
+        self.extend = instantiate({"_target_": custom_search_space, "_partial_": True}) if custom_search_space else None
         if pruner is not None:  # each job builds the pruner again; a bad config should stop us here, once
             try:
                 instantiate(pruner, _execution_whitelist_=PRUNER_TARGETS)
             except Exception as e:  # noqa: BLE001 - Hydra wraps the pruner's own error
                 raise UserError(f"hydra.sweeper.pruner: {e}") from None
 
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
         if self.direction == "auto":
             self.direction = METRICS[config.objective].direction
 
+    @property
+    def directions(self) -> list[str]:
+        return list(self.direction) if isinstance(self.direction, (list, ListConfig)) else [self.direction]
+
+    # ------------------------------------------------------------------ the steps
+
     def sweep(self, arguments: list[str]) -> None:
+        """Open the study, read the search space, then ask, launch and tell batches of trials
+        until `n_trials` have finished; write optimization_results.yaml however it ends."""
         sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as Hydra's basic sweeper does
-        ref = StudyRef(self.storage, self.study_name or DEFAULT_STUDY)
-        storage = ref.open(sweep_dir, self.heartbeat_interval)
-
-        self._process_searchspace_config()
-        try:
-            space, fixed, fixed_overrides = create_params_from_overrides(
-                self._parse_sweeper_params_config() + arguments
-            )
-        except ValueError as e:  # interval(1, 0) and the like, in Optuna's words
-            raise UserError(f"search space: {' '.join(str(e).split())}") from None
-        for name in fixed:  # a value given on the command line is not searched
-            space.pop(name, None)
-        base_seed = int(fixed.pop("seed", self.config.seed)) if self.repeats > 1 else None
-
-        study = ref.create(storage, self._get_directions())
-        ref.write(sweep_dir)
-        _reconcile_finished(study, sweep_dir, METRICS[self.config.objective].column)
-        _fail_stale_trials(study)
-        live = any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
-        study.sampler, n_trials = self._sampler(space, len(study.trials), live)
+        study, storage = self._open_study(sweep_dir)
+        space = self._search_space(arguments)
+        study.sampler, n_trials = self._sampler(space.distributions, len(study.trials), _has_running(study))
         log.info(
             "Study %s in %s: %d trials already, %d to add; sampler %s%s, direction %s",
             study.study_name,
-            ref.url(sweep_dir),
+            storage_url(self.storage, sweep_dir),
             len(study.trials),
             n_trials,
             type(study.sampler).__name__,
             f" ({', '.join(self.batch_defaults)})" if self.batch_defaults else "",
             self.direction,
         )
-
-        finished = failed = 0
-        started = time.time()
         in_process = type(self.launcher).__name__ == "BasicLauncher"  # joblib's workers share the console
         bar = progress.trials_bar(n_trials, in_process and progress.bars_wanted(self.config.get("progress")))
+        count = _Count(n_trials)
         try:
-            while finished < n_trials:
-                _fail_stale_trials(study)
-                with warnings.catch_warnings():  # we record the heartbeats that study.optimize would
-                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-                    trials = [study.ask() for _ in range(min(self.n_jobs, n_trials - finished))]
-                overrides = self._configure_trials(trials, space, fixed, fixed_overrides)
-                jobs, run_dirs = [], {t.number: [] for t in trials}
-                for trial, trial_overrides in zip(trials, overrides):
-                    for seed in [None] if base_seed is None else range(base_seed, base_seed + self.repeats):
-                        subdir = trial_dir(trial.number, seed)
-                        jobs.append(
-                            tuple(trial_overrides)
-                            + (f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}")
-                            + (() if seed is None else (f"seed={seed}",))
-                            + (() if seed in (None, base_seed) else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
-                        )
-                        run_dirs[trial.number].append(sweep_dir / subdir)
-                batch_started = time.time()
-                try:
-                    with _Heartbeat(storage, [t._trial_id for t in trials]):
-                        self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats)
-                except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: no trial is left RUNNING for a later start
-                    for trial in trials:
-                        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                            trial.set_user_attr("fail_reason", f"interrupted by {describe(stop)}")
-                            _tell(study, trial, state=TrialState.FAIL)
-                    self._write_results(study, sweep_dir)
-                    raise
-                for trial in trials:
-                    failed += not self._tell(study, trial, run_dirs[trial.number], sweep_dir)
-                finished += len(trials)
-                left = progress.eta(started, finished, n_trials - finished)
-                for i, trial in enumerate(trials, start=finished - len(trials) + 1):
-                    line = progress.after_trial(study, trial._trial_id, self.config.objective, i, n_trials,
-                                                time.time() - batch_started, left)  # fmt: skip
-                    progress.say(line, bar)
-                if bar is not None:
-                    bar.update(len(trials))
-                if failed / finished > self.max_failure_rate:
-                    self._write_results(study, sweep_dir)  # Hydra still runs the end-of-sweep summary
+            while count.finished < n_trials:
+                trials = self._ask(study, min(self.n_jobs, n_trials - count.finished), space)
+                run_dirs = self._launch(study, storage, trials, space, sweep_dir)
+                outcomes = [self._tell(study, t, run_dirs[t.number], sweep_dir) for t in trials]
+                count.add(outcomes)
+                self._say(study, trials, count, bar)
+                if count.failed / count.finished > self.max_failure_rate:
                     raise UserError(
-                        f"{failed} of {finished} trials failed or diverged, more than "
+                        f"{count.failed} of {count.finished} trials failed or diverged, more than "
                         f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; see {sweep_dir}"
                     )
         finally:
             if bar is not None:
                 bar.close()
-        self._write_results(study, sweep_dir)
+            self._write_results(study, sweep_dir)  # Hydra still runs the end-of-sweep summary
+
+    def _open_study(self, sweep_dir: Path) -> tuple[optuna.Study, Any]:
+        """The study (created, or loaded to resume or to join other workers), with trials a killed
+        sweeper left RUNNING settled: COMPLETE when their runs completed, else FAIL."""
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as Hydra's basic sweeper does
+        ref = StudyRef(self.storage, self.study_name or DEFAULT_STUDY)
+        storage = ref.open(sweep_dir, self.heartbeat_interval)
+        study = ref.create(storage, self.directions)
+        ref.write(sweep_dir)
+        _reconcile_finished(study, sweep_dir, METRICS[self.config.objective].column)
+        _fail_stale_trials(study)
+        return study, storage
+
+    def _search_space(self, arguments: list[str]) -> _Space:
+        """The sweeper's `params` and the command line's searched keys, as Optuna distributions;
+        a key given one value on the command line is fixed, not searched."""
+        swept = [f"{k!s}={v}" for k, v in (self.params or {}).items()]
+        try:
+            distributions, fixed, deletions = borrowed.search_space(swept + arguments)
+        except ValueError as e:  # interval(1, 0) and the like, in Optuna's words
+            raise UserError(f"search space: {' '.join(str(e).split())}") from None
+        for name in fixed:
+            distributions.pop(name, None)
+        seed = int(fixed.pop("seed", self.config.seed)) if self.repeats > 1 else None
+        return _Space(distributions, fixed, deletions, seed)
+
+    def _ask(self, study: optuna.Study, n: int, space: _Space) -> list[optuna.Trial]:
+        """`n` new trials, each with its sampled values and (as user attributes) the fixed ones."""
+        _fail_stale_trials(study)
+        with warnings.catch_warnings():  # we record the heartbeats that study.optimize would
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            trials = [study.ask() for _ in range(n)]
+        for trial in trials:
+            for name, distribution in space.distributions.items():
+                borrowed.suggest(trial, name, distribution)
+            for name, value in space.fixed.items():
+                trial.set_user_attr(name, value)
+            if self.extend is not None:
+                self.extend(self.config, trial)
+        return trials
+
+    def _launch(
+        self, study: optuna.Study, storage: Any, trials: list[optuna.Trial], space: _Space, sweep_dir: Path
+    ) -> dict[int, list[Path]]:
+        """Run the trials' jobs (one a seed with repeats) as one batch through Hydra's launcher,
+        with their heartbeats; return each trial's run dirs. A stop fails the batch's trials at once."""
+        jobs, run_dirs = [], {t.number: [] for t in trials}
+        seeds = [None] if space.seed is None else list(range(space.seed, space.seed + self.repeats))
+        for trial in trials:
+            values = {**trial.params, **space.fixed}
+            for seed in seeds:
+                subdir = trial_dir(trial.number, seed)
+                jobs.append(
+                    tuple(f"{name}={value}" for name, value in values.items())
+                    + tuple(space.deletions)
+                    + (f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_ENV}={borrowed.trial_id(trial)}")
+                    + (() if seed is None else (f"seed={seed}",))
+                    + (() if seed in (None, space.seed) else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
+                )
+                run_dirs[trial.number].append(sweep_dir / subdir)
+        try:
+            with _Heartbeat(storage, [borrowed.trial_id(t) for t in trials]):
+                self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats)
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: no trial is left RUNNING for a later start
+            for trial in trials:
+                if borrowed.stored_trial(study, borrowed.trial_id(trial)).state == TrialState.RUNNING:
+                    trial.set_user_attr("fail_reason", f"interrupted by {describe(stop)}")
+                    _tell(study, trial, state=TrialState.FAIL)
+            raise
+        return run_dirs
+
+    def _say(self, study: optuna.Study, trials: list[optuna.Trial], count: _Count, bar: Any) -> None:
+        """A progress line for each trial of the batch that just ended."""
+        left = progress.eta(count.started, count.finished, count.total - count.finished)
+        for i, trial in enumerate(trials, start=count.finished - len(trials) + 1):
+            line = progress.after_trial(study, borrowed.trial_id(trial), self.config.objective, i, count.total,
+                                        time.time() - count.batch_started, left)  # fmt: skip
+            progress.say(line, bar)
+        if bar is not None:
+            bar.update(len(trials))
+        count.batch_started = time.time()
 
     def _sampler(self, space: dict, n_existing: int, live: bool) -> tuple[optuna.samplers.BaseSampler, int]:
         """The configured sampler. A seeded one is offset by the trials the study already has, so a
@@ -198,7 +238,7 @@ class TrialSearch(OptunaSweeperImpl):
             grid = {}
             for name, distribution in space.items():
                 try:
-                    grid[name] = self._to_grid_sampler_choices(distribution)
+                    grid[name] = borrowed.grid_choices(distribution)
                 except ValueError:
                     raise UserError(
                         f"{name}: the grid sampler enumerates choices and ranges, not intervals; "
@@ -210,20 +250,17 @@ class TrialSearch(OptunaSweeperImpl):
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, run_dirs: list[Path], sweep_dir: Path) -> bool:
         """Store the trial's outcome from its runs' results; False when it failed."""
-        results = [
-            read_result(d) or {"status": Status.FAILED, "error": "the job ended without a result"} for d in run_dirs
-        ]
-        statuses = [Status(r["status"]) for r in results]
+        results = [RunResult.read(d) for d in run_dirs]
         trial.set_user_attr("runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
         column = METRICS[self.config.objective].column
-        if all(s.usable for s in statuses):
-            _tell(study, trial, sum(r[column] for r in results) / len(results))
+        if all(r.status.usable for r in results):
+            _tell(study, trial, sum(r.value(column) for r in results) / len(results))
             return True
-        if all(s.trained for s in statuses):
+        if all(r.status.trained for r in results):
             _tell(study, trial, state=TrialState.PRUNED)
             return True
-        bad = next(r for r, s in zip(results, statuses) if not s.trained)
-        reason = bad["status"] + (f": {bad['error']}" if bad.get("error") else "")
+        bad = next(r for r in results if not r.status.trained)
+        reason = f"{bad.status}: {bad.why}" if bad.why else "the job ended without a result"
         trial.set_user_attr("fail_reason", reason)
         _tell(study, trial, state=TrialState.FAIL)
         log.warning("trial %d failed (%s)", trial.number, reason)
@@ -239,7 +276,7 @@ class TrialSearch(OptunaSweeperImpl):
             "best_trial": None,
             "n_trials": dict(Counter(t.state.name for t in study.trials)),
         }
-        if complete:
+        if complete and len(self.directions) == 1:
             best = study.best_trial
             results |= {
                 "best_params": dict(best.params),
@@ -248,6 +285,36 @@ class TrialSearch(OptunaSweeperImpl):
             }
             log.info("Best trial %d: %s = %.4f with %s", best.number, self.config.objective, best.value, best.params)
         atomic_write(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
+
+
+@dataclass
+class _Space:
+    """The search space: what is sampled, what is fixed, what is deleted, and the first seed of a
+    trial's repeats (None without repeats)."""
+
+    distributions: dict[str, Any]
+    fixed: dict[str, Any]
+    deletions: list[str]
+    seed: int | None
+
+
+@dataclass
+class _Count:
+    """How far the search is in this invocation."""
+
+    total: int
+    finished: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.time)
+    batch_started: float = field(default_factory=time.time)
+
+    def add(self, told: list[bool]) -> None:
+        self.finished += len(told)
+        self.failed += told.count(False)
+
+
+def _has_running(study: optuna.Study) -> bool:
+    return any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
 
 
 def _tell(
@@ -265,17 +332,16 @@ def _tell(
 def _reconcile_finished(study: optuna.Study, sweep_dir: Path, column: str) -> None:
     """A stale RUNNING trial whose runs all completed (its sweeper was killed while a launcher's
     workers finished them) is told COMPLETE from its results, not failed."""
-    storage = study._storage
-    if not hasattr(storage, "_get_stale_trial_ids"):
-        return
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
+    storage = borrowed.storage(study)
+    for trial_id in borrowed.stale_trial_ids(study):
         trial = storage.get_trial(trial_id)
         folder = sweep_dir / trial_dir(trial.number)
         run_dirs = sorted(folder.glob("seed_*")) or [folder]
-        found = [read_result(d) for d in run_dirs]
-        if found and all(r and r.get("status") == Status.COMPLETED for r in found):
+        found = [RunResult.read(d) for d in run_dirs]
+        if all(r.status is Status.COMPLETED for r in found):
             storage.set_trial_user_attr(trial_id, "runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
-            storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [sum(r[column] for r in found) / len(found)])
+            value = sum(r.value(column) for r in found) / len(found)
+            storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [value])
             log.info("trial %d: its runs completed after its sweeper stopped; stored as COMPLETE", trial.number)
 
 

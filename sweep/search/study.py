@@ -42,7 +42,9 @@ def open_storage(url: str, heartbeat_interval: int | None = None):
         backend = optuna.storages.journal.JournalFileBackend(path)
         if heartbeat_interval is None:
             return optuna.storages.JournalStorage(backend)
-        return _heartbeat_journal()(backend, Path(f"{path}.heartbeats"), heartbeat_interval)
+        from sweep.search.borrowed import heartbeat_journal
+
+        return heartbeat_journal()(backend, Path(f"{path}.heartbeats"), heartbeat_interval)
     if url.startswith("postgresql://"):
         # SQLAlchemy 2 reads a bare postgresql:// as psycopg2; the [postgres] extra installs psycopg 3
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
@@ -59,41 +61,6 @@ def open_storage(url: str, heartbeat_interval: int | None = None):
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
-
-
-def _heartbeat_journal() -> type:
-    """Optuna's journal storage keeps no heartbeats, so a killed worker's trial would stay RUNNING
-    forever. This one keeps them as files beside the journal (one a trial, touched every
-    interval), so `optuna.storages.fail_stale_trials` fails a silent trial as it does on SQL."""
-    import optuna
-    from optuna.storages._heartbeat import BaseHeartbeat
-    from optuna.trial import TrialState
-
-    class HeartbeatJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
-        def __init__(self, backend: Any, beats: Path, interval: int) -> None:
-            super().__init__(backend)
-            self._beats, self._interval = beats, interval
-            beats.mkdir(parents=True, exist_ok=True)
-
-        def record_heartbeat(self, trial_id: int) -> None:
-            (self._beats / str(trial_id)).touch()
-
-        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-            cutoff = time.time() - 2 * self._interval
-            stale = []
-            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-                beat = self._beats / str(trial._trial_id)
-                if beat.exists() and beat.stat().st_mtime < cutoff:
-                    stale.append(trial._trial_id)
-            return stale
-
-        def get_heartbeat_interval(self) -> int:
-            return self._interval
-
-        def get_heartbeat_stale_trial_callback(self) -> None:
-            return None
-
-    return HeartbeatJournalStorage
 
 
 @dataclass(frozen=True)
