@@ -4,13 +4,9 @@ crashed sweep; a user error (missing data) is raised for the entry point to repo
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-import platform
-import subprocess
 import traceback
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -18,78 +14,36 @@ import torch
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import results, rules
+from sweep import rules
 from sweep.checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
 from sweep.device import configure_cpu, pick_device, pick_precision, pick_threads
 from sweep.errors import UserError
 from sweep.losses import wants_log_probs
 from sweep.models import ModelSpec, build
-from sweep.outcomes import METRICS, OUTCOME_COLUMNS, Status, StopReason
+from sweep.outcomes import METRICS, Status
 from sweep.progress import bars_wanted
+from sweep.results import METRICS_FILE, RESULT_FILE, RunResult, epochs_written, make_record, write_metrics
 from sweep.scores import class_scores
 from sweep.search.trial_link import TrialRef, connect
+from sweep.snapshot import LastSnapshot
 from sweep.stops import describe
-from sweep.train import Schedule, Settings, evaluate, fit, predict
+from sweep.train import Schedule, Settings, Snapshots, evaluate, fit, predict
 
 log = logging.getLogger("sweep")
-LAST_FILE = "last.pt"  # the run's state after its latest epoch, to resume from; removed when it ends
 SCHEDULE_KEYS = ("interval", "monitor")  # how the loop steps a scheduler; not the scheduler's own arguments
 
 
-def provenance() -> dict[str, Any]:
-    """Library versions and, inside a git checkout, the commit and whether the tree was dirty."""
-    versions = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "hydra-core", "optuna", "numpy"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            versions[pkg] = None
-    repo = Path(__file__).resolve().parent.parent
-    git: dict[str, Any] = {}
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        if commit.returncode == 0:
-            dirty = subprocess.run(
-                ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-            )
-            git = {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return {"versions": versions, "git": git or None}
-
-
-def clear_stale(run_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+def clear_stale(run_dir: Path, overrides: list[str]) -> RunResult | None:
     """A completed result of exactly these overrides, to reuse (a re-run grid resumes); otherwise
-    whatever an earlier run left in `run_dir` is removed before this one starts, so that no result
-    is ever shown under another run's parameters."""
-    try:
-        previous = results.read_result(run_dir)
-    except (ValueError, OSError):
-        previous = None
-    if previous and previous.get("status") == Status.COMPLETED and previous.get("overrides") == list(overrides):
+    whatever an earlier run left in `run_dir` is removed before this one starts (but a snapshot,
+    which `sweep.snapshot` checks), so that no result is ever shown under another run's parameters."""
+    previous = RunResult.read(run_dir, overrides)
+    if previous.status is Status.COMPLETED:
+        LastSnapshot(run_dir, overrides).remove()  # killed between writing its result and removing it
         return previous
-    for name in (results.RESULT_FILE, results.METRICS_FILE, CHECKPOINT_FILE):  # the result first: no half-stale run
+    for name in (RESULT_FILE, METRICS_FILE, CHECKPOINT_FILE):  # the result first: no half-stale run
         (Path(run_dir) / name).unlink(missing_ok=True)
-    if _last_state(run_dir, overrides) is None:  # another run's, or unreadable: this run starts afresh
-        (Path(run_dir) / LAST_FILE).unlink(missing_ok=True)
     return None
-
-
-def _last_state(run_dir: Path, overrides: list[str], device: str | torch.device = "cpu") -> dict | None:
-    """The state an interrupted run of exactly these overrides left in `last.pt`, if any."""
-    path = Path(run_dir) / LAST_FILE
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception:  # noqa: BLE001 - a damaged snapshot: train from the start
-        return None
-    return state if isinstance(state, dict) and state.get("overrides") == list(overrides) else None
 
 
 def run(
@@ -102,50 +56,29 @@ def run(
     threads = pick_threads(cfg.threads, parallel_jobs)
     configure_cpu(threads)
     precision = pick_precision(cfg.precision, device)
-    record: dict[str, Any] = {
-        "params": results.overrides_dict(overrides),
-        "overrides": overrides,
-        "seed": cfg.seed,
-        "device": str(device),
-        "precision": precision,
-        "threads": threads,
-        "objective": cfg.objective,
-        **provenance(),
-    }
     finished = clear_stale(run_dir, overrides)
     if finished is not None:
         log.info("skipped: %s finished before with the same overrides", run_dir)
-        return finished[METRICS[cfg.objective].column]
+        return finished.objective_value
     link = connect(trial) if trial is not None else None
-    if link is not None:
-        record["trial"] = link.number
+    snapshots = LastSnapshot(run_dir, overrides)
+    record = make_record(overrides, cfg.seed, cfg.objective, link and link.number, str(device), precision, threads)
     try:
         name = f"run {run_dir.name}" if parallel_jobs and parallel_jobs > 1 else ""  # lines of runs side by side
-        outcome = _train(cfg, _load_data(cfg), device, precision, run_dir, link, overrides, name)
+        outcome = _train(cfg, _load_data(cfg), device, precision, run_dir, link, snapshots, name)
+        result = RunResult.finished(record, **outcome)
     except UserError:  # every run of a sweep would fail alike: the entry point tells the user once
         raise
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the run is a row saying so, then the stop goes on
-        outcome = {
-            "status": Status.INTERRUPTED,
-            "stop_reason": StopReason.INTERRUPTED,
-            "epochs_run": results.epochs_written(run_dir),
-            "error": f"interrupted by {describe(stop)}",
-        }
-        results.write_result(run_dir, {**dict.fromkeys(OUTCOME_COLUMNS), **outcome, **record})
+        RunResult.interrupted(record, epochs_written(run_dir), f"interrupted by {describe(stop)}").write(run_dir)
         raise
     except Exception as e:  # a run that raises is a row of the summary, not the end of the sweep
-        error = " ".join(f"{type(e).__name__}: {e}".split())  # one line: Hydra's messages span several
-        log.error("run failed: %s (the traceback is in result.json)", error)
-        outcome = {
-            "status": Status.FAILED,
-            "stop_reason": StopReason.FAILED,
-            "error": error,
-            "traceback": traceback.format_exc(),
-        }
-    results.write_result(run_dir, {**dict.fromkeys(OUTCOME_COLUMNS), **outcome, **record})
-    if not Status(outcome["status"]).trained:
-        return math.nan
-    return outcome[METRICS[cfg.objective].column]
+        result = RunResult.failed(record, f"{type(e).__name__}: {e}", traceback.format_exc())
+        log.error("run failed: %s (the traceback is in result.json)", result.error)
+    result.write(run_dir)
+    if result.status is not Status.FAILED:  # it ended: best.pt and result.json say the rest
+        snapshots.remove()
+    return result.objective_value
 
 
 def _node(cfg: DictConfig) -> dict:
@@ -178,7 +111,7 @@ def _schedule(scheduler_cfg: DictConfig, steps_per_epoch: int) -> Schedule:
 
 
 def _train(
-    cfg: DictConfig, data, device: torch.device, precision: str, run_dir: Path, trial, overrides: list[str], name: str
+    cfg: DictConfig, data, device: torch.device, precision: str, run_dir: Path, trial, snapshots: Snapshots, name: str
 ) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     data = data.prepare(device)
@@ -201,28 +134,14 @@ def _train(
     )
     objective = METRICS[cfg.objective].name
 
-    history: list[dict] = []
+    def on_epoch(history: list[dict], last: bool) -> bool:
+        write_metrics(run_dir, history)
+        return trial is not None and trial.should_prune(history[-1][objective], history[-1]["epoch"], last)
 
-    def on_epoch(row: dict, last: bool) -> bool:
-        history.append(row)
-        results.write_metrics(run_dir, history)
-        return trial is not None and trial.should_prune(row[objective], row["epoch"], last)
-
-    def snapshot(state: dict) -> None:
-        buf = io.BytesIO()
-        torch.save({"overrides": list(overrides), **state}, buf)
-        results.atomic_write(run_dir / LAST_FILE, buf.getvalue())
-
-    resume = _last_state(run_dir, overrides, device)
-    if resume is not None:
-        history[:] = resume["history"]
-        log.info("resuming %s after epoch %d, from %s", run_dir, resume["epoch"], LAST_FILE)
     schedule = _schedule(cfg.scheduler, math.ceil(len(data.x_train) / cfg.batch_size))
     make_optimizer = instantiate(_node(cfg.optimizer), _convert_="all")
-    result = fit(model, data, make_optimizer, schedule, loss_fn, settings, on_epoch, snapshot, resume)
-    (run_dir / LAST_FILE).unlink(missing_ok=True)  # the run ended: best.pt and result.json say the rest
-    if len(result.history) > len(history):  # the last epoch diverged before reaching the hook
-        results.write_metrics(run_dir, result.history)
+    result = fit(model, data, make_optimizer, schedule, loss_fn, settings, on_epoch, snapshots)
+    write_metrics(run_dir, result.history)  # a resumed run's, and an epoch that diverged before the hook
 
     test_loss = test_acc = math.nan
     scores: dict[str, Any] = {}
@@ -256,5 +175,5 @@ def _train(
         "train_time_s": round(result.train_time_s, 3),
         "divergence": result.divergence,
         **scores,
-        "class_names": list(data.class_names),
+        "class_names": tuple(data.class_names),
     }

@@ -85,20 +85,6 @@ METRICS = {
 }
 OBJECTIVES = ("val_acc", "val_loss")  # what may select: validation metrics only
 
-# The outcome fields every summary row carries, in order (result.json has more).
-OUTCOME_COLUMNS = [
-    "status",
-    "stop_reason",
-    "epochs_run",
-    "best_epoch",
-    "best_val_loss",
-    "best_val_acc",
-    "test_loss",
-    "test_acc",
-    "test_macro_f1",
-    "train_time_s",
-]
-
 
 def metric(name: str) -> Metric:
     """The metric for a name or its column (`val_acc` or `best_val_acc`); KeyError for neither."""

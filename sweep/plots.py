@@ -182,16 +182,25 @@ def run_curves_figure(history: pd.DataFrame):
 
 
 def confusion_figure(matrix: list[list[int]], class_names: list[str]):
-    """The test split's confusion matrix, true class by row, with class names (scikit-learn's display)."""
+    """The test split's confusion matrix, true class by row, with class names and, up to 20
+    classes, the counts in the cells (drawn as scikit-learn's ConfusionMatrixDisplay draws it)."""
     import numpy as np
-    from sklearn.metrics import ConfusionMatrixDisplay
 
     matrix = np.asarray(matrix)
-    names = class_names if len(class_names) == len(matrix) else [str(i) for i in range(len(matrix))]
-    side = max(4.0, 0.5 * len(matrix) + 2)
+    n = len(matrix)
+    names = class_names if len(class_names) == n else [str(i) for i in range(n)]
+    side = max(4.0, 0.5 * n + 2)
     fig, ax = plt.subplots(figsize=(side, side))
-    ConfusionMatrixDisplay(matrix, display_labels=names).plot(ax=ax, colorbar=True, include_values=len(matrix) <= 20)
-    ax.tick_params(axis="x", labelrotation=90 if max(map(len, names)) > 3 else 0)
+    image = ax.imshow(matrix, interpolation="nearest", cmap="viridis")
+    fig.colorbar(image, ax=ax)
+    if n <= 20:
+        dark = matrix.max() / 2 if matrix.size else 0  # light text on the dark cells
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if count < dark else "black")
+    ax.set_xticks(range(n), names, rotation=90 if max(map(len, names), default=0) > 3 else 0)
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("Predicted label")
+    ax.set_ylabel("True label")
     ax.set_title("Confusion matrix, test split")
     return fig
 
@@ -230,10 +239,8 @@ def first_conv_weight(checkpoint: Path):
 def run_pictures(run_dir: Path, out: Path, prefix: str = "") -> list[Path]:
     """A run's learning curves, its confusion matrix on the test split and, for a CNN, its first
     convolution's filters, as PNGs in `out`; pictures whose inputs the run lacks are skipped."""
-    import json
-
     from sweep.checkpoint import CHECKPOINT_FILE
-    from sweep.results import RESULT_FILE
+    from sweep.results import RunResult
 
     run_dir, pngs = Path(run_dir), []
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -241,9 +248,9 @@ def run_pictures(run_dir: Path, out: Path, prefix: str = "") -> list[Path]:
         history = pd.read_csv(run_dir / METRICS_FILE)
         if not history.empty:
             pngs.append(_save(run_curves_figure(history), out / f"{prefix}learning_curves.png"))
-    result = json.loads((run_dir / RESULT_FILE).read_text()) if (run_dir / RESULT_FILE).exists() else {}
-    if result.get("confusion_matrix"):
-        figure = confusion_figure(result["confusion_matrix"], result.get("class_names") or [])
+    result = RunResult.read(run_dir)
+    if result.confusion_matrix:
+        figure = confusion_figure(result.confusion_matrix, list(result.class_names or ()))
         pngs.append(_save(figure, out / f"{prefix}confusion_matrix.png"))
     if (run_dir / CHECKPOINT_FILE).exists() and (weight := first_conv_weight(run_dir / CHECKPOINT_FILE)) is not None:
         pngs.append(_save(filters_figure(weight), out / f"{prefix}conv_filters.png"))

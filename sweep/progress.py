@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.outcomes import METRICS, Status
-from sweep.results import RESULT_FILE, atomic_write, overrides_dict, read_result
+from sweep.results import RESULT_FILE, RunResult, atomic_write, overrides_dict
 
 PLAN_FILE = ".progress.json"  # in the sweep dir: {"total": runs, "swept": keys, "started": unix time}
 
@@ -74,15 +74,13 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def outcome(result: dict[str, Any], objective: str) -> str:
+def outcome(result: RunResult, objective: str) -> str:
     """How a run ended, in a few words: its objective, or why it has none."""
-    status = Status(result.get("status", Status.FAILED))
-    if status is Status.COMPLETED:
-        return f"{objective} {result[METRICS[objective].column]:.4f}"
-    if status is Status.PRUNED:
-        return f"pruned after epoch {result.get('epochs_run')}"
-    why = result.get("error") or result.get("divergence") or ""
-    return f"{status}{': ' + why[:80] if why else ''}"
+    if result.status is Status.COMPLETED:
+        return f"{objective} {result.value(METRICS[objective].column):.4f}"
+    if result.status is Status.PRUNED:
+        return f"pruned after epoch {result.epochs_run}"
+    return f"{result.status}{': ' + result.why[:80] if result.why else ''}"
 
 
 @dataclass(frozen=True)
@@ -120,42 +118,65 @@ def plan(sweep_dir: Path, jobs: list[list[str]] | None) -> None:
     atomic_write(Path(sweep_dir) / PLAN_FILE, json.dumps(facts))
 
 
+def read_plan(sweep_dir: Path) -> dict[str, Any] | None:
+    """The grid's plan, or None when there is none or it is not of the shape `plan` writes."""
+    try:
+        p = json.loads((Path(sweep_dir) / PLAN_FILE).read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    ok = (
+        isinstance(p, dict)
+        and (p.get("total") is None or (type(p["total"]) is int and p["total"] >= 0))
+        and isinstance(p.get("swept"), list)
+        and all(isinstance(k, str) for k in p["swept"])
+        and type(p.get("started")) in (int, float)
+    )
+    return p if ok else None
+
+
+def _job_order(run_dir: Path) -> tuple[int, str]:
+    """Grid run dirs in job order: 0, 1, ..., 10."""
+    return len(run_dir.name), run_dir.name
+
+
 def after_run(sweep_dir: Path, run_dir: Path, seconds: float, objective: str) -> Line | None:
     """The line for a grid's run that just ended, from the plan and every result in the sweep dir;
     None without a plan (a sweep started some other way)."""
-    try:
-        p = json.loads((Path(sweep_dir) / PLAN_FILE).read_text())
-    except (OSError, ValueError):
+    p = read_plan(sweep_dir)
+    if p is None:
         return None
-    found: dict[str, dict] = {}
-    now = 0
-    for d in sorted(Path(sweep_dir).iterdir(), key=lambda d: (len(d.name), d.name)):  # 0, 1, ..., 10: ties go first
-        try:
-            result = read_result(d) if d.is_dir() else None
-        except (OSError, ValueError):  # being written by another run, or damaged: not counted
+    found: dict[str, RunResult] = {}
+    new: set[str] = set()  # written since the sweep (re)started; the others finished before it
+    for d in sorted(Path(sweep_dir).iterdir(), key=_job_order):
+        result = RunResult.read(d) if d.is_dir() else RunResult.incomplete()
+        if result.status is Status.INCOMPLETE:  # none yet, being written by another run, or damaged
             continue
-        if result is not None:
-            found[d.name] = result
-            now += (d / RESULT_FILE).stat().st_mtime >= p["started"]
+        found[d.name] = result
+        if (d / RESULT_FILE).stat().st_mtime >= p["started"]:
+            new.add(d.name)
     mine = found.get(Path(run_dir).name)
     if mine is None:
         return None
     metric = METRICS[objective]
-    scored = [(r[metric.column], name) for name, r in found.items() if r.get("status") == Status.COMPLETED]
+    scored = [(r.value(metric.column), name) for name, r in found.items() if r.status is Status.COMPLETED]
     best = None
     if scored:
         value, name = (max if metric.higher_is_better else min)(scored, key=lambda s: s[0])
         best = f"{value:.4f}, run {name}"
+    # this run's place: every run done in this start, and those done before it up to this one
+    # (a resumed grid skips its finished runs in order: each counts once, when its turn comes)
+    here = _job_order(Path(run_dir))
+    done = len(new) + sum(1 for name in found if name not in new and _job_order(Path(name)) <= here)
     total = p["total"] and max(p["total"], len(found))
     return Line(
-        done=len(found),
+        done=done,
         total=total,
-        what=" ".join(f"{k}={v}" for k, v in overrides_dict(mine.get("overrides") or []).items() if k in p["swept"])
-        or shown(mine.get("overrides") or []),  # a one-run "grid": its overrides
+        what=" ".join(f"{k}={v}" for k, v in mine.record.params.items() if k in p["swept"])
+        or shown(list(mine.record.overrides)),  # a one-run "grid": its overrides
         outcome=outcome(mine, objective),
         best=best,
         seconds=seconds,
-        eta=eta(p["started"], now, total - len(found)) if total else None,
+        eta=eta(p["started"], len(new), total - len(found)) if total else None,
     )
 
 
@@ -163,10 +184,7 @@ def after_run(sweep_dir: Path, run_dir: Path, seconds: float, objective: str) ->
 def runs_bar(sweep_dir: Path, show: bool) -> Iterator[None]:
     """While a grid's run trains, on a terminal: a bar across the grid's runs, above the run's
     own bar over its epochs (tqdm stacks a bar opened inside another)."""
-    try:
-        total = json.loads((Path(sweep_dir) / PLAN_FILE).read_text())["total"] if show else None
-    except (OSError, ValueError, KeyError):
-        total = None
+    total = (read_plan(sweep_dir) or {}).get("total") if show else None
     if not total:
         yield
         return
@@ -180,14 +198,11 @@ def runs_bar(sweep_dir: Path, show: bool) -> Iterator[None]:
 def grid_jobs(config: Any) -> list[list[str]] | None:
     """The jobs' overrides Hydra's basic sweeper makes of this config's overrides and sweeper
     params; None when that takes the config loader (`glob(...)` over a group's options)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from sweep.search.borrowed import grid_jobs as expand
 
     params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
     try:
-        parsed = OverridesParser.create().parse_overrides(arguments)
-        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        return expand([f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task))
     except Exception:  # noqa: BLE001 - the sweeper itself reports a bad override
         return None
 
@@ -209,7 +224,9 @@ def after_trial(
     study: Any, trial_id: int, objective: str, done: int, total: int, seconds: float, eta_s: float | None
 ) -> Line:
     """The line for a search's trial that was just told its outcome (`objective`: its value's name)."""
-    t = study._storage.get_trial(trial_id)
+    from sweep.search.borrowed import stored_trial
+
+    t = stored_trial(study, trial_id)
     params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
     state = t.state.name
     if state == "COMPLETE":

@@ -57,9 +57,11 @@ def train(cfg: DictConfig) -> float:
         if TRIAL_ENV not in os.environ:
             exit_with(e)
         # a value the search sampled (lr=interval(-1,1) drew -0.3): this trial fails, not the search
-        from sweep.results import write_result
+        from sweep.results import RunResult, make_record
+        from sweep.search.study import trial_number
 
-        write_result(run_dir, {"status": "failed", "stop_reason": "failed", "error": str(e), "overrides": overrides})
+        record = make_record(overrides, cfg.get("seed"), cfg.get("objective"), trial_number(run_dir))
+        RunResult.failed(record, str(e)).write(run_dir)
         return math.nan
     if single:
         print(f"results in {run_dir}", flush=True)
@@ -69,12 +71,11 @@ def train(cfg: DictConfig) -> float:
         if line := after_run(Path(hc.sweep.dir), run_dir, time.time() - started, cfg.objective):
             say(line)
     if single and math.isnan(value):  # one run that failed or diverged: say so in the exit code
-        from sweep.results import read_result
+        from sweep.results import RESULT_FILE, RunResult
 
-        result = read_result(run_dir) or {}
-        why = result.get("error") or result.get("divergence") or ""
-        print(f"error: the run {result.get('status', 'failed')}{': ' + why if why else ''}; "
-              f"see {run_dir / 'result.json'}", file=sys.stderr, flush=True)  # fmt: skip
+        result = RunResult.read(run_dir)
+        print(f"error: the run {result.status}{': ' + result.why if result.why else ''}; "
+              f"see {run_dir / RESULT_FILE}", file=sys.stderr, flush=True)  # fmt: skip
         sys.exit(1)
     return value
 

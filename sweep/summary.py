@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from sweep.outcomes import METRICS, OUTCOME_COLUMNS, Status
-from sweep.results import atomic_write, overrides_dict, read_result
+from sweep.outcomes import METRICS, Status
+from sweep.results import SUMMARY_COLUMNS, RunResult, atomic_write, overrides_dict
 from sweep.search.study import StudyRef, trial_number
 
 log = logging.getLogger("sweep")
@@ -26,16 +26,6 @@ TRIAL_COLUMNS = ["trial", "state"]  # Optuna sweeps only
 # understate what its setting can do.
 STILL_IMPROVING = "still_improving"
 RAISE_EPOCHS = "still improving at max_epochs (best epoch = last epoch): raise epochs"
-
-
-def _read(run_dir: Path) -> dict:
-    """A run's result; a run without one is `incomplete`, and so is one whose file cannot be read,
-    with the file named in its error."""
-    try:
-        return read_result(run_dir) or {"status": Status.INCOMPLETE.value}
-    except (ValueError, OSError) as e:  # JSONDecodeError is a ValueError
-        why = " ".join(str(e).split())
-        return {"status": Status.INCOMPLETE.value, "error": f"{run_dir / 'result.json'}: unreadable ({why})"}
 
 
 @dataclass
@@ -70,10 +60,14 @@ def find_runs(sweep_dir: Path) -> list[Path]:
     return sorted(runs, key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(sweep_dir).parts])
 
 
+def _hydra_overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return (yaml.safe_load(path.read_text()) if path.exists() else None) or []
+
+
 def run_overrides(run_dir: Path) -> dict[str, str]:
     """The run's command-line overrides, key to value as typed (`lr` -> `1e-3`)."""
-    path = run_dir / ".hydra" / "overrides.yaml"
-    return overrides_dict((yaml.safe_load(path.read_text()) if path.exists() else None) or [])
+    return overrides_dict(_hydra_overrides(run_dir))
 
 
 def _multirun_hydra_config(sweep_dir: Path) -> dict:
@@ -117,7 +111,7 @@ def load_study(sweep_dir: Path):
 
 def param_columns(table: pd.DataFrame) -> list[str]:
     """The swept-parameter columns of a summary table."""
-    fixed = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *OUTCOME_COLUMNS, STILL_IMPROVING, "error"}
+    fixed = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *SUMMARY_COLUMNS, STILL_IMPROVING, "error"}
     return [c for c in table.columns if c not in fixed]
 
 
@@ -130,23 +124,18 @@ def build_summary(sweep_dir: Path) -> Sweep:
     run_dirs = find_runs(sweep_dir)
     rows, params, objectives = [], [], []
     for run_dir in run_dirs:
-        result = _read(run_dir)
-        objectives.append(result.get("objective"))
         params.append(run_overrides(run_dir))
-        recorded = result.get("overrides")
         hydra_says = (run_dir / ".hydra" / "overrides.yaml").exists()
-        if hydra_says and recorded is not None and overrides_dict(recorded) != params[-1]:  # a later run began here
-            stale = f"{run_dir / 'result.json'} is another run's (overrides {' '.join(recorded)})"
-            result = {"status": Status.INCOMPLETE.value, "error": stale}
+        # a result under other overrides than Hydra's for this dir: a later run began here
+        result = RunResult.read(run_dir, _hydra_overrides(run_dir) if hydra_says else None)
+        objectives.append(result.record.objective if result.status is not Status.INCOMPLETE else None)
         row = {"run": str(run_dir.relative_to(sweep_dir))}
         trial = trial_number(run_dir)
         if trial is not None:
-            row |= {"trial": trial, "state": states.get(trial) or Status(result["status"]).trial_state}
-        row |= {c: result.get(c) for c in OUTCOME_COLUMNS}
-        row[STILL_IMPROVING] = result.get("stop_reason") == "max_epochs" and result.get("best_epoch") == result.get(
-            "epochs_run"
-        )
-        row["error"] = result.get("error")
+            row |= {"trial": trial, "state": states.get(trial) or result.status.trial_state}
+        row |= result.row()
+        row[STILL_IMPROVING] = result.still_improving
+        row["error"] = result.error
         rows.append(row)
 
     declared = declared_sweeps(_multirun_hydra_config(sweep_dir))
@@ -157,9 +146,9 @@ def build_summary(sweep_dir: Path) -> Sweep:
         row |= {k: p.get(k) for k in swept}
 
     has_trials = any("trial" in r for r in rows)
-    columns = ["run"] + (TRIAL_COLUMNS if has_trials else []) + swept + OUTCOME_COLUMNS + [STILL_IMPROVING, "error"]
+    columns = ["run"] + (TRIAL_COLUMNS if has_trials else []) + swept + SUMMARY_COLUMNS + [STILL_IMPROVING, "error"]
     table = pd.DataFrame(rows, columns=columns)
-    for column in OUTCOME_COLUMNS[2:]:  # numbers, NaN where a run has none (not None)
+    for column in SUMMARY_COLUMNS[2:]:  # numbers, NaN where a run has none (not None)
         table[column] = pd.to_numeric(table[column])
     for key in swept:  # "1e-3" from the command line is a number in the table
         numeric = pd.to_numeric(table[key], errors="coerce")

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -30,9 +31,9 @@ EVAL_BATCH = {"cpu": 512}  # by device type; others 4096
 # untrained model's, ln(classes) for cross-entropy) has blown up even if the numbers stay finite.
 BLOW_UP = 100.0
 
-# Called after each epoch with its metrics row and whether it is the run's last anyway (max_epochs
-# or early stopping); returning True stops the run as pruned.
-EpochHook = Callable[[dict, bool], bool]
+# Called after each epoch with the history so far (its last row the epoch's) and whether it is the
+# run's last anyway (max_epochs or early stopping); returning True stops the run as pruned.
+EpochHook = Callable[[list[dict], bool], bool]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,136 @@ class Fit:
         return self.stop_reason.status
 
 
+@dataclass
+class Best:
+    """The early-stopped epoch: its number, validation metrics and a copy of its weights."""
+
+    epoch: int = 0
+    val_loss: float = math.nan
+    val_acc: float = math.nan
+    weights: dict[str, Tensor] | None = None
+
+
+@dataclass
+class LoopState:
+    """Everything a run needs to go on after an epoch exactly as if it had never stopped: the
+    model, optimizer, scheduler and loss scaler, the random streams (batch order, augmentation,
+    dropout), early stopping, the history, the best epoch, and how it ended once it has."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    order: torch.Generator  # the batch order, on the CPU
+    draws: torch.Generator | None  # augmentation's, on the data's device
+    early: EarlyStopping
+    history: list[dict] = field(default_factory=list)
+    best: Best = field(default_factory=Best)
+    initial_loss: float | None = None  # the untrained model's first batch: the yardstick of a blow-up
+    stop_reason: StopReason | None = None  # None while the run goes on
+    divergence: str | None = None
+    train_time_s: float = 0.0  # over every attempt of the run, resumed ones included
+
+    @classmethod
+    def start(cls, model: nn.Module, make_optimizer: Callable, schedule: Schedule, s: Settings) -> LoopState:
+        device = next(model.parameters()).device
+        optimizer = make_optimizer(model.parameters())
+        draws = torch.Generator(device=device).manual_seed(s.seed) if AUGMENTS[s.augment] else None
+        return cls(
+            model,
+            optimizer,
+            schedule.make(optimizer),
+            torch.amp.GradScaler(device.type, enabled=s.precision == "fp16"),  # fp16 gradients underflow
+            torch.Generator().manual_seed(s.seed),
+            draws,
+            EarlyStopping(s.patience, s.min_delta),
+        )
+
+    @property
+    def epoch(self) -> int:
+        """The last epoch that ran to its end."""
+        return len(self.history)
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda = self.model_device.type == "cuda"
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "order_rng": self.order.get_state(),
+            "augment_rng": self.draws.get_state() if self.draws is not None else None,
+            "torch_rng": torch.get_rng_state(),  # dropout's on the CPU
+            "cuda_rng": torch.cuda.get_rng_state(self.model_device) if cuda else None,
+            "early": {"best": self.early.best, "waited": self.early.waited},
+            "history": self.history,
+            "best": {
+                "epoch": self.best.epoch,
+                "val_loss": self.best.val_loss,
+                "val_acc": self.best.val_acc,
+                "weights": self.best.weights,
+            },  # fmt: skip
+            "initial_loss": self.initial_loss,
+            "stop_reason": None if self.stop_reason is None else self.stop_reason.value,
+            "divergence": self.divergence,
+            "train_time_s": self.train_time_s,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on from `state`; raises (KeyError, TypeError, ValueError, RuntimeError) when it does not fit."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:  # fp16's loss scale
+            self.scaler.load_state_dict(state["scaler"])
+        self.order.set_state(state["order_rng"])
+        if self.draws is not None:
+            self.draws.set_state(state["augment_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.model_device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.model_device)
+        self.early.best, self.early.waited = state["early"]["best"], int(state["early"]["waited"])
+        self.history = [dict(row) for row in state["history"]]
+        b = state["best"]
+        self.best = Best(int(b["epoch"]), float(b["val_loss"]), float(b["val_acc"]), b["weights"])
+        self.initial_loss = None if state["initial_loss"] is None else float(state["initial_loss"])
+        self.stop_reason = None if state["stop_reason"] is None else StopReason(state["stop_reason"])
+        self.divergence = state["divergence"]
+        self.train_time_s = float(state["train_time_s"])
+
+    @property
+    def model_device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def diverge(self, why: str) -> None:
+        self.stop_reason, self.divergence = StopReason.DIVERGED, why
+
+    def end_epoch(self, row: dict, schedule: Schedule, max_epochs: int) -> None:
+        """After an epoch's validation: call a blow-up a divergence, keep the best weights, step an
+        epoch scheduler, and decide whether the run stops here."""
+        worst = max(row["train_loss"], row["val_loss"])
+        if not math.isfinite(row["val_loss"]) or worst > BLOW_UP * max(self.initial_loss, 1e-12):
+            self.diverge(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4g}, val_loss {row['val_loss']:.4g}: "
+                         f"not finite, or over {BLOW_UP:g}x the initial loss {self.initial_loss:.4g}")  # fmt: skip
+            return
+        if self.early.improved(row["val_loss"]):
+            self.best = Best(row["epoch"], row["val_loss"], row["val_acc"], copy.deepcopy(self.model.state_dict()))
+        if schedule.interval == "epoch":
+            self.scheduler.step(*([row[schedule.monitor]] if schedule.monitor else []))
+        if self.early.stop:
+            self.stop_reason = StopReason.EARLY_STOPPING
+        elif row["epoch"] >= max_epochs:
+            self.stop_reason = StopReason.MAX_EPOCHS
+
+
+class Snapshots(Protocol):
+    """Where the loop keeps its state after each epoch (`sweep.snapshot.LastSnapshot`: last.pt)."""
+
+    def restore(self, state: LoopState, s: Settings) -> None: ...
+
+    def save(self, state: LoopState) -> None: ...
+
+
 def _autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, DTYPES.get(precision), enabled=precision in DTYPES)
 
@@ -130,6 +261,38 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
     return torch.cat([model(x[batch]).argmax(1) for batch in _eval_batches(x)])
 
 
+def train_epoch(state: LoopState, data: Data, loss_fn: nn.Module, schedule: Schedule, s: Settings) -> dict:
+    """One pass over the training set in the epoch's seeded order: its mean loss and accuracy and
+    the lr it started with. Losses and hits add up on the device and are read once, at the end."""
+    model, optimizer, scaler, x, y = state.model, state.optimizer, state.scaler, data.x_train, data.y_train
+    augment, autocast = AUGMENTS[s.augment], _autocast(x.device, s.precision)
+    lr, n = optimizer.param_groups[0]["lr"], len(x)
+    total, hits = torch.zeros((), device=x.device), torch.zeros((), device=x.device, dtype=torch.long)
+    first: Tensor | None = None
+    model.train()
+    perm = torch.randperm(n, generator=state.order).to(x.device)
+    for i in range(0, n, s.batch_size):
+        idx = perm[i : i + s.batch_size]
+        xb, yb = x[idx], y[idx]
+        if augment is not None:
+            xb = augment(xb, state.draws)
+        with autocast:
+            out = model(xb)
+            loss = loss_fn(out, yb)
+        first = loss.detach() if first is None else first
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if schedule.interval == "batch":
+            state.scheduler.step()
+        total += loss.detach() * len(idx)
+        hits += (out.argmax(1) == yb).sum()
+    if state.initial_loss is None:
+        state.initial_loss = first.item()
+    return {"train_loss": total.item() / n, "train_acc": hits.item() / n, "lr": lr}
+
+
 def fit(
     model: nn.Module,
     data: Data,
@@ -138,151 +301,68 @@ def fit(
     loss_fn: nn.Module,
     s: Settings,
     on_epoch: EpochHook | None = None,
-    snapshot: Callable[[dict], None] | None = None,
-    resume: dict | None = None,
+    snapshots: Snapshots | None = None,
 ) -> Fit:
-    """Train `model` on `data` (already prepared on the model's device) and return what happened.
-    Training and validation run under autocast in `s.precision` (fp16 with gradient scaling); the
-    weights stay fp32, and a test evaluation in fp32 gives what the saved model computes. After each epoch
-    `snapshot` gets everything needed to go on (weights, optimizer, scheduler, random states, early
-    stopping, history); `resume` is such a state to go on from, and the run then continues exactly
-    as if it had never stopped."""
-    optimizer = make_optimizer(model.parameters())
-    device = data.x_train.device
-    autocast = _autocast(device, s.precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")  # fp16 gradients underflow
-    n = len(data.x_train)
-    scheduler = schedule.make(optimizer)
-    per_batch = schedule.interval == "batch"
-    order = torch.Generator().manual_seed(s.seed)
-    augment = AUGMENTS[s.augment]
-    if augment is not None:
-        draws = torch.Generator(device=data.x_train.device).manual_seed(s.seed)
-
-    result, best_state, early = Fit(), None, EarlyStopping(s.patience, s.min_delta)
-    initial_loss: float | None = None
-    first_loss: Tensor | None = None
-    first = 1
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        if resume.get("scaler"):  # fp16's loss scale
-            scaler.load_state_dict(resume["scaler"])
-        order.set_state(resume["order_rng"])
-        torch.set_rng_state(resume["torch_rng"])  # dropout draws from it
-        if augment is not None:
-            draws.set_state(resume["augment_rng"])
-        early = EarlyStopping(s.patience, s.min_delta, resume["early_best"], resume["early_waited"])
-        result.history = list(resume["history"])
-        result.best_epoch, result.best_val_loss, result.best_val_acc = resume["best"]
-        best_state, initial_loss, first = resume["best_state"], resume["initial_loss"], resume["epoch"] + 1
+    """Train `model` on `data` (already on the model's device) and return what happened. Training
+    and validation run under autocast in `s.precision`; the weights stay fp32. `snapshots` keeps
+    the loop's state after every epoch and restores it at the start, so an interrupted run goes on
+    exactly as if it had never stopped."""
+    state = LoopState.start(model, make_optimizer, schedule, s)
+    if snapshots is not None:
+        snapshots.restore(state, s)
     prefix = f"{s.name}: " if s.name else ""
-    start = time.perf_counter()
-    epochs = range(first, s.epochs + 1)
-    if s.progress:
-        from tqdm import tqdm
-
-        epochs = tqdm(epochs, desc="epochs", unit="epoch", leave=False)
-    for epoch in epochs:
-        t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        model.train()
-        train_loss = torch.zeros((), device=device)  # summed on the device, read once an epoch
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        perm = torch.randperm(n, generator=order).to(device)
-        for i in range(0, n, s.batch_size):
-            idx = perm[i : i + s.batch_size]
-            xb, yb = data.x_train[idx], data.y_train[idx]
-            if augment is not None:
-                xb = augment(xb, draws)
-            with autocast:
-                out = model(xb)
-                loss = loss_fn(out, yb)
-            if first_loss is None:
-                first_loss = loss.detach()  # the untrained model's: the yardstick of a blow-up
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if per_batch:
-                scheduler.step()
-            train_loss += loss.detach() * len(idx)
-            correct += (out.argmax(1) == yb).sum()
-        train_loss = train_loss.item()
-        if initial_loss is None:
-            initial_loss = first_loss.item()
-        if not math.isfinite(train_loss):  # the epoch's weights are lost, the best ones are not
-            result.stop_reason = StopReason.DIVERGED
-            result.divergence = f"the training loss became {train_loss} in epoch {epoch}"
-            log.warning("%sepoch %d: the training loss became %s; the run diverged", prefix, epoch, train_loss)
-            break
-
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val, loss_fn, s.precision)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss / n,
-            "train_acc": correct.item() / n,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": lr,
-            "epoch_time_s": time.perf_counter() - t0,
-        }
-        result.history.append(row)
-        _show(epochs, row, s.progress, prefix)
-        worst = max(row["train_loss"], val_loss)
-        if not math.isfinite(val_loss) or worst > BLOW_UP * max(initial_loss, 1e-12):
-            result.stop_reason = StopReason.DIVERGED
-            result.divergence = (f"epoch {epoch}: train_loss {row['train_loss']:.4g}, val_loss {val_loss:.4g}: not "
-                                 f"finite, or over {BLOW_UP:g}x the initial loss {initial_loss:.4g}")  # fmt: skip
-            log.warning("%s%s; the run diverged", prefix, result.divergence)
-            break
-
-        if early.improved(val_loss):
-            result.best_epoch, result.best_val_loss, result.best_val_acc = epoch, val_loss, val_acc
-            best_state = copy.deepcopy(model.state_dict())
-
-        if not per_batch:
-            scheduler.step(*([row[schedule.monitor]] if schedule.monitor else []))
-
-        if snapshot is not None:
-            snapshot({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                      "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(),
-                      "augment_rng": draws.get_state() if augment else None,
-                      "early_best": early.best, "early_waited": early.waited, "history": result.history,
-                      "best": (result.best_epoch, result.best_val_loss, result.best_val_acc),
-                      "best_state": best_state, "initial_loss": initial_loss})  # fmt: skip
-        last = epoch == s.epochs or early.stop
-        if on_epoch is not None and on_epoch(row, last) and not last:  # a run that finished is never pruned
-            result.stop_reason = StopReason.PRUNED
-            break
-        if early.stop:
-            result.stop_reason = StopReason.EARLY_STOPPING
-            break
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    result.train_time_s = time.perf_counter() - start
-    return result
+    bar = _epoch_bar(s, state.epoch)
+    began, spent_before = time.perf_counter(), state.train_time_s
+    while state.stop_reason is None:
+        t0, epoch = time.perf_counter(), state.epoch + 1
+        row = {"epoch": epoch, **train_epoch(state, data, loss_fn, schedule, s)}
+        if not math.isfinite(row["train_loss"]):  # the epoch's weights are lost, the best ones are not
+            state.diverge(f"the training loss became {row['train_loss']} in epoch {epoch}")
+        else:
+            row["val_loss"], row["val_acc"] = evaluate(model, data.x_val, data.y_val, loss_fn, s.precision)
+            row["epoch_time_s"] = time.perf_counter() - t0
+            state.history.append(row)
+            _show(bar, row, prefix)
+            state.end_epoch(row, schedule, s.epochs)
+            ends = state.stop_reason is not None
+            if state.divergence is None and on_epoch is not None and on_epoch(state.history, ends) and not ends:
+                state.stop_reason = StopReason.PRUNED  # a run that finished anyway is never pruned
+        if state.divergence is not None:
+            log.warning("%s%s; the run diverged", prefix, state.divergence)
+        state.train_time_s = spent_before + time.perf_counter() - began
+        if snapshots is not None:
+            snapshots.save(state)
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    if state.best.weights is not None:
+        model.load_state_dict(state.best.weights)
+    b = state.best
+    return Fit(state.stop_reason, state.history, b.epoch, b.val_loss, b.val_acc, state.train_time_s, state.divergence)
 
 
-def _show(bar: object, row: dict, progress: bool, prefix: str) -> None:
-    if progress:
-        bar.set_postfix(
-            train_loss=f"{row['train_loss']:.4f}",
-            val_loss=f"{row['val_loss']:.4f}",  # type: ignore[attr-defined]
-            val_acc=f"{row['val_acc']:.4f}",
-        )
-    else:
-        log.info(
-            "%sepoch %d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.2fs",
-            prefix,
-            row["epoch"],
-            row["train_loss"],
-            row["train_acc"],
-            row["val_loss"],
-            row["val_acc"],
-            row["lr"],
-            row["epoch_time_s"],
-        )
+def _epoch_bar(s: Settings, done: int) -> Any:
+    if not s.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=s.epochs, initial=done, desc="epochs", unit="epoch", leave=False)
+
+
+def _show(bar: Any, row: dict, prefix: str) -> None:
+    if bar is not None:
+        bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_loss=f"{row['val_loss']:.4f}",
+                        val_acc=f"{row['val_acc']:.4f}")  # fmt: skip
+        return
+    log.info(
+        "%sepoch %d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.2fs",
+        prefix,
+        row["epoch"],
+        row["train_loss"],
+        row["train_acc"],
+        row["val_loss"],
+        row["val_acc"],
+        row["lr"],
+        row["epoch_time_s"],
+    )

@@ -129,25 +129,25 @@ def test_a_stopped_sweep_keeps_its_finished_runs_writes_its_summary_and_says_how
 
 
 def test_an_interrupted_run_resumes_from_its_last_epoch_with_the_same_metrics(tmp_path, monkeypatch):
-    import sweep.results
+    import sweep.job
 
     args = ("data=digits", "epochs=4", "patience=10", "dropout=0.3", "augment=flip_crop", "seed=3")
     train(tmp_path / "whole", *args)
 
-    real = sweep.results.write_metrics
+    real = sweep.job.write_metrics
 
     def stop_after_two(run_dir, history):
         real(run_dir, history)
         if len(history) == 2:
             raise KeyboardInterrupt  # Ctrl-C right after epoch 2 was written
 
-    monkeypatch.setattr(sweep.results, "write_metrics", stop_after_two)
+    monkeypatch.setattr(sweep.job, "write_metrics", stop_after_two)
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "stopped", *args)
     record = json.loads((tmp_path / "stopped" / "result.json").read_text())
     assert record["status"] == "interrupted" and record["epochs_run"] == 2
     assert (tmp_path / "stopped" / "last.pt").exists()
-    monkeypatch.setattr(sweep.results, "write_metrics", real)
+    monkeypatch.setattr(sweep.job, "write_metrics", real)
 
     _, resumed = train(tmp_path / "stopped", *args)
     strip = lambda d: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in metrics_rows(d)]  # noqa: E731
