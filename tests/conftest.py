@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -47,8 +52,68 @@ def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO((Path(run_dir) / "metrics.csv").read_text())))
 
 
+@dataclass
+class Ran:
+    """What a command left: its exit code and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def call(main: Callable[[], Any], argv: list[str], cwd: Path) -> Ran:
+    """Run an entry point's `main` in this process as its command would run with `argv`, from
+    `cwd`: what it prints is captured, SystemExit is its exit code, and the process's signal
+    handlers, working directory and arguments are put back afterwards."""
+    from sweep import stops
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    before, argv_before, env_before = os.getcwd(), sys.argv, dict(os.environ)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    os.chdir(cwd)
+    sys.argv = argv
+    os.environ["HYDRA_FULL_ERROR"] = "0"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main() or 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(before)
+        sys.argv = argv_before
+        os.environ.clear()
+        os.environ.update(env_before)
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        stops.received = None
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+def app(*args: str, cwd: Path) -> Ran:
+    """`python sweep/run.py ARGS` from `cwd`, in this process (Hydra's app, with its edge checks,
+    exit codes and end-of-sweep callback): for tests whose subject is not the process itself."""
+    from sweep import run
+
+    return call(run.main, [str(REPO / "sweep" / "run.py"), *args], cwd)
+
+
+def report(*args: str, cwd: Path) -> Ran:
+    """`python sweep/report.py ARGS`, in this process."""
+    from sweep import report as command
+
+    return call(lambda: command.main([str(a) for a in args]), ["sweep/report.py"], cwd)
+
+
+def predict(*args: str, cwd: Path) -> Ran:
+    """`python sweep/predict.py ARGS`, in this process."""
+    from sweep import predict as command
+
+    return call(lambda: command.main([str(a) for a in args]), ["sweep/predict.py"], cwd)
+
+
 def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python sweep/run.py ARGS` in a fresh process, from `cwd`."""
+    """`python sweep/run.py ARGS` in a fresh process, from `cwd`: for tests of the process itself
+    (its exit code as a shell sees it, signals, kills, workers)."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
         [sys.executable, str(REPO / "sweep" / "run.py"), *args],

@@ -1,5 +1,6 @@
 """The whole command as a user runs it: grid sweeps land a summary, a failing run does not stop
-the others, bad input is one line and a non-zero exit."""
+the others, bad input is one line and a non-zero exit. In this process (Hydra's app and its edge
+checks as the command runs them), but for one test per exit code that the shell sees."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import REPO, cli
+from conftest import REPO, app, cli
 from formats import write_mnist
-
-pytestmark = pytest.mark.slow  # each test runs the command in a fresh process
 
 
 def test_grid_multirun_lands_a_summary_row_per_run(tmp_path):
     sweep_dir = tmp_path / "grid"
-    p = cli(
+    p = app(
         "-m",
         "data=digits",
         "epochs=2",
@@ -54,7 +53,7 @@ def test_grid_multirun_lands_a_summary_row_per_run(tmp_path):
 def test_a_failing_run_does_not_stop_the_others(tmp_path):
     sweep_dir = tmp_path / "s"
     # Adam takes no `nesterov` argument: torch refuses it inside the job, a runtime failure
-    p = cli("-m", "data=digits", "epochs=1", "optimizer=adam,sgd", "++optimizer.nesterov=true",
+    p = app("-m", "data=digits", "epochs=1", "optimizer=adam,sgd", "++optimizer.nesterov=true",
             f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)  # fmt: skip
     assert p.returncode == 0, p.stderr
     summary = pd.read_csv(sweep_dir / "summary.csv").set_index("optimizer")
@@ -92,7 +91,7 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path):
     ],
 )
 def test_bad_values_get_one_line_and_no_run(tmp_path, overrides, key):
-    p = cli("data=digits", *overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    p = app("data=digits", *overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}"), p.stderr
@@ -101,7 +100,7 @@ def test_bad_values_get_one_line_and_no_run(tmp_path, overrides, key):
 
 
 def test_a_data_root_without_the_files_is_one_line(tmp_path):
-    p = cli(
+    p = app(
         "data=mnist",
         f"data.root={tmp_path / 'empty'}",
         "data.download=false",
@@ -115,13 +114,13 @@ def test_a_data_root_without_the_files_is_one_line(tmp_path):
 
 
 def test_an_unknown_option_lists_the_options(tmp_path):
-    p = cli("optimizer=adamx", cwd=tmp_path)
+    p = app("optimizer=adamx", cwd=tmp_path)
     assert p.returncode != 0
     assert "adamx" in p.stderr and "sgd" in p.stderr and "rmsprop" in p.stderr
 
 
 def test_help_lists_the_groups_before_the_config(tmp_path):
-    p = cli("--help", cwd=tmp_path)
+    p = app("--help", cwd=tmp_path)
     assert p.returncode == 0
     for group in ("optimizer", "scheduler", "data"):
         options = ", ".join(sorted(f.stem for f in (REPO / "conf" / group).glob("*.yaml")))
@@ -131,9 +130,15 @@ def test_help_lists_the_groups_before_the_config(tmp_path):
 
 def test_relative_data_root_reads_torchvision_files(tmp_path):
     write_mnist(tmp_path / "data", "FashionMNIST", n_train=300, n_test=60)
-    p = cli("epochs=2", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # default data
+    p = app("epochs=2", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # default data
     assert p.returncode == 0, p.stderr
     lines = p.stdout.strip().splitlines()  # a single run says where it lands, at its start and its end
     assert lines[0] == f"run dir: {tmp_path / 'run'}" and lines[-1].startswith(f"results in {tmp_path / 'run'}")
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "completed" and result["best_val_acc"] > 0.5  # the bands are learnable
+
+
+def test_a_bad_value_is_one_line_and_exit_2_as_the_shell_sees_it(tmp_path):
+    p = cli("data=digits", "lr=0", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == ["error: lr=0: must be a number > 0"]
+    assert not (tmp_path / "run" / "result.json").exists()

@@ -1,4 +1,5 @@
-"""Optuna searches as a user runs them (`-m search=optuna ...`), each in a fresh process."""
+"""Optuna searches as a user runs them (`-m search=optuna ...`): in this process, but where the
+process is the subject (a second worker, a SIGKILL, joblib's workers)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,19 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SMOKE, cli
+from conftest import REPO, SMOKE, TINY, app, cli
 
-pytestmark = pytest.mark.slow  # each test runs the command in a fresh process
+TINY = tuple(o for o in TINY if not o.startswith("batch_size="))  # batch_size is searched
 
 
 def study(sweep_dir, name="sweep") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir}/optuna.db")
 
 
-def search(sweep_dir, *args, cwd):
+def search(sweep_dir, *args, cwd, data=TINY, process=False):
     # the report is test_report.py's subject: here it would cost every search seconds of plotting
-    p = cli("-m", "search=optuna", *SMOKE, f"hydra.sweep.dir={sweep_dir}", "hydra.callbacks.summary.report=false",
+    run = cli if process else app
+    p = run("-m", "search=optuna", *data, f"hydra.sweep.dir={sweep_dir}", "hydra.callbacks.summary.report=false",
             *args, cwd=cwd)  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Callback SummaryCallback" not in p.stderr, p.stderr[-3000:]  # the summary landed
@@ -118,10 +120,10 @@ def test_a_pruner_prunes_a_hopeless_trial(tmp_path):
 
 def test_failed_trials_are_fail_with_a_reason_and_max_failure_rate_stops(tmp_path):
     sweep_dir = tmp_path / "s"
-    p = cli(
+    p = app(
         "-m",
         "search=optuna",
-        *SMOKE,
+        *TINY,
         f"hydra.sweep.dir={sweep_dir}",
         "optimizer=adam",
         "++optimizer.nesterov=true",
@@ -150,6 +152,7 @@ def test_repeats_run_each_trial_over_seeds_and_report_the_mean(tmp_path):
         assert sorted(t.intermediate_values) == [1, 2]  # pruning is on: the first seed reports its epochs
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_study(tmp_path):
     sweep_dir = tmp_path / "s"
     cmd = [
@@ -184,7 +187,7 @@ def test_two_processes_share_one_study(tmp_path):
 
 def test_an_invalid_sampled_value_fails_its_trial_not_the_search(tmp_path):
     sweep_dir = tmp_path / "s"
-    p = cli("-m", "search=optuna", *SMOKE, f"hydra.sweep.dir={sweep_dir}", "lr=interval(-1,-0.5)",
+    p = app("-m", "search=optuna", *TINY, f"hydra.sweep.dir={sweep_dir}", "lr=interval(-1,-0.5)",
             "hydra.sweeper.n_trials=2", cwd=tmp_path)  # fmt: skip
     assert p.returncode == 1 and "Traceback" not in p.stderr  # no trial completed: the sweep failed
     trials = study(sweep_dir).trials
@@ -194,6 +197,7 @@ def test_an_invalid_sampled_value_fails_its_trial_not_the_search(tmp_path):
     assert "2 of 2 runs failed or diverged; none completed" in p.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("journal", [False, True], ids=["sqlite", "journal"])
 def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path, journal):
     sweep_dir = tmp_path / "s"
@@ -228,7 +232,8 @@ def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path, journal):
     assert load().trials[0].state.name == "RUNNING"
     time.sleep(2.5)  # past the grace period of two heartbeats
 
-    search(sweep_dir, "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1", *storage, cwd=tmp_path)
+    search(sweep_dir, "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1", *storage, cwd=tmp_path,
+           data=SMOKE)  # fmt: skip
     states = [t.state.name for t in load().trials]
     assert states == ["FAIL", "COMPLETE"]
     summary = pd.read_csv(sweep_dir / "summary.csv").set_index("trial")
@@ -252,8 +257,8 @@ def test_a_journal_file_storage_works_too(tmp_path):
 
 
 def test_the_grid_sampler_names_a_continuous_key(tmp_path):
-    p = cli(
-        "-m", "search=optuna", "hydra/sweeper/sampler=grid", *SMOKE, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path
+    p = app(
+        "-m", "search=optuna", "hydra/sweeper/sampler=grid", *TINY, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path
     )
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("error: lr: the grid sampler enumerates choices and ranges")
@@ -267,18 +272,18 @@ def test_bad_sweeper_settings_are_one_line_before_any_trial(tmp_path):
         ("hydra.sweeper.storage=bogus", "error: hydra.sweeper.storage=bogus: must be null"),
         ("lr=interval(1,0)", "error: search space: `low <= high` must hold"),
     ]:
-        p = cli("-m", "search=optuna", *SMOKE, override, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+        p = app("-m", "search=optuna", *TINY, override, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
         assert p.returncode == 2 and p.stderr.strip().startswith(line), p.stderr[-2000:]
         assert len(p.stderr.strip().splitlines()) == 1 and not list((tmp_path / "s").glob("trial_*"))
 
 
 def test_a_bad_pruner_setting_is_one_line_before_any_trial(tmp_path):
-    p = cli(
+    p = app(
         "-m",
         "search=optuna",
         "search/pruner=median",
         "hydra.sweeper.pruner.n_startup_trials=-3",
-        *SMOKE,
+        *TINY,
         f"hydra.sweep.dir={tmp_path / 's'}",
         cwd=tmp_path,
     )
@@ -289,6 +294,7 @@ def test_a_bad_pruner_setting_is_one_line_before_any_trial(tmp_path):
     assert not list((tmp_path / "s").glob("trial_*"))
 
 
+@pytest.mark.slow
 def test_joblib_workers_report_to_their_trials_and_share_the_cores(tmp_path):
     sweep_dir = tmp_path / "s"
     p = search(
@@ -298,6 +304,7 @@ def test_joblib_workers_report_to_their_trials_and_share_the_cores(tmp_path):
         "hydra.sweeper.n_trials=2",
         "search/pruner=median",
         cwd=tmp_path,
+        process=True,
     )
     trials = study(sweep_dir).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]

@@ -15,46 +15,49 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, TINY, cli, metrics_rows, train
+from conftest import REPO, TINY, app, cli, metrics_rows, train
 
 RUN = [sys.executable, str(REPO / "sweep" / "run.py")]
 
 
 @pytest.mark.slow
+def test_a_failed_run_exits_1_as_the_shell_sees_it(tmp_path):
+    p = cli(*TINY, "optimizer=adam", "++optimizer.nesterov=true", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert p.returncode == 1 and p.stderr.strip().splitlines()[-1].startswith("error: the run failed")
+
+
 def test_a_failed_or_diverged_single_run_exits_non_zero_with_one_line(tmp_path):
     for args, status in ((("optimizer=adam", "++optimizer.nesterov=true"), "failed"),
                          (("optimizer=sgd", "lr=1e4", "loss=mse"), "diverged")):  # fmt: skip
-        p = cli(*TINY, *args, f"hydra.run.dir={tmp_path / status}", cwd=tmp_path)
+        p = app(*TINY, *args, f"hydra.run.dir={tmp_path / status}", cwd=tmp_path)
         assert p.returncode == 1, p.stderr
         last = p.stderr.strip().splitlines()[-1]
         assert last.startswith(f"error: the run {status}") and str(tmp_path / status / "result.json") in last
         assert "Traceback" not in p.stderr
 
 
-@pytest.mark.slow
 def test_a_sweep_says_how_many_runs_failed_and_exits_non_zero_when_none_completed(tmp_path):
-    p = cli("-m", *TINY, "optimizer=adam,adamw", "++optimizer.nesterov=true", f"hydra.sweep.dir={tmp_path / 'all'}",
+    p = app("-m", *TINY, "optimizer=adam,adamw", "++optimizer.nesterov=true", f"hydra.sweep.dir={tmp_path / 'all'}",
             cwd=tmp_path)  # fmt: skip
     assert p.returncode == 1 and "2 of 2 runs failed or diverged; none completed" in p.stdout + p.stderr
-    p = cli("-m", *TINY, "optimizer=adam,sgd", "++optimizer.nesterov=true", f"hydra.sweep.dir={tmp_path / 'some'}",
+    p = app("-m", *TINY, "optimizer=adam,sgd", "++optimizer.nesterov=true", f"hydra.sweep.dir={tmp_path / 'some'}",
             cwd=tmp_path)  # fmt: skip
     assert p.returncode == 0 and "1 of 2 runs failed or diverged" in p.stdout + p.stderr
 
 
-@pytest.mark.slow
 def test_a_grid_rerun_skips_finished_runs_and_a_different_grid_is_refused(tmp_path):
     sweep = tmp_path / "grid"
-    args = ("-m", *TINY, "lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}")
-    assert cli(*args, cwd=tmp_path).returncode == 0
+    args = ("-m", *TINY, "lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}", "hydra.callbacks.summary.report=false")
+    assert app(*args, cwd=tmp_path).returncode == 0
     first = {d: (sweep / d / "result.json").read_text() for d in ("0", "1")}
     (sweep / "1" / "result.json").unlink()  # as if killed during its run
-    p = cli(*args, cwd=tmp_path)
+    p = app(*args, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "skipped 1 finished run" in p.stdout + p.stderr
     assert (sweep / "0" / "result.json").read_text() == first["0"]  # not trained again
     assert json.loads((sweep / "1" / "result.json").read_text())["status"] == "completed"
     # another grid into the same dir would pair new parameters with old results: refused
-    p = cli("-m", *TINY, "lr=0.5,1e-3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    p = app("-m", *TINY, "lr=0.5,1e-3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert p.returncode == 2
     [line] = p.stderr.strip().splitlines()
     assert line.startswith(f"error: hydra.sweep.dir={sweep}: holds another sweep")
@@ -158,12 +161,11 @@ def test_an_interrupted_run_resumes_from_its_last_epoch_with_the_same_metrics(tm
     assert not (tmp_path / "stopped" / "last.pt").exists()  # the run ended
 
 
-@pytest.mark.slow
 def test_an_unusable_output_dir_is_one_line_at_start(tmp_path):
     (tmp_path / "afile").write_text("x")
     for value, says in ((f"{tmp_path}/{'x' * 300}/run", "too long a path"),
                         (f"{tmp_path}/afile/run", "is a file")):  # fmt: skip
-        p = cli(*TINY, f"hydra.run.dir={value}", cwd=tmp_path)
+        p = app(*TINY, f"hydra.run.dir={value}", cwd=tmp_path)
         assert p.returncode == 2 and p.stderr.strip().splitlines() == [p.stderr.strip()]
         assert p.stderr.startswith(f"error: hydra.run.dir={value}:") and says in p.stderr
 

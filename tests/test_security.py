@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, cli, train
+from conftest import TINY, app, train
 
 from sweep.checkpoint import load_model
 from sweep.errors import UserError
@@ -61,7 +61,6 @@ def test_a_real_checkpoint_still_loads(tmp_path):
     assert model.net[2].negative_slope == 0.2  # Flatten, Linear, LeakyReLU, ...
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -77,7 +76,7 @@ def test_a_real_checkpoint_still_loads(tmp_path):
 def test_a_gadget_target_from_the_command_line_is_refused(tmp_path, args):
     marker = tmp_path / "pwned"
     args = [a.replace("{marker}", str(marker)) for a in args]
-    p = cli(*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    p = app(*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert p.returncode == 2
     assert not marker.exists()
     [line] = p.stderr.strip().splitlines()
