@@ -4,6 +4,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -69,6 +70,9 @@ def call(main: Callable[[], Any], argv: list[str], cwd: Path) -> Ran:
 
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     before, argv_before, env_before = os.getcwd(), sys.argv, dict(os.environ)
+    root = logging.getLogger()
+    log_handlers, log_level = root.handlers[:], root.level
+    root.handlers = []  # as in a fresh process: a warning with no logging set up reaches stderr
     out, err, code = io.StringIO(), io.StringIO(), 0
     os.chdir(cwd)
     sys.argv = argv
@@ -85,6 +89,7 @@ def call(main: Callable[[], Any], argv: list[str], cwd: Path) -> Ran:
         os.environ.update(env_before)
         for s, h in handlers.items():
             signal.signal(s, h)
+        root.handlers, root.level = log_handlers, log_level
         stops.received = None
     return Ran(code, out.getvalue(), err.getvalue())
 

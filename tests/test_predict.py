@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, cli, train
+from conftest import app, train
+from conftest import predict as predict_cli
 
 from sweep.checkpoint import load_checkpoint, load_model
 from sweep.data import digits
-
-
-def predict_cli(*args, cwd):
-    return subprocess.run([sys.executable, str(REPO / "sweep" / "predict.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +60,8 @@ def test_the_model_normalises_its_own_input(digits_run):
 @pytest.mark.slow
 def test_a_sweep_dir_uses_its_best_run_by_validation(digits_run, tmp_path):
     sweep = tmp_path / "sweep"
-    p = cli("-m", "data=digits", "epochs=1", "lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    p = app("-m", "data=digits", "epochs=1", "lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}",
+            "hydra.callbacks.summary.report=false", cwd=tmp_path)  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
     # make run 0 best by validation and run 1 best by test: the test split must not select
     for run, (val, test) in (("0", (0.99, 0.5)), ("1", (0.5, 0.99))):

@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import matplotlib.image
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, cli
+from conftest import app, report
 
-pytestmark = pytest.mark.slow  # real sweeps, in fresh processes
+pytestmark = pytest.mark.slow  # real sweeps with their plots: seconds each
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -24,16 +22,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def grid(tmp_path_factory):
     """A real 2x2 sweep: two optimizers over two seeds, with the end-of-sweep report."""
     tmp = tmp_path_factory.mktemp("grid")
-    p = cli(
+    p = app(
         "-m", "data=digits", "epochs=3", "optimizer=adam,sgd", "seed=0,1", f"hydra.sweep.dir={tmp / 'sweep'}", cwd=tmp
     )
     assert p.returncode == 0, p.stderr[-3000:]
     return tmp / "sweep", p
-
-
-def report(*args, cwd):
-    return subprocess.run([sys.executable, str(REPO / "sweep" / "report.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 def copy(grid, tmp_path, name="copy"):
@@ -95,7 +88,7 @@ def test_runs_still_improving_at_max_epochs_are_flagged(grid):
 
 def test_several_sweeps_with_different_settings_are_not_pooled(grid, tmp_path):
     other = tmp_path / "short"
-    p = cli("-m", "data=digits", "epochs=1", "optimizer=adam,sgd", "seed=0,1", f"hydra.sweep.dir={other}", cwd=tmp_path)
+    p = app("-m", "data=digits", "epochs=1", "optimizer=adam,sgd", "seed=0,1", f"hydra.sweep.dir={other}", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     p = report(grid[0], other, "--by", "optimizer", "--out", tmp_path / "both", cwd=tmp_path)
     assert p.returncode == 2
@@ -185,7 +178,7 @@ def test_an_unknown_key_is_one_line(grid, tmp_path):
 
 def test_an_optuna_search_report_reads_well(tmp_path):
     sweep = tmp_path / "s"
-    p = cli("-m", "search=optuna", "data=digits", "epochs=2", "hydra.sweeper.n_trials=12", f"hydra.sweep.dir={sweep}",
+    p = app("-m", "search=optuna", "data=digits", "epochs=2", "hydra.sweeper.n_trials=12", f"hydra.sweep.dir={sweep}",
             cwd=tmp_path)  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     comparison = pd.read_csv(sweep / "comparison.csv")

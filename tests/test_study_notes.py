@@ -10,7 +10,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY, metrics_rows, train
+from conftest import TINY, metrics_rows, train
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -156,17 +156,13 @@ def test_an_mlp_run_has_no_filter_picture(tmp_path):
     assert [p.name for p in plots.run_pictures(tmp_path, tmp_path)] == ["learning_curves.png", "confusion_matrix.png"]
 
 
-@pytest.mark.slow
 def test_report_run_draws_one_runs_pictures(tmp_path):
-    import subprocess
-    import sys
+    from conftest import report
 
     train(tmp_path / "run", *TINY, "model=cnn", "model.channels=[4]")
-    p = subprocess.run([sys.executable, str(REPO / "sweep" / "report.py"), "--run", str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    p = report("--run", tmp_path / "run", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert {f.name for f in (tmp_path / "run").glob("*.png")} == {
         "learning_curves.png", "confusion_matrix.png", "conv_filters.png"}  # fmt: skip
-    p = subprocess.run([sys.executable, str(REPO / "sweep" / "report.py"), "--run", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    p = report("--run", tmp_path, cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.startswith(f"error: --run={tmp_path}: no metrics.csv there")
