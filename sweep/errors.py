@@ -17,7 +17,12 @@ class DataNotFound(UserError):
     """A data set's files are missing and could not be downloaded."""
 
 
+def one_line(error: UserError | str) -> str:
+    """The line a user sees for an error: `error: ` and its message with every run of white space one space."""
+    return f"error: {' '.join(str(error).split())}"
+
+
 def exit_with(error: UserError | str) -> NoReturn:
     """End the process with the error's one line on stderr: no traceback, a non-zero exit. Entry points only."""
-    print(f"error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+    print(one_line(error), file=sys.stderr, flush=True)
     sys.exit(EXIT_USER_ERROR)

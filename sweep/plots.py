@@ -109,16 +109,19 @@ def slices(runs: pd.DataFrame, params: list[str], column: str, path: Path) -> Pa
         return None
     fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.4), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], params):
-        x = pd.to_numeric(done[p], errors="coerce")
+        runs_with = done[done[p].notna()]  # a key added when a search resumed is empty for older trials
+        x = pd.to_numeric(runs_with[p], errors="coerce")
         if x.notna().all():
-            ax.scatter(x, done[column], alpha=0.7)
+            ax.scatter(x, runs_with[column], alpha=0.7)
             if (x > 0).all() and x.max() / x.min() > 100:
                 ax.set_xscale("log")
         else:  # a categorical parameter: one column of dots a category
-            cats = sorted(done[p].astype(str).unique())
-            ax.scatter(done[p].astype(str).map(cats.index), done[column], alpha=0.7)
+            labels = runs_with[p].map(str)
+            cats = sorted(labels.unique())
+            ax.scatter(labels.map(cats.index), runs_with[column], alpha=0.7)
             ax.set_xticks(range(len(cats)), cats, rotation=45)
-        ax.set_xlabel(p)
+        missing = len(done) - len(runs_with)
+        ax.set_xlabel(p + (f" ({missing} runs without it)" if missing else ""))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(column)
     fig.suptitle("Objective by parameter")

@@ -144,6 +144,7 @@ def test_augmentation_is_seeded_keeps_shapes_and_moves_pixels():
     assert rule == "one of " + ", ".join(AUGMENTS)  # the config allows exactly what the loop knows
 
 
+@pytest.mark.slow
 def test_augmented_training_is_reproducible(tmp_path):
     args = ("data=digits", "epochs=2", "augment=flip_crop", "seed=5")
     _, first = train(tmp_path / "a", *args)

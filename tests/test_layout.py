@@ -5,6 +5,7 @@ Hydra imports on every command stays light."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 
@@ -82,3 +83,34 @@ def test_the_code_passes_the_linter_and_the_formatter():
             [sys.executable, "-m", "ruff", *check, "sweep", "tests"], cwd=REPO, capture_output=True, text=True
         )
         assert p.returncode == 0, f"ruff {' '.join(check)}:\n{p.stdout}{p.stderr}"
+
+
+def test_the_help_and_the_readme_name_every_top_level_key():
+    """conf/config.yaml's keys, the --help footer and the README's list of top-level keys agree."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())
+    keys = set(config["_rules_"])
+    assert keys == {k for k in config if k not in ("defaults", "_rules_")}  # every key has a rule
+    footer = yaml.safe_load((REPO / "conf" / "hydra" / "help" / "sweep.yaml").read_text())["footer"]
+    listed = footer.split("Keys:")[1].split(",")[0].split()
+    assert sorted(listed) == sorted(keys)
+    readme = (REPO / "README.md").read_text()
+    paragraph = readme.split("Top-level keys")[1].split("\n\n")[0]
+    assert sorted(set(re.findall(r"`(\w+)`", paragraph)) & keys) == sorted(keys)
+
+
+def test_only_borrowed_touches_optuna_and_hydra_private_insides():
+    """Private names of Optuna and Hydra are reached from sweep/search/borrowed.py alone."""
+    for path, tree in modules().items():
+        if path == "search/borrowed.py":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                if parts[0] in ("optuna", "hydra", "hydra_plugins"):
+                    assert not any(p.startswith("_") for p in parts), f"{path} imports {node.module}"
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = ast.unparse(node.value)
+                ours = owner in ("self", "cls", "os") or owner.startswith(("sweep", "self."))  # os._exit is public
+                assert ours, f"{path}: {ast.unparse(node)}"

@@ -17,8 +17,6 @@ import pytest
 import yaml
 from conftest import REPO, SMOKE, TINY, app, cli
 
-TINY = tuple(o for o in TINY if not o.startswith("batch_size="))  # batch_size is searched
-
 
 def study(sweep_dir, name="sweep") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir}/optuna.db")
@@ -34,6 +32,7 @@ def search(sweep_dir, *args, cwd, data=TINY, process=False):
     return p
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["random", "grid", "cmaes", "gp"])
 def test_samplers_switch_from_the_shell(tmp_path, sampler):
     sweep_dir = tmp_path / "s"
@@ -50,6 +49,7 @@ def test_samplers_switch_from_the_shell(tmp_path, sampler):
     assert (sweep_dir / "summary.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_short_study_lands_its_trials_results_and_summary(tmp_path):
     sweep_dir = tmp_path / "s"
     p = search(sweep_dir, "hydra.sweeper.n_trials=3", "objective=val_loss", cwd=tmp_path)
@@ -78,6 +78,7 @@ def test_a_short_study_lands_its_trials_results_and_summary(tmp_path):
     assert by_trial.loc[best.number, "lr"] == pytest.approx(best.params["lr"])
 
 
+@pytest.mark.slow
 def test_running_again_resumes_the_study_without_overwriting(tmp_path):
     sweep_dir = tmp_path / "s"
     search(sweep_dir, "hydra.sweeper.n_trials=2", cwd=tmp_path)
@@ -91,6 +92,7 @@ def test_running_again_resumes_the_study_without_overwriting(tmp_path):
     assert len(pd.read_csv(sweep_dir / "summary.csv")) == 4
 
 
+@pytest.mark.slow
 def test_a_pruner_prunes_a_hopeless_trial(tmp_path):
     sweep_dir = tmp_path / "s"
     # A trial with a working lr, then (resuming the study) one far too small to learn in time:
@@ -118,6 +120,7 @@ def test_a_pruner_prunes_a_hopeless_trial(tmp_path):
     assert summary.loc[hopeless.number, "state"] == "PRUNED"
 
 
+@pytest.mark.slow
 def test_failed_trials_are_fail_with_a_reason_and_max_failure_rate_stops(tmp_path):
     sweep_dir = tmp_path / "s"
     p = app(
@@ -139,6 +142,7 @@ def test_failed_trials_are_fail_with_a_reason_and_max_failure_rate_stops(tmp_pat
     assert pd.read_csv(sweep_dir / "summary.csv").state.tolist() == ["FAIL"]
 
 
+@pytest.mark.slow
 def test_repeats_run_each_trial_over_seeds_and_report_the_mean(tmp_path):
     sweep_dir = tmp_path / "s"
     search(sweep_dir, "hydra.sweeper.n_trials=2", "hydra.sweeper.repeats=2", "seed=10", "search/pruner=median",
@@ -185,6 +189,7 @@ def test_two_processes_share_one_study(tmp_path):
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 6  # no parameter set drawn twice
 
 
+@pytest.mark.slow
 def test_an_invalid_sampled_value_fails_its_trial_not_the_search(tmp_path):
     sweep_dir = tmp_path / "s"
     p = app("-m", "search=optuna", *TINY, f"hydra.sweep.dir={sweep_dir}", "lr=interval(-1,-0.5)",
@@ -241,6 +246,7 @@ def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path, journal):
     assert summary.loc[1, "status"] == "completed"
 
 
+@pytest.mark.slow
 def test_a_journal_file_storage_works_too(tmp_path):
     journal = tmp_path / "study.log"
     search(
@@ -264,6 +270,7 @@ def test_the_grid_sampler_names_a_continuous_key(tmp_path):
     assert p.stderr.strip().splitlines()[-1].startswith("error: lr: the grid sampler enumerates choices and ranges")
 
 
+@pytest.mark.slow
 def test_bad_sweeper_settings_are_one_line_before_any_trial(tmp_path):
     for override, line in [
         ("hydra.sweeper.direction=sideways", "error: hydra.sweeper.direction=sideways: must be auto, minimize"),

@@ -74,6 +74,7 @@ def test_a_sweep_dir_uses_its_best_run_by_validation(digits_run, tmp_path):
     assert p.stdout.startswith(str(image))
 
 
+@pytest.mark.slow
 def test_onnx_export_predicts_as_torch_does(digits_run, tmp_path):
     import onnxruntime
 

@@ -56,6 +56,7 @@ def test_a_run_that_finished_its_last_epoch_is_never_pruned():
         assert (result.status, len(result.history)) == (status, ran)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_stale_trial_whose_runs_completed_is_reconciled_complete_not_failed(tmp_path):
     import json

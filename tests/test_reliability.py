@@ -26,6 +26,7 @@ def test_a_failed_run_exits_1_as_the_shell_sees_it(tmp_path):
     assert p.returncode == 1 and p.stderr.strip().splitlines()[-1].startswith("error: the run failed")
 
 
+@pytest.mark.slow
 def test_a_failed_or_diverged_single_run_exits_non_zero_with_one_line(tmp_path):
     for args, status in ((("optimizer=adam", "++optimizer.nesterov=true"), "failed"),
                          (("optimizer=sgd", "lr=1e4", "loss=mse"), "diverged")):  # fmt: skip
@@ -36,6 +37,7 @@ def test_a_failed_or_diverged_single_run_exits_non_zero_with_one_line(tmp_path):
         assert "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_a_sweep_says_how_many_runs_failed_and_exits_non_zero_when_none_completed(tmp_path):
     p = app("-m", *TINY, "optimizer=adam,adamw", "++optimizer.nesterov=true", f"hydra.sweep.dir={tmp_path / 'all'}",
             cwd=tmp_path)  # fmt: skip
@@ -45,6 +47,7 @@ def test_a_sweep_says_how_many_runs_failed_and_exits_non_zero_when_none_complete
     assert p.returncode == 0 and "1 of 2 runs failed or diverged" in p.stdout + p.stderr
 
 
+@pytest.mark.slow
 def test_a_grid_rerun_skips_finished_runs_and_a_different_grid_is_refused(tmp_path):
     sweep = tmp_path / "grid"
     args = ("-m", *TINY, "lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}", "hydra.callbacks.summary.report=false")
@@ -131,6 +134,7 @@ def test_a_stopped_sweep_keeps_its_finished_runs_writes_its_summary_and_says_how
     assert len((sweep / "1" / "metrics.csv").read_text().splitlines()) >= 2  # its epochs so far
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_from_its_last_epoch_with_the_same_metrics(tmp_path, monkeypatch):
     import sweep.job
 

@@ -191,3 +191,15 @@ def test_an_optuna_search_report_reads_well(tmp_path):
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_trial"]
     assert comparison.trial[0] == best["number"]  # the report's best is the study's best
     assert f"`{sweep / best['run_dir']}`" in text
+
+
+def test_a_resumed_search_with_one_more_override_reports(tmp_path):
+    """The extra key is empty for the older trials: the slices plot mixed text and numbers."""
+    sweep = tmp_path / "s"
+    args = ("-m", "search=optuna", "data=synthetic", "epochs=2", f"hydra.sweep.dir={sweep}")
+    assert app(*args, "hydra.sweeper.n_trials=2", cwd=tmp_path).returncode == 0
+    p = app(*args, "hydra.sweeper.n_trials=1", "patience=1", cwd=tmp_path)
+    assert p.returncode == 0 and "Traceback" not in p.stderr and "Error" not in p.stderr, p.stderr[-3000:]
+    assert (sweep / "slices.png").read_bytes().startswith(PNG)
+    p = report(sweep, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]

@@ -62,7 +62,10 @@ def test_every_option_file_declares_rules_that_compile():
         compile_rule(rule)
     declared = {k.split(".")[0] for _, k, _ in keys}
     assert {"lr", "optimizer", "scheduler", "model", "data", "loss"} <= declared
-    groups = {p.parent.name for p in (REPO / "conf").glob("*/*.yaml")} - {"hydra", "search", "activation"}
+    top = set(yaml.safe_load((REPO / "conf" / "config.yaml").read_text())[RULES_KEY])
+    for preset in (REPO / "conf" / "debug").glob("*.yaml"):  # presets set top-level keys, ruled in config.yaml
+        assert set(yaml.safe_load(preset.read_text())) - {"defaults"} <= top, preset
+    groups = {p.parent.name for p in (REPO / "conf").glob("*/*.yaml")} - {"hydra", "search", "activation", "debug"}
     for group in groups:  # every value an option sets has its rule (a nested node, the activation, its own)
         for option in (REPO / "conf" / group).glob("*.yaml"):
             node = yaml.safe_load(option.read_text()) or {}

@@ -64,6 +64,7 @@ def _wider_model(state):
     ],
     ids=["model-size", "empty-optimizer", "missing-key", "rng-size", "history-x50", "epoch-100", "too-many", "time"],
 )
+@pytest.mark.slow
 def test_a_snapshot_that_does_not_fit_is_discarded_with_one_warning_and_the_run_starts_afresh(
     tmp_path, whole, caplog, damage, why
 ):

@@ -131,6 +131,7 @@ def test_a_run_records_per_class_scores_and_the_summary_has_macro_f1(tmp_path):
     assert table.loc[0, "test_macro_f1"] == pytest.approx(result["test_macro_f1"])
 
 
+@pytest.mark.slow
 def test_the_pictures_of_a_cnn_run(tmp_path):
     from sweep import plots
 
@@ -149,6 +150,7 @@ def test_the_pictures_of_a_cnn_run(tmp_path):
         assert png.read_bytes()[:8] == PNG and matplotlib.image.imread(png).shape[0] > 100
 
 
+@pytest.mark.slow
 def test_an_mlp_run_has_no_filter_picture(tmp_path):
     from sweep import plots
 

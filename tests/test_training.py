@@ -137,7 +137,7 @@ def test_the_loop_reads_the_device_a_fixed_number_of_times_an_epoch_not_once_a_b
     assert counts[0] == counts[1] and counts[0] <= 2 * 6  # train loss, hits, first loss, val loss and hits
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("precision", ["bf16", pytest.param("fp16", marks=pytest.mark.slow)])  # fp16 on a CPU: slow
 def test_mixed_precision_runs_learn_and_record_their_precision(tmp_path, precision):
     value, result = train(tmp_path, "data=digits", "epochs=4", f"precision={precision}", "lr=3e-3")
     assert result["status"] == "completed" and result["precision"] == precision

@@ -1,0 +1,160 @@
+"""The comparison a report states, as a model of its own: which runs, which keys are compared,
+the per-level table, every level against the best per factor, each level at its best setting of
+the others, the command that re-runs the best, and the best run. Rendering it is `sweep.report`'s."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from sweep.errors import UserError
+from sweep.outcomes import METRICS, OBJECTIVES, Metric, Status, metric
+from sweep.statistics import FactorVerdict, aggregate, best_settings, compare_factor
+from sweep.summary import Sweep, best_run, param_columns
+
+ALL = "all"  # the one level when nothing was swept
+
+
+@dataclass
+class Comparison:
+    """What the report says: the runs, the compared keys, the per-level table, the verdicts, each
+    level at its best setting of the others, the command that re-runs the best level and the best run."""
+
+    sweeps: list[Sweep]
+    runs: pd.DataFrame  # every sweep's rows, with `run_dir` and `overrides` (and `sweep` for several)
+    metric: Metric
+    objective: Metric  # the sweep's validation objective: what selects
+    keys: list[str]  # the compared keys; empty when nothing was swept
+    search: bool  # an Optuna search: levels are trials
+    table: pd.DataFrame
+    verdicts: list[FactorVerdict] = field(default_factory=list)
+    at_best: dict[str, pd.DataFrame] = field(default_factory=dict)
+    rerun: str | None = None
+    best_run: pd.Series | None = None  # the completed run with the best objective, if any
+
+    @property
+    def shown_keys(self) -> list[str]:
+        return self.keys or [ALL]
+
+    @property
+    def biased(self) -> bool:
+        """Ranked by a test metric, on request: the test split then selects, and is no longer held out."""
+        return self.metric.name not in OBJECTIVES
+
+
+def differing_settings(sweeps: list[Sweep]) -> dict[str, list[str | None]]:
+    """Overrides that every run of each sweep shares but that differ between the sweeps (20 epochs
+    in one, 5 in another): factors of the comparison, never noise to pool over."""
+    if len(sweeps) < 2:
+        return {}
+    keys = {k for s in sweeps for k in s.fixed}
+    values = {k: [s.fixed.get(k) for s in sweeps] for k in sorted(keys)}
+    return {k: v for k, v in values.items() if len(set(v)) > 1}
+
+
+def combine(sweeps: list[Sweep]) -> pd.DataFrame:
+    """Every sweep's table as one, each row with its run dir and overrides; with several sweeps, a
+    `sweep` column and a column for each setting that differs between them."""
+    differing = differing_settings(sweeps)
+    tables = []
+    for sweep in sweeps:
+        table = sweep.table.copy()
+        if len(sweeps) > 1:
+            table.insert(0, "sweep", sweep.dir.name)
+        for key in differing:
+            table[key] = [o.get(key) for o in sweep.overrides]
+        table["run_dir"] = [str(d) for d in sweep.run_dirs]
+        table["overrides"] = sweep.overrides
+        tables.append(table)
+    runs = pd.concat(tables, ignore_index=True)
+    for key in differing:  # "20" and "5" from the command line are numbers
+        numeric = pd.to_numeric(runs[key], errors="coerce")
+        if numeric.notna().sum() == runs[key].notna().sum():
+            runs[key] = numeric
+    return runs
+
+
+def default_keys(runs: pd.DataFrame) -> list[str]:
+    """Every swept key except the seed (runs over seeds are what the comparison averages)."""
+    return [c for c in param_columns(runs) if c != "seed"]
+
+
+def rerun_command(runs: pd.DataFrame, table: pd.DataFrame, by: list[str]) -> str | None:
+    """The command that runs the best level of `table` again: its runs' own overrides, with every
+    other swept key (the seed among them) over the values the comparison averaged."""
+    if table.empty or pd.isna(table.loc[0, "mean"]):
+        return None
+    mask = runs.status == Status.COMPLETED
+    for key in by:
+        best = table.loc[0, key]  # per column: a row would turn 32 into 32.0
+        mask &= (runs[key] == best) | (runs[key].isna() & pd.isna(best))
+    per_run = list(runs.loc[mask, "overrides"])
+    if not per_run:
+        return None
+    averaged = [k for k in param_columns(runs) if k not in by]
+    args, multirun = [], False
+    for key, value in per_run[0].items():
+        if key.startswith("search"):  # an Optuna trial re-runs as the plain run it was
+            continue
+        if key in averaged:
+            values = list(dict.fromkeys(o[key] for o in per_run if key in o))
+            multirun |= len(values) > 1
+            value = ",".join(values)
+        args.append(f"{key}={value}")
+    return " ".join(["python sweep/run.py"] + (["-m"] if multirun else []) + [shlex.quote(a) for a in args])
+
+
+def report_metric(name: str) -> Metric:
+    """The metric a report compares, or the one-line error."""
+    try:
+        return metric(name)
+    except KeyError:
+        raise UserError(f"--metric={name}: must be one of {', '.join(METRICS)}") from None
+
+
+def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str | None = None) -> Comparison:
+    """The statistics step: per-level aggregates, every level against the best per factor, each
+    level at its best setting of the others, over the sweeps' runs."""
+    objective = METRICS[sweeps[0].objective]
+    m = report_metric(metric_name) if metric_name else objective
+    runs = combine(sweeps)
+    search = any(s.study is not None for s in sweeps) or "trial" in runs.columns
+    differing = list(differing_settings(sweeps))
+    if by is not None:
+        missing = [k for k in by if k not in runs.columns]
+        if missing:
+            raise UserError(
+                f"--by={','.join(by)}: {', '.join(missing)} was not swept; "
+                f"swept keys: {', '.join(default_keys(runs)) or 'none'}"
+            )
+        unlike = [k for k in differing if k not in by]
+        if unlike:
+            settings = "; ".join(f"{k}: {' vs '.join(map(str, differing_settings(sweeps)[k]))}" for k in unlike)
+            raise UserError(
+                f"the sweeps differ in {', '.join(unlike)} ({settings}): comparing "
+                f"{','.join(by)} across them would pool unlike runs; compare within each with "
+                f"--by {','.join(by + unlike)}"
+            )
+        keys = by
+    else:
+        keys = ["trial"] if search else default_keys(runs)
+    table = aggregate(runs, keys, m) if keys else aggregate(runs.assign(**{ALL: ALL}), [ALL], m)
+    c = Comparison(sweeps, runs, m, objective, keys, search, table)
+    if search and keys == ["trial"]:
+        params = [p for p in param_columns(runs) if p not in ("trial", "seed")]
+        first = runs.drop_duplicates("trial").set_index("trial")
+        for p in reversed(params):
+            c.table.insert(1, p, c.table["trial"].map(first[p]))
+        c.table.insert(1, "state", c.table["trial"].map(first["state"]))
+    else:
+        seed = ["seed"] if "seed" in runs.columns else []
+        c.verdicts = [v for k in keys if (v := compare_factor(runs, k, [o for o in keys if o != k] + seed, m))]
+        if len(keys) > 1:
+            c.at_best = {k: best_settings(runs, k, [o for o in keys if o != k], m) for k in keys}
+    objective_table = table if m == objective else aggregate(runs, keys or [ALL], objective) if keys else None
+    c.rerun = rerun_command(runs, objective_table if objective_table is not None else table, keys)
+    best = best_run(runs, objective.name)
+    c.best_run = None if best is None else runs.loc[best]
+    return c
