@@ -93,6 +93,12 @@ def _text(v: Any) -> str | None:
     return v
 
 
+def _item_text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError("must be a list of text")
+    return v
+
+
 def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def check(v: Any) -> Any:
         if v is None:
@@ -139,7 +145,7 @@ def _field(check: Callable[[Any], Any], default: Any = None) -> Any:
 class RunRecord:
     """How a run was made: what every result carries, whatever its outcome."""
 
-    overrides: tuple[str, ...] = _field(_list_of(_text), ())
+    overrides: tuple[str, ...] = _field(_list_of(_item_text), ())
     seed: int | None = _field(_number(-(2**63), 2**63, integer=True))
     objective: str = _field(_text, "val_acc")
     device: str | None = _field(_text)
@@ -174,7 +180,7 @@ class RunResult:
     traceback: str | None = _field(_text)
     test_class_acc: tuple[float | None, ...] | None = _field(_list_of(lambda v: None if v is None else _SCORE(v)))
     confusion_matrix: tuple[tuple[int, ...], ...] | None = _field(_list_of(_list_of(_COUNT)))
-    class_names: tuple[str, ...] | None = _field(_list_of(_text))
+    class_names: tuple[str, ...] | None = _field(_list_of(_item_text))
     record: RunRecord = field(default_factory=RunRecord)
 
     # ------------------------------------------------------------------ constructors
