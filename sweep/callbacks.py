@@ -59,10 +59,13 @@ class SummaryCallback(Callback):
         from sweep import stops
         from sweep.errors import UserError
         from sweep.outcomes import Status
+        from sweep.results import RESULT_FILE
         from sweep.summary import build_summary, find_runs, format_table, sort_by_objective, still_improving_line
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        if self.refused or not sweep_dir.is_dir() or not find_runs(sweep_dir):  # stopped before its first run
+        # stopped before any run had a result (a user error in its first job): nothing to summarise,
+        # and the stop's own exit code and line stand
+        if self.refused or not sweep_dir.is_dir() or not any((d / RESULT_FILE).exists() for d in find_runs(sweep_dir)):
             return
         sweep = build_summary(sweep_dir)
         path = sweep.write()

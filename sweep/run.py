@@ -40,11 +40,11 @@ def train(cfg: DictConfig) -> float:
     # as typed: `dropout=${nope}` is a string here, not an interpolation to resolve
     run_dir, overrides = Path(hc.runtime.output_dir), OmegaConf.to_container(hc.overrides.task, resolve=False)
     single = hc.mode == RunMode.RUN
-    if single:
-        print(f"run dir: {run_dir}", flush=True)
     started = time.time()
     try:
         validate(cfg)  # before importing torch: a typo costs the user no start-up time
+        if single:
+            print(f"run dir: {run_dir}", flush=True)
         from sweep.job import run
         from sweep.progress import bars_wanted, runs_bar
         from sweep.search.trial_link import trial_ref
@@ -55,6 +55,7 @@ def train(cfg: DictConfig) -> float:
             value = run(cfg, run_dir, overrides, jobs, trial)
     except UserError as e:
         if TRIAL_ENV not in os.environ:
+            _forget(run_dir, hc.job.name)
             exit_with(e)
         # a value the search sampled (lr=interval(-1,1) drew -0.3): this trial fails, not the search
         from sweep.results import RunResult, make_record
@@ -80,12 +81,24 @@ def train(cfg: DictConfig) -> float:
     return value
 
 
+def _forget(run_dir: Path, job_name: str) -> None:
+    """Remove a run dir that holds only what Hydra wrote before the run was refused, so that no
+    summary lists a run that never was (and the default dated folder, if that leaves it empty)."""
+    import shutil
+
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", f"{job_name}.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if run_dir.parent.parent.name == "runs" and not any(run_dir.parent.iterdir()):
+            run_dir.parent.rmdir()
+
+
 def main() -> None:
     from sweep import stops
     from sweep.errors import UserError, exit_with
-    from sweep.validate import check_command_line_targets, check_output_dirs
+    from sweep.validate import check_command_line_keys, check_command_line_targets, check_output_dirs
 
     try:
+        check_command_line_keys(sys.argv[1:], CONF)
         check_command_line_targets(sys.argv[1:])
         check_output_dirs(sys.argv[1:])
     except UserError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -53,6 +54,91 @@ def check_output_dirs(args: list[str]) -> None:
             raise UserError(f"{key}={value}: {existing} is a file; must be a folder path")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise UserError(f"{key}={value}: {existing} is not writable; choose a folder you can write to")
+
+
+HYDRA_OPTIONS_WITH_VALUE = ("-cp", "--config-path", "-cd", "--config-dir", "-cn", "--config-name")
+
+
+def check_command_line_keys(args: list[str], conf: Path) -> None:
+    """Before Hydra composes anything, so that the commonest mistakes are one line each, not
+    Hydra's many (and not its `+key` hint, which turns a typo into a silent run with the
+    default): a group option that does not exist, a key the config does not have, and an added
+    top-level `+key` that no part of the run reads. Skipped for another config dir or name."""
+    import difflib
+
+    import yaml
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if any(a.split("=")[0] in HYDRA_OPTIONS_WITH_VALUE for a in args):
+        return
+    config = yaml.safe_load((conf / "config.yaml").read_text())
+    top = [k for k in config if k not in ("defaults", rules.RULES_KEY)]
+    groups = sorted(str(p.relative_to(conf)) for p in conf.rglob("*") if p.is_dir() and not p.name.startswith("."))
+    groups = [g for g in groups if not g.startswith("hydra") and any((conf / g).glob("*.yaml"))]
+    chosen = {k: v for d in config["defaults"] if isinstance(d, dict) for k, v in d.items()}
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg and not arg.startswith("~"):
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except HydraException as e:
+            raise UserError(f"{arg}: not an override Hydra can read ({str(e).splitlines()[0]})") from None
+        key = override.key_or_group
+        if key.split(".")[0].split("/")[0] == "hydra" or override.is_delete():
+            continue
+        if key in groups:
+            options = sorted(f.stem for f in (conf / key).glob("*.yaml"))
+            values = _override_values(override)
+            chosen[key] = values[0] if values else chosen.get(key)
+            for value in values:
+                if value not in options and value != "null":
+                    raise UserError(f"{key}={value}: no such option; options: {', '.join(options)}")
+            continue
+        head, _, rest = key.partition(".")
+        if head not in top and head not in groups:
+            added = override.is_add() or override.is_force_add()
+            close = difflib.get_close_matches(head, top + groups, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"keys: {', '.join(top)}; groups: {', '.join(groups)}"
+            what = "no part of the run reads it" if added else "no such key"
+            raise UserError(f"{key}: {what}; {hint}")
+        if rest and head in groups and not (override.is_add() or override.is_force_add()):
+            node = yaml.safe_load((conf / head / f"{chosen.get(head)}.yaml").read_text()) if chosen.get(head) else None
+            if isinstance(node, dict) and not _has_path(node, rest.split(".")):
+                close = difflib.get_close_matches(rest, _paths(node), n=1)
+                hint = f"did you mean {head}.{close[0]}?" if close else f"{head}={chosen[head]} has: {', '.join(_paths(node))}"
+                raise UserError(f"{key}: no such key in {head}={chosen[head]}; {hint} (add one with +{key}=...)")
+
+
+def _override_values(override: Any) -> list[str]:
+    """The option names a group override chooses: one, or each of a sweep's (none for glob)."""
+    if override.is_sweep_override():
+        try:
+            return [str(v) for v in override.sweep_string_iterator()]
+        except Exception:  # noqa: BLE001 - glob(...) and the like: Hydra resolves them itself
+            return []
+    return [override.get_value_element_as_str()]
+
+
+def _paths(node: dict, prefix: str = "") -> list[str]:
+    """Every key path of a YAML node (`hidden`, `betas`, ...), the rules block left out."""
+    out = []
+    for k, v in node.items():
+        if k in (rules.RULES_KEY, "_target_", "_partial_", "defaults"):
+            continue
+        out.append(f"{prefix}{k}")
+        if isinstance(v, dict):
+            out += _paths(v, f"{prefix}{k}.")
+    return out
+
+
+def _has_path(node: Any, parts: list[str]) -> bool:
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def check_command_line_targets(args: list[str]) -> None:

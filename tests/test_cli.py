@@ -117,10 +117,46 @@ def test_a_data_root_without_the_files_is_one_line(tmp_path):
     assert not (tmp_path / "run" / "result.json").exists()
 
 
-def test_an_unknown_option_lists_the_options(tmp_path):
-    p = app("optimizer=adamx", cwd=tmp_path)
-    assert p.returncode != 0
-    assert "adamx" in p.stderr and "sgd" in p.stderr and "rmsprop" in p.stderr
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ("optimizer=adm",),
+            "error: optimizer=adm: no such option; options: adadelta, adagrad, adam, adamw, rmsprop, sgd",
+        ),
+        (("-m", "optimizer=adam,sgdd"), "error: optimizer=sgdd: no such option; options: adadelta, adagrad, adam,"),
+        (("lrr=0.01",), "error: lrr: no such key; did you mean lr?"),
+        (("+lrr=0.01",), "error: lrr: no part of the run reads it; did you mean lr?"),  # Hydra's own hint
+        (("model.hiddn=[64]",), "error: model.hiddn: no such key in model=mlp; did you mean model.hidden?"),
+        (("optimizer.nesterov=true",), "error: optimizer.nesterov: no such key in optimizer=adam;"),
+        (("search/pruner=medain",), "error: search/pruner=medain: no such option; options: hyperband, median,"),
+        (("lr=[1,2",), "error: lr=[1,2: not an override Hydra can read"),
+    ],
+)
+def test_the_commonest_mistakes_are_one_line_and_exit_2(tmp_path, args, line):
+    p = app(*args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [p.stderr.strip()], p.stderr
+    assert p.stderr.startswith(line), p.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_a_refused_single_run_leaves_no_run_dir(tmp_path):
+    p = app("data=digits", "lr=0", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr == "error: lr=0: must be a number > 0\n"
+    assert not list((tmp_path / "outputs").rglob("*.log")) and not list((tmp_path / "outputs").rglob(".hydra"))
+
+
+def test_a_grid_whose_first_job_is_refused_prints_the_line_only(tmp_path):
+    sweep = tmp_path / "s"
+    p = app("-m", "data=mnist", f"data.root={tmp_path / 'none'}", "data.download=false", "lr=1e-3,1e-2",
+            f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 2
+    assert [line for line in p.stderr.splitlines() if not line.startswith("[")] == [
+        f"error: data.root={tmp_path / 'none'}: no MNIST files at {tmp_path / 'none' / 'MNIST' / 'raw'} and "
+        "data.download=false (Dataset not found. You can use download=True to download it); put the files there, "
+        "or use data=digits, which works offline"
+    ]
+    assert "Summary" not in p.stdout and not (sweep / "summary.csv").exists() and not (sweep / "0").exists()
 
 
 def test_help_lists_the_groups_before_the_config(tmp_path):
