@@ -6,6 +6,7 @@ model must be a registered kind with plain arguments."""
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,12 @@ from typing import Any
 import torch
 
 from sweep.errors import UserError
-from sweep.models import Classifier, ModelSpec, build
+from sweep.models import Classifier, ModelSpec, build, shapes
 from sweep.results import atomic_write
 
 CHECKPOINT_FILE = "best.pt"
 FORMAT = 2  # 1: the model as a Hydra config with a _target_ (refused: it named a callable)
+MAX_SIDE, MAX_CLASSES = 65536, 1_000_000  # what a checkpoint's input shape and class count may be
 
 
 @dataclass(frozen=True)
@@ -73,21 +75,63 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
     except Exception as e:  # noqa: BLE001 - torch says why in many ways; the user needs the file's name
         raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).split('.')[0]})") from None
     try:
-        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise ValueError(f"it is not a format-{FORMAT} checkpoint of this project")
-        spec = ModelSpec.from_dict(raw["model"])
-        return Checkpoint(
-            spec,
-            raw["state_dict"],
-            tuple(int(v) for v in raw["in_shape"]),
-            int(raw["classes"]),
-            bool(raw["log_probs"]),
-            tuple(map(float, raw["mean"])),
-            tuple(map(float, raw["std"])),
-            tuple(str(c) for c in raw.get("class_names", ())),
-        )
+        return _checked(raw)
     except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: refused: {e}") from None
+        raise UserError(f"{path}: refused: {' '.join(str(e).split())[:300]}") from None
+
+
+def _numbers(value: Any, n: int, what: str) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        raise ValueError(f"its {what} is not {n} numbers (one a channel)")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        raise ValueError(f"its {what} holds a value that is not a finite number")
+    return tuple(float(v) for v in value)
+
+
+def _checked(raw: Any) -> Checkpoint:
+    """The checkpoint `raw` holds, once every field is what this project writes and the model its
+    arguments describe has exactly the weights' shapes (found without building it for real, so a
+    crafted size cannot take the memory first); ValueError naming what is wrong otherwise."""
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ValueError(f"it is not a format-{FORMAT} checkpoint of this project")
+    spec = ModelSpec.from_dict(raw["model"])
+    in_shape = raw["in_shape"]
+    if not (isinstance(in_shape, (list, tuple)) and len(in_shape) == 3
+            and all(type(v) is int and 1 <= v <= MAX_SIDE for v in in_shape)):  # fmt: skip
+        raise ValueError(f"its in_shape is not 3 integers in [1, {MAX_SIDE}] (channels, height, width)")
+    classes = raw["classes"]
+    if type(classes) is not int or not 2 <= classes <= MAX_CLASSES:
+        raise ValueError(f"its classes is not an integer in [2, {MAX_CLASSES}]")
+    if type(raw["log_probs"]) is not bool:
+        raise ValueError("its log_probs is not true or false")
+    mean, std = _numbers(raw["mean"], in_shape[0], "mean"), _numbers(raw["std"], in_shape[0], "std")
+    if min(std) <= 0:
+        raise ValueError("its std holds a value <= 0")
+    names = raw.get("class_names", [])
+    if (
+        not isinstance(names, (list, tuple))
+        or not all(isinstance(c, str) for c in names)
+        or len(names) not in (0, classes)
+    ):
+        raise ValueError(f"its class_names are not {classes} names")
+    state = raw["state_dict"]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError("its state_dict is not a dict of named tensors")
+    try:
+        expected = shapes(spec.factory(), in_shape, classes, raw["log_probs"])
+    except (TypeError, ValueError, RuntimeError, UserError) as e:  # arguments the kind does not take or accept
+        raise ValueError(f"its model could not be built from its arguments ({type(e).__name__}: {e})") from None
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        wrong = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
+        k = wrong[0]
+        raise ValueError(f"its weights do not fit its model's arguments ({k}: {found.get(k)} in the file, "
+                         f"{expected.get(k)} for the model)")  # fmt: skip
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise ValueError("its weights hold NaN or infinite values")
+    return Checkpoint(spec, state, tuple(in_shape), classes, raw["log_probs"], mean, std, tuple(names))
 
 
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> Classifier:

@@ -34,8 +34,9 @@ def read_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"{path}: not an image PIL can read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        why = (str(e).splitlines() or [""])[0][:200]
+        raise UserError(f"{path}: not an image PIL can read ({type(e).__name__}: {why})") from None
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 

@@ -4,6 +4,8 @@ runs on every data set; everything else comes from its config group."""
 from __future__ import annotations
 
 import functools
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,3 +201,35 @@ def build(make: Callable[..., nn.Module], in_shape: Sequence[int], classes: int,
     log-probabilities (NLLLoss): models themselves always end in logits."""
     model = make(in_shape=list(in_shape), classes=classes)
     return nn.Sequential(model, nn.LogSoftmax(dim=1)) if log_probs else model
+
+
+def shapes(make: Callable[..., nn.Module], in_shape: Sequence[int], classes: int, log_probs: bool = False) -> dict:
+    """The shape of every weight and buffer the model would have, found without allocating them
+    (built on torch's `meta` device), so that absurd sizes are refused before they take the memory."""
+    with torch.device("meta"):
+        model = build(make, in_shape, classes, log_probs)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def memory_needed(sizes: dict) -> int:
+    """Bytes to train a model of these shapes in fp32 with Adam: weights, gradients, two moments."""
+    numel = sum(math.prod(shape) for shape in sizes.values())
+    return 16 * numel
+
+
+def machine_memory() -> int:
+    """This machine's physical memory in bytes (a large number where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**50
+
+
+def check_fits(make: Callable[..., nn.Module], in_shape: Sequence[int], classes: int, log_probs: bool = False) -> None:
+    """ValueError when training the model would need more memory than the machine has."""
+    need = memory_needed(shapes(make, in_shape, classes, log_probs))
+    if need > machine_memory():
+        raise ValueError(
+            f"the model needs {need / 2**30:.1f} GiB to train (weights, gradients and optimizer state in fp32), "
+            f"more than this machine's {machine_memory() / 2**30:.1f} GiB; make it smaller"
+        )

@@ -17,6 +17,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # as in run.py
 
 from sweep.errors import UserError, exit_with  # noqa: E402
+from sweep.text import printable  # noqa: E402
 
 BATCH = 256
 
@@ -67,7 +68,7 @@ def predict(run_dir: Path, paths: list[Path], top_k: int = 1) -> list[tuple[Path
     from sweep.checkpoint import load_checkpoint
     from sweep.images import read_image
 
-    ckpt = load_checkpoint(run_dir)
+    ckpt = load_checkpoint(run_dir)  # checked whole: building its model cannot fail
     model = ckpt.model()
     channels, size = ckpt.in_shape[0], ckpt.in_shape[1:]
     k = min(top_k, ckpt.classes)
@@ -80,6 +81,19 @@ def predict(run_dir: Path, paths: list[Path], top_k: int = 1) -> list[tuple[Path
             for p, ps, ls in zip(chunk, probs.tolist(), labels.tolist()):
                 out.append((p, [(ckpt.label(lbl), prob) for lbl, prob in zip(ls, ps)]))
     return out
+
+
+def check_output(option: str, out: Path) -> None:
+    """A file path this process can write: not a folder, in a folder that exists and is writable."""
+    import os
+
+    folder = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise UserError(f"{option}={out}: is a folder; give a file path")
+    if not folder.is_dir():
+        raise UserError(f"{option}={out}: no folder {folder}; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserError(f"{option}={out}: not writable here")
 
 
 def write_csv(rows: list[tuple[Path, list[tuple[str, float]]]], out: Path) -> None:
@@ -106,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.top_k < 1:
             raise UserError(f"--top-k={args.top_k}: must be an integer >= 1")
+        for option, out in (("--csv", args.csv), ("--export", args.export and Path(args.export[1]))):
+            if out is not None:
+                check_output(option, out)  # before the work, not after it
         if not args.inputs and not args.export:
             raise UserError("give images or folders to predict, or --export FORMAT OUT")
         run_dir, note = resolve_run(args.source)
@@ -121,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.inputs:
             rows = predict(run_dir, image_paths(args.inputs), args.top_k)
-            for path, top in rows:
-                print(f"{path}\t" + "\t".join(f"{label}\t{prob:.4f}" for label, prob in top))
+            for path, top in rows:  # names from a checkpoint someone sent: escaped, never a forged line
+                print(f"{printable(path)}\t" + "\t".join(f"{printable(label)}\t{prob:.4f}" for label, prob in top))
             if args.csv:
                 write_csv(rows, args.csv)
     except UserError as e:

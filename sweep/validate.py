@@ -107,7 +107,11 @@ def check_command_line_keys(args: list[str], conf: Path) -> None:
             node = yaml.safe_load((conf / head / f"{chosen.get(head)}.yaml").read_text()) if chosen.get(head) else None
             if isinstance(node, dict) and not _has_path(node, rest.split(".")):
                 close = difflib.get_close_matches(rest, _paths(node), n=1)
-                hint = f"did you mean {head}.{close[0]}?" if close else f"{head}={chosen[head]} has: {', '.join(_paths(node))}"
+                hint = (
+                    f"did you mean {head}.{close[0]}?"
+                    if close
+                    else f"{head}={chosen[head]} has: {', '.join(_paths(node))}"
+                )
                 raise UserError(f"{key}: no such key in {head}={chosen[head]}; {hint} (add one with +{key}=...)")
 
 

@@ -111,3 +111,91 @@ def test_a_users_own_package_joins_through_the_environment(tmp_path):
     allowed = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert allowed.returncode == 0, allowed.stderr[-2000:]
     assert '"status": "completed"' in (tmp_path / "run" / "result.json").read_text()
+
+
+# ----------------------------------------------------------------------------- crafted or damaged checkpoints
+
+
+@pytest.fixture(scope="module")
+def real_checkpoint(tmp_path_factory):
+    """A real best.pt (tiny MLP on 8x8 images) and an image to predict."""
+    from PIL import Image
+
+    tmp = tmp_path_factory.mktemp("ckpt")
+    train(tmp / "run", *TINY)
+    Image.new("L", (8, 8), 128).save(tmp / "x.png")
+    return torch.load(tmp / "run" / "best.pt", weights_only=True), tmp / "x.png"
+
+
+def _wide(raw):
+    return raw | {"model": raw["model"] | {"args": raw["model"]["args"] | {"hidden": [50000, 50000]}}}
+
+
+DAMAGES = {
+    "wrong-shape": lambda r: r | {"state_dict": {k: v[:1] if v.dim() else v for k, v in r["state_dict"].items()}},
+    "unknown-argument": lambda r: r | {"model": r["model"] | {"args": r["model"]["args"] | {"wings": 2}}},
+    "zero-classes": lambda r: r | {"classes": 0},
+    "negative-classes": lambda r: r | {"classes": -3},
+    "2d-in-shape": lambda r: r | {"in_shape": [8, 8]},
+    "zero-in-shape": lambda r: r | {"in_shape": [1, 0, 8]},
+    "huge-in-shape": lambda r: r | {"in_shape": [1, 10**9, 10**9]},
+    "mean-length": lambda r: r | {"mean": [0.5, 0.5, 0.5]},
+    "no-state-dict": lambda r: {k: v for k, v in r.items() if k != "state_dict"},
+    "no-classes": lambda r: {k: v for k, v in r.items() if k != "classes"},
+    "list-state-dict": lambda r: r | {"state_dict": list(r["state_dict"].values())},
+    "std-zero": lambda r: r | {"std": [0.0]},
+    "nan-weights": lambda r: r | {"state_dict": {k: v.float() * float("nan") for k, v in r["state_dict"].items()}},
+    "huge-hidden": _wide,
+    "names-not-text": lambda r: r | {"class_names": [1, 2, 3, 4]},
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_crafted_checkpoint_is_one_line_in_predict_and_export(tmp_path, real_checkpoint, damage):
+    import resource
+
+    from conftest import predict
+
+    raw, image = real_checkpoint
+    (tmp_path / "run").mkdir()
+    torch.save(DAMAGES[damage](raw), tmp_path / "run" / "best.pt")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for args in ((tmp_path / "run", image), (tmp_path / "run", "--export", "onnx", tmp_path / "m.onnx")):
+        p = predict(*args, cwd=tmp_path)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+        [line] = p.stderr.strip().splitlines()
+        assert line.startswith(f"error: {tmp_path / 'run' / 'best.pt'}: refused: "), line
+        assert p.stdout == "" and not (tmp_path / "m.onnx").exists()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 2**20  # KiB: nothing the size of the model
+
+
+def test_class_names_are_printed_escaped_and_written_to_the_csv_as_data(tmp_path, real_checkpoint):
+    import csv
+
+    from conftest import predict
+
+    raw, image = real_checkpoint
+    forged = "cat\x1b]0;pwned\x07\n/etc/passwd\tdog\t1.0000"
+    (tmp_path / "run").mkdir()
+    torch.save(raw | {"class_names": [forged] * raw["classes"]}, tmp_path / "run" / "best.pt")
+    p = predict(tmp_path / "run", image, "--csv", tmp_path / "p.csv", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    [line] = p.stdout.splitlines()  # one image, one line: nothing forged
+    assert "\x1b" not in p.stdout and "\\x1b]0;pwned\\x07\\n/etc/passwd\\tdog" in line
+    [row] = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert row["label"] == forged  # the CSV holds the name as it is, quoted as data
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "a-folder"])
+def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(tmp_path, real_checkpoint, where):
+    from conftest import predict
+
+    raw, image = real_checkpoint
+    (tmp_path / "run").mkdir()
+    torch.save(raw, tmp_path / "run" / "best.pt")
+    out = tmp_path / "nowhere" / "p.csv" if where == "missing-folder" else tmp_path
+    for option in ("--csv", "--export"):
+        args = (option, out) if option == "--csv" else (option, "onnx", out)
+        p = predict(tmp_path / "run", image, *args, cwd=tmp_path)
+        assert p.returncode == 2 and p.stdout == "", p.stderr
+        assert p.stderr.startswith(f"error: {option}={out}: ") and len(p.stderr.strip().splitlines()) == 1

@@ -1,0 +1,25 @@
+"""Text that came from a file someone else wrote (class names, override values, error messages),
+made safe to show: on a terminal, control characters are escaped, so a name cannot move the cursor,
+set the terminal's title or start a forged line; in Markdown, table pipes and HTML are escaped, so a
+value cannot shift a table's columns or add a script to report.md."""
+
+from __future__ import annotations
+
+import html
+import unicodedata
+
+
+def printable(text: object) -> str:
+    """`text` with every control or format character (newline, ESC, bidi overrides ...) written
+    as its escape (`\\n`, `\\x1b`, `\\u202e`), everything else as it is."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c)[0] == "C" else c for c in str(text)
+    )
+
+
+def markdown(text: object) -> str:
+    """`text` as one line of Markdown that shows it literally, in a table cell or in prose."""
+    escaped = html.escape(printable(text), quote=False)
+    for c in "\\|`*_[]#":
+        escaped = escaped.replace(c, "\\" + c)
+    return escaped
