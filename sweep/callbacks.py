@@ -67,7 +67,7 @@ class SummaryCallback(Callback):
         # and the stop's own exit code and line stand
         if self.refused or not sweep_dir.is_dir() or not any((d / RESULT_FILE).exists() for d in find_runs(sweep_dir)):
             return
-        sweep = build_summary(sweep_dir)
+        sweep = build_summary(sweep_dir, None if _is_grid(config) else config.hydra.sweeper.get("storage"))
         path = sweep.write()
         table = sweep.table
         objective = config.get("objective", "val_acc")

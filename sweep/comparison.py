@@ -11,6 +11,7 @@ import pandas as pd
 
 from sweep.errors import UserError
 from sweep.outcomes import METRICS, OBJECTIVES, Metric, Status, metric
+from sweep.results import overrides_dict
 from sweep.statistics import FactorVerdict, aggregate, best_settings, compare_factor
 from sweep.summary import Sweep, best_run, param_columns
 
@@ -66,7 +67,7 @@ def combine(sweeps: list[Sweep]) -> pd.DataFrame:
         for key in differing:
             table[key] = [o.get(key) for o in sweep.overrides]
         table["run_dir"] = [str(d) for d in sweep.run_dirs]
-        table["overrides"] = sweep.overrides
+        table["overrides"] = sweep.raw_overrides
         tables.append(table)
     runs = pd.concat(tables, ignore_index=True)
     for key in differing:  # "20" and "5" from the command line are numbers
@@ -90,19 +91,22 @@ def rerun_command(runs: pd.DataFrame, table: pd.DataFrame, by: list[str]) -> str
     for key in by:
         best = table.loc[0, key]  # per column: a row would turn 32 into 32.0
         mask &= (runs[key] == best) | (runs[key].isna() & pd.isna(best))
-    per_run = list(runs.loc[mask, "overrides"])
+    per_run = [overrides_dict(o) for o in runs.loc[mask, "overrides"]]
     if not per_run:
         return None
     averaged = [k for k in param_columns(runs) if k not in by]
     args, multirun = [], False
-    for key, value in per_run[0].items():
+    for override in runs.loc[mask, "overrides"].iloc[0]:  # as typed: `+key=` adds a key, `~key` deletes one
+        bare = override.lstrip("+~")
+        sign = override[: len(override) - len(bare)]
+        key, has_value, value = bare.partition("=")
         if key.startswith("search"):  # an Optuna trial re-runs as the plain run it was
             continue
         if key in averaged:
             values = list(dict.fromkeys(o[key] for o in per_run if key in o))
             multirun |= len(values) > 1
             value = ",".join(values)
-        args.append(f"{key}={value}")
+        args.append(f"{sign}{key}={value}" if has_value else f"{sign}{key}")
     return " ".join(["python sweep/run.py"] + (["-m"] if multirun else []) + [shlex.quote(a) for a in args])
 
 

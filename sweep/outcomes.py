@@ -85,6 +85,23 @@ METRICS = {
 }
 OBJECTIVES = ("val_acc", "val_loss")  # what may select: validation metrics only
 
+# comparison.csv's columns after the compared keys: per level, over its completed runs
+COMPARISON_COLUMNS = [
+    "n_runs",
+    "n_completed",
+    "mean",
+    "std",
+    "ci95_low",
+    "ci95_high",
+    "min",
+    "max",
+    "mean_best_epoch",
+    "n_still_improving",
+    "mean_train_time_s",
+    "rank",
+    "note",
+]
+
 
 def metric(name: str) -> Metric:
     """The metric for a name or its column (`val_acc` or `best_val_acc`); KeyError for neither."""

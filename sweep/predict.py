@@ -22,7 +22,7 @@ from sweep.text import printable  # noqa: E402
 BATCH = 256
 
 
-def resolve_run(source: Path) -> tuple[Path, str | None]:
+def resolve_run(source: Path, storage: str | None = None) -> tuple[Path, str | None]:
     """The run dir to use: `source` itself, or the best run of the sweep dir `source`, with a line saying which."""
     from sweep.checkpoint import CHECKPOINT_FILE
 
@@ -32,7 +32,7 @@ def resolve_run(source: Path) -> tuple[Path, str | None]:
 
     if not source.is_dir() or not find_runs(source):
         raise UserError(f"{source}: neither a run dir (with {CHECKPOINT_FILE}) nor a sweep dir (with run dirs)")
-    sweep = build_summary(source)
+    sweep = build_summary(source, storage)
     table = sweep.table[[(d / CHECKPOINT_FILE).is_file() for d in sweep.run_dirs]]
     best = best_run(table, sweep.objective)
     if best is None:
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", type=Path, nargs="*", metavar="IMAGE_or_FOLDER")
     parser.add_argument("--top-k", type=int, default=1, metavar="N", help="the N most probable labels per image")
     parser.add_argument("--csv", type=Path, metavar="OUT", help="write the predictions to this CSV as well")
+    parser.add_argument("--storage", metavar="URL", help="a sweep's study storage, when not a file in its dir")
     parser.add_argument("--export", nargs=2, metavar=("FORMAT", "OUT"), help="onnx or pt2: write the model to OUT")
     args = parser.parse_args(argv)
     try:
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 check_output(option, out)  # before the work, not after it
         if not args.inputs and not args.export:
             raise UserError("give images or folders to predict, or --export FORMAT OUT")
-        run_dir, note = resolve_run(args.source)
+        run_dir, note = resolve_run(args.source, args.storage)
         if note:
             print(note, file=sys.stderr)
         if args.export:

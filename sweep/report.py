@@ -15,6 +15,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # as in run.py
@@ -26,6 +27,8 @@ from sweep.errors import UserError, exit_with  # noqa: E402
 from sweep.outcomes import METRICS, Status  # noqa: E402
 from sweep.results import atomic_write  # noqa: E402
 from sweep.summary import Sweep, build_summary, find_runs, param_columns, still_improving_line  # noqa: E402
+from sweep.text import code, code_block  # noqa: E402
+from sweep.text import markdown as md  # noqa: E402
 
 COMPARISON_FILE, REPORT_FILE = "comparison.csv", "report.md"
 # What a report writes, so that a new report into the same folder leaves none of an old one's.
@@ -65,10 +68,13 @@ def draw(c: Comparison, out: Path) -> tuple[list[Path], list[Path]]:
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    def cell(v: object) -> str:
-        return "–" if pd.isna(v) or v == "" else f"{v:.4g}" if isinstance(v, float) else str(v)
+    """A Markdown table whose every cell shows its value literally: values come from run dirs and
+    overrides, which must not shift the columns or add HTML to report.md."""
 
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    def cell(v: object) -> str:
+        return "–" if pd.isna(v) or v == "" else f"{v:.4g}" if isinstance(v, float) else md(v)
+
+    lines = ["| " + " | ".join(map(md, table.columns)) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines)
 
@@ -109,7 +115,7 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
     text = [
         f"# Sweep report: {c.metric.name}",
         "",
-        f"Sweeps: {', '.join(f'`{s.dir}`' for s in c.sweeps)}. Runs: {len(c.runs)} "
+        f"Sweeps: {', '.join(code(s.dir) for s in c.sweeps)}. Runs: {len(c.runs)} "
         f"({', '.join(f'{n} {s}' for s, n in counts.items())}). Metric: `{c.metric.column}` ({better} is better), "
         "over completed runs; intervals are t-distribution 95% CIs of the mean. "
         f"The sweep's objective, `{c.objective.name}` (validation), selects; test metrics only report.",
@@ -140,25 +146,29 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
         else:
             text += ["- Only one level was compared: nothing to tell apart."]
         for key, table in c.at_best.items():
-            text += ["", f"### Each `{key}` at its best setting of the others", "", markdown_table(table)]
+            text += ["", f"### Each {code(key)} at its best setting of the others", "", markdown_table(table)]
     if c.rerun:
-        text += ["", f"## Re-run the best setting (by {c.objective.name})", "", "```bash", c.rerun, "```"]
-    text += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
+        text += ["", f"## Re-run the best setting (by {c.objective.name})", "", *code_block(c.rerun, "bash")]
+    text += ["", "## Plots", ""] + [_picture(p) for p in pngs]
     if c.best_run is not None:
         o = c.objective
         text += [
             "",
             "## The best run",
             "",
-            f"`{c.best_run.run_dir}`: {o.name} {c.best_run[o.column]:.4g}, "
+            f"{code(c.best_run.run_dir)}: {o.name} {c.best_run[o.column]:.4g}, "
             f"test_acc {c.best_run.test_acc:.4g} (selected by {o.name}; the test split only reports).",
             "",
         ]
-        text += [f"![{p.stem}]({p.name})" for p in best_pngs]
+        text += [_picture(p) for p in best_pngs]
     incomplete = c.runs[c.runs.status.isin([Status.INCOMPLETE, Status.FAILED])]
     if not incomplete.empty:
         text += ["", "## Runs without a result", "", markdown_table(incomplete[["run", "status", "error"]].fillna(""))]
     return "\n".join(text) + "\n"
+
+
+def _picture(png: Path) -> str:
+    return f"![{md(png.stem)}]({quote(png.name)})"
 
 
 def default_out(sweeps: list[Sweep], by: list[str] | None, metric_name: str | None) -> Path:
@@ -198,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--by", help="KEY[,KEY]: the keys to compare (default: every swept key but seed)")
     parser.add_argument("--metric", help=f"one of {', '.join(METRICS)} (default: the sweep's objective)")
     parser.add_argument("--out", type=Path, help="where to write (default: the sweep dir, or a folder beside it)")
+    parser.add_argument("--storage", metavar="URL", help="the study's storage, when it is not a file in the sweep dir")
     parser.add_argument("--run", type=Path, metavar="RUN_DIR", help="draw one run's pictures (into RUN_DIR or --out)")
     args = parser.parse_args(argv)
     if not args.sweep_dirs and not args.run:
@@ -207,11 +218,13 @@ def main(argv: list[str] | None = None) -> int:
             return _run_pictures(args.run, args.out)
         if args.metric:
             report_metric(args.metric)
+        if args.out is not None and args.out.exists() and not args.out.is_dir():
+            raise UserError(f"--out={args.out}: is a file; give a folder")
         sweeps = []
         for d in args.sweep_dirs:
             if not d.is_dir() or not find_runs(d):
                 raise UserError(f"SWEEP_DIR={d}: no run dirs there (folders with a .hydra/ inside)")
-            sweep = build_summary(d)
+            sweep = build_summary(d, args.storage)
             if os.access(d, os.W_OK):
                 sweep.write()
             elif not args.out:

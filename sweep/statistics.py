@@ -11,23 +11,10 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 from scipy import stats
 
-from sweep.outcomes import Metric, Status
+from sweep.outcomes import COMPARISON_COLUMNS, Metric, Status
+from sweep.text import code
+from sweep.text import markdown as md
 
-COMPARISON_COLUMNS = [
-    "n_runs",
-    "n_completed",
-    "mean",
-    "std",
-    "ci95_low",
-    "ci95_high",
-    "min",
-    "max",
-    "mean_best_epoch",
-    "n_still_improving",
-    "mean_train_time_s",
-    "rank",
-    "note",
-]
 ALPHA = 0.05
 NO_INTERVAL = "n = 1, no interval"
 IDENTICAL = "identical values: the seeds changed nothing this measures"
@@ -139,10 +126,11 @@ class FactorVerdict:
     contrasts: list[Contrast] = field(default_factory=list)
 
     def sentences(self, metric: str) -> list[str]:
-        head = f"**{self.factor}**: `{self.best}` has the best mean {metric}, {self.best_mean:.4g} (n = {self.best_n})."
-        lines = [head]
+        """The verdict as Markdown list items; levels and keys (someone's values) shown literally."""
+        best = f"{code(self.best)} has the best mean {metric}, {self.best_mean:.4g} (n = {self.best_n})."
+        lines = [f"**{md(self.factor)}**: {best}"]
         for c in self.contrasts:
-            lines.append(f"  - against `{c.level}` ({c.mean:.4g}, n = {c.n}): " + _contrast_words(c, self))
+            lines.append(f"  - against {code(c.level)} ({c.mean:.4g}, n = {c.n}): " + _contrast_words(c, self))
         return lines
 
 
@@ -153,10 +141,10 @@ def _contrast_words(c: Contrast, v: FactorVerdict) -> str:
             "noise: repeat the runs over seeds (`seed=0,1,2`)."
         )
     how = (
-        f"paired over {c.n_pairs} runs matched on {', '.join(v.matched_on)}"
+        f"paired over {c.n_pairs} runs matched on {', '.join(map(md, v.matched_on))}"
         if c.n_pairs
         else "Welch's t-test, runs unpaired"
-        + (f", averaged over {', '.join(v.averaged_over)}" if v.averaged_over else "")
+        + (f", averaged over {', '.join(map(md, v.averaged_over))}" if v.averaged_over else "")
     )
     if c.test == "no spread":
         if c.lead == 0:

@@ -14,9 +14,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from sweep.outcomes import METRICS, Status
+from sweep.outcomes import COMPARISON_COLUMNS, METRICS, Status
 from sweep.results import SUMMARY_COLUMNS, RunResult, atomic_write, overrides_dict
-from sweep.search.study import StudyRef, trial_number
+from sweep.search.study import STUDY_REF_FILE, StudyRef, trial_number
+from sweep.text import printable
 
 log = logging.getLogger("sweep")
 
@@ -36,10 +37,15 @@ class Sweep:
     dir: Path
     table: pd.DataFrame
     run_dirs: list[Path] = field(default_factory=list)
-    overrides: list[dict[str, str]] = field(default_factory=list)
+    raw_overrides: list[list[str]] = field(default_factory=list)  # each run's, as Hydra recorded them
     study: Any = None
     objective: str = "val_acc"  # what the sweep's runs were selected by, from their result.json
     fixed: dict[str, str] = field(default_factory=dict)  # overrides every run shares (not swept)
+
+    @property
+    def overrides(self) -> list[dict[str, str]]:
+        """Each run's overrides, key (without `+`) to value as typed."""
+        return [overrides_dict(o) for o in self.raw_overrides]
 
     @property
     def params(self) -> list[str]:
@@ -60,9 +66,21 @@ def find_runs(sweep_dir: Path) -> list[Path]:
     return sorted(runs, key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(sweep_dir).parts])
 
 
+def _read_yaml(path: Path) -> Any:
+    """A YAML file Hydra wrote, or None when it is missing or not YAML (a warning names it)."""
+    if not path.exists():
+        return None
+    try:
+        return yaml.safe_load(path.read_text()[:10_000_000])
+    except (OSError, ValueError, yaml.YAMLError, RecursionError) as e:
+        log.warning("warning: %s: unreadable (%s); left out", path, type(e).__name__)
+        return None
+
+
 def _hydra_overrides(run_dir: Path) -> list[str]:
-    path = run_dir / ".hydra" / "overrides.yaml"
-    return (yaml.safe_load(path.read_text()) if path.exists() else None) or []
+    """The run's overrides as Hydra recorded them ([] when that file is missing or not a list of text)."""
+    found = _read_yaml(run_dir / ".hydra" / "overrides.yaml")
+    return found if isinstance(found, list) and all(isinstance(o, str) for o in found) else []
 
 
 def run_overrides(run_dir: Path) -> dict[str, str]:
@@ -72,27 +90,50 @@ def run_overrides(run_dir: Path) -> dict[str, str]:
 
 def _multirun_hydra_config(sweep_dir: Path) -> dict:
     """The `hydra` part of the sweep's multirun.yaml (empty when Hydra did not write one)."""
-    path = Path(sweep_dir) / "multirun.yaml"
-    return ((yaml.safe_load(path.read_text()) or {}).get("hydra") or {}) if path.exists() else {}
+    found = _read_yaml(Path(sweep_dir) / "multirun.yaml")
+    hydra_cfg = found.get("hydra") if isinstance(found, dict) else None
+    return hydra_cfg if isinstance(hydra_cfg, dict) else {}
 
 
 def declared_sweeps(hydra_cfg: dict) -> list[str]:
     """The keys the sweep command swept (comma lists, ranges, Optuna's search space), in order."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
     keys = []
-    for override in OverridesParser.create().parse_overrides(hydra_cfg.get("overrides", {}).get("task", [])):
-        if override.is_sweep_override():
-            keys.append(override.get_key_element().lstrip("+"))
-    keys += list((hydra_cfg.get("sweeper") or {}).get("params") or {})
+    task = (hydra_cfg.get("overrides") or {}).get("task") if isinstance(hydra_cfg.get("overrides"), dict) else None
+    try:
+        for override in OverridesParser.create().parse_overrides([str(t) for t in task or []]):
+            if override.is_sweep_override():
+                keys.append(override.get_key_element().lstrip("+"))
+    except HydraException:  # a damaged multirun.yaml: the keys that vary still count as swept
+        pass
+    params = hydra_cfg.get("sweeper", {}).get("params") if isinstance(hydra_cfg.get("sweeper"), dict) else None
+    keys += [str(k) for k in params] if isinstance(params, dict) else []
     return list(dict.fromkeys(keys))
 
 
-def load_study(sweep_dir: Path):
-    """The Optuna study of a search's sweep dir; None for a grid, or (with a warning) when its
-    storage cannot be opened: a summary from the run dirs alone is still a summary."""
-    ref = StudyRef.read(sweep_dir)
+def load_study(sweep_dir: Path, storage: str | None = None):
+    """The Optuna study of a search's sweep dir; None for a grid, or (with a one-line warning) when
+    it cannot be opened: a summary from the run dirs alone is still a summary. A sweep dir's
+    study.json is someone's file: the storage it names is opened only when it is a file inside the
+    sweep dir, or when it is the `storage` the user named (`--storage`, or their own sweep's config)."""
+    try:
+        ref = StudyRef.read(sweep_dir)
+    except ValueError as e:
+        log.warning("warning: %s; trial states come from the run dirs", e)
+        return None
     if ref is None:
+        return None
+    if storage is not None:
+        ref = StudyRef(storage, ref.name)
+    elif not ref.inside(sweep_dir):
+        log.warning(
+            "warning: %s names the study storage %s, outside the sweep dir or missing: not opened; trial states come "
+            "from the run dirs (name it with --storage to read it)",
+            Path(sweep_dir) / STUDY_REF_FILE,
+            printable(ref.url(sweep_dir)),
+        )
         return None
     try:
         import optuna
@@ -102,11 +143,21 @@ def load_study(sweep_dir: Path):
     except Exception as e:  # noqa: BLE001 - any storage failure: warn and go on without trial states
         log.warning(
             "warning: the study %r at %s could not be opened (%s); trial states come from the run dirs",
-            ref.name,
-            ref.url(sweep_dir),
-            " ".join(f"{type(e).__name__}: {e}".split()),
+            printable(ref.name),
+            printable(ref.url(sweep_dir)),
+            " ".join(f"{type(e).__name__}: {e}".split())[:300],
         )
         return None
+
+
+# Columns of the summary's and the comparison's own: a swept key of the same name (from someone's
+# sweep dir) gets a column of its own, `override:KEY`, rather than overwriting one.
+RESERVED = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *SUMMARY_COLUMNS, STILL_IMPROVING, "error",
+            *COMPARISON_COLUMNS}  # fmt: skip
+
+
+def _column(key: str) -> str:
+    return f"override:{key}" if key in RESERVED else key
 
 
 def param_columns(table: pd.DataFrame) -> list[str]:
@@ -115,19 +166,20 @@ def param_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in fixed]
 
 
-def build_summary(sweep_dir: Path) -> Sweep:
-    """The sweep's runs, one row each; a run dir without a result is a row with status `incomplete`."""
+def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
+    """The sweep's runs, one row each; a run dir without a result is a row with status `incomplete`.
+    `storage`: the study's storage as the user names it (see `load_study`)."""
     sweep_dir = Path(sweep_dir)
-    study = load_study(sweep_dir)
+    study = load_study(sweep_dir, storage)
     # a killed run's trial is FAIL in its study, though its run dir only says `incomplete`
     states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)} if study else {}
     run_dirs = find_runs(sweep_dir)
-    rows, params, objectives = [], [], []
-    for run_dir in run_dirs:
-        params.append(run_overrides(run_dir))
-        hydra_says = (run_dir / ".hydra" / "overrides.yaml").exists()
+    raw = [_hydra_overrides(d) for d in run_dirs]
+    params = [{_column(k): v for k, v in overrides_dict(r).items()} for r in raw]
+    rows, objectives = [], []
+    for run_dir, recorded in zip(run_dirs, raw):
         # a result under other overrides than Hydra's for this dir: a later run began here
-        result = RunResult.read(run_dir, _hydra_overrides(run_dir) if hydra_says else None)
+        result = RunResult.read(run_dir, recorded if (run_dir / ".hydra" / "overrides.yaml").exists() else None)
         objectives.append(result.record.objective if result.status is not Status.INCOMPLETE else None)
         row = {"run": str(run_dir.relative_to(sweep_dir))}
         trial = trial_number(run_dir)
@@ -159,7 +211,7 @@ def build_summary(sweep_dir: Path) -> Sweep:
     objective = next((o for o in objectives if o in METRICS), "val_acc")
     common = set.intersection(*(set(p.items()) for p in params)) if params else set()
     fixed = {k: v for k, v in common if k not in swept}
-    return Sweep(sweep_dir, table, run_dirs, params, study, objective, fixed)
+    return Sweep(sweep_dir, table, run_dirs, raw, study, objective, fixed)
 
 
 def sort_by_objective(table: pd.DataFrame, objective: str = "val_acc") -> pd.DataFrame:

@@ -20,6 +20,34 @@ def printable(text: object) -> str:
 def markdown(text: object) -> str:
     """`text` as one line of Markdown that shows it literally, in a table cell or in prose."""
     escaped = html.escape(printable(text), quote=False)
-    for c in "\\|`*_[]#":
+    for c in "\\|`*[]#":
         escaped = escaped.replace(c, "\\" + c)
     return escaped
+
+
+def code(text: object) -> str:
+    """`text` as Markdown inline code, on one line, whatever backticks it holds."""
+    text = printable(text)
+    longest = max((len(r) for r in _backtick_runs(text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def code_block(text: str, language: str = "") -> list[str]:
+    """`text` as a fenced Markdown code block, with a fence no line of it can close."""
+    lines = [printable(line) for line in text.splitlines()]
+    longest = max((len(r) for line in lines for r in _backtick_runs(line)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{language}", *lines, fence]
+
+
+def _backtick_runs(text: str) -> list[str]:
+    runs, current = [], ""
+    for c in text:
+        if c == "`":
+            current += c
+        elif current:
+            runs.append(current)
+            current = ""
+    return runs + ([current] if current else [])

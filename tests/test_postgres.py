@@ -97,7 +97,7 @@ def test_three_workers_one_killed_and_restarted_share_one_study(postgres, tmp_pa
     from sweep.summary import build_summary
 
     # the sweep dir names no study of its own (the storage is PostgreSQL): it must have recorded it
-    table = build_summary(sweep_dir).table
+    table = build_summary(sweep_dir, postgres).table  # a server is opened only when the user names it
     assert sorted(set(table.trial)) == sorted(
         t.number for t in trials if (sweep_dir / f"trial_{t.number:04d}").exists()
     )

@@ -161,7 +161,11 @@ def test_an_interrupted_sweep_is_reported_with_its_incomplete_run(grid, tmp_path
 def test_a_study_that_cannot_be_opened_is_one_warning_and_the_report_goes_on(grid, tmp_path):
     sweep = copy(grid, tmp_path)
     (sweep / "study.json").write_text('{"storage": "mysql://nobody@127.0.0.1:1/none", "name": "gone"}')
-    p = report(sweep, cwd=tmp_path)
+    p = report(sweep, cwd=tmp_path)  # a server the sweep dir names is not opened on its word
+    assert p.returncode == 0, p.stderr
+    [line] = p.stderr.strip().splitlines()
+    assert line.startswith(f"warning: {sweep / 'study.json'} names the study storage mysql://") and "--storage" in line
+    p = report(sweep, "--storage", "mysql://nobody@127.0.0.1:1/none", cwd=tmp_path)  # named by the user: tried
     assert p.returncode == 0, p.stderr
     [line] = p.stderr.strip().splitlines()
     assert line.startswith("warning: the study 'gone' at mysql://") and "could not be opened" in line
@@ -203,3 +207,75 @@ def test_a_resumed_search_with_one_more_override_reports(tmp_path):
     assert (sweep / "slices.png").read_bytes().startswith(PNG)
     p = report(sweep, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        '{"storage": "sqlite:///{tmp}/created.db", "name": "x"}',
+        '{"storage": "journal://{tmp}/created.log", "name": "x"}',
+        '{"storage": "postgresql://user@127.0.0.1:1/db", "name": "x"}',
+        '{"storage": "sqlite:///created-here.db", "name": "x"}',
+        "{not json",
+        "[1, 2]",
+        '{"storage": 5}',
+    ],
+)
+def test_a_crafted_study_json_opens_nothing_outside_the_sweep_dir(tmp_path, ref, monkeypatch):
+    from sweep.summary import build_summary
+
+    sweep = tmp_path / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "study.json").write_text(ref.replace("{tmp}", str(tmp_path)))
+    connected = []
+    monkeypatch.setattr("sweep.search.study.open_storage", lambda *a, **k: connected.append(a))
+    before = set(tmp_path.rglob("*"))
+    for command in (lambda: report(sweep, cwd=tmp_path), lambda: build_summary(sweep)):
+        result = command()
+        assert getattr(result, "returncode", 0) == 0 and "Traceback" not in getattr(result, "stderr", "")
+    assert connected == []  # no storage was opened
+    written = {p.name for p in set(tmp_path.rglob("*")) - before}
+    assert written <= {"summary.csv", "report.md", "comparison.csv", "learning_curves.png", "all"}, written
+
+
+def test_values_from_run_dirs_are_shown_literally_in_report_md(grid, tmp_path):
+    """A crafted override value cannot shift a table's columns, add HTML, or break out of the
+    re-run command's code block; an added key keeps its `+` in the re-run command."""
+    sweep = copy(grid, tmp_path)
+    evil = "adam|x<script>alert(1)</script>```\n# owned"
+    for run in ("0", "1"):  # both seeds of adam, the better optimizer
+        path = sweep / run / ".hydra" / "overrides.yaml"
+        path.write_text(path.read_text().replace("optimizer=adam", f"optimizer={json.dumps(evil)}") + "- +debug=tiny\n")
+        overrides = yaml.safe_load(path.read_text())
+        result = json.loads((sweep / run / "result.json").read_text())
+        (sweep / run / "result.json").write_text(json.dumps(result | {"overrides": overrides, "best_val_acc": 0.99}))
+    p = report(sweep, "--by", "optimizer", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    text = (sweep / "reports" / "by_optimizer_val_acc" / "report.md").read_text()
+    import re
+
+    prose = re.sub(r"(`+).*?\1", "", re.sub(r"(?ms)^(`{3,}).*?^\1$", "", text))  # code shows HTML as text
+    assert "<script>" not in prose and "&lt;script&gt;" in prose
+    table = [line for line in text.split("## Comparison")[1].split("##")[0].splitlines() if line.startswith("|")]
+    assert len({line.replace("\\|", "").count("|") for line in table}) == 1  # every row has the header's columns
+    assert "# owned" not in [line.strip() for line in text.splitlines()]  # no line of the value's own
+    rerun = text.split("## Re-run the best setting")[1].split("\n## ")[0]
+    assert "+debug=tiny" in rerun and rerun.count("````") == 2  # a fence the value's ``` cannot close
+
+
+def test_odd_sweep_files_are_warnings_not_tracebacks(grid, tmp_path):
+    sweep = copy(grid, tmp_path)
+    (sweep / "multirun.yaml").write_text("hydra: [unclosed")
+    (sweep / "1" / ".hydra" / "overrides.yaml").write_text("{not: [yaml")
+    for run in ("2", "3"):  # a key named like one of the comparison's own columns
+        path = sweep / run / ".hydra" / "overrides.yaml"
+        path.write_text(path.read_text() + "- +note=x\n")
+        result = json.loads((sweep / run / "result.json").read_text())
+        (sweep / run / "result.json").write_text(json.dumps(result | {"overrides": yaml.safe_load(path.read_text())}))
+    p = report(sweep, cwd=tmp_path)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert f"{sweep / 'multirun.yaml'}: unreadable" in p.stderr and f"{sweep / '1' / '.hydra'}" in p.stderr
+    assert "override:note" in pd.read_csv(sweep / "summary.csv").columns
+    (tmp_path / "afile").write_text("x")
+    p = report(sweep, "--out", tmp_path / "afile", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr == f"error: --out={tmp_path / 'afile'}: is a file; give a folder\n"

@@ -96,12 +96,34 @@ class StudyRef:
 
     @classmethod
     def read(cls, sweep_dir: Path) -> StudyRef | None:
-        """The study a sweep dir holds, or None when it is not an Optuna search."""
+        """The study a sweep dir holds, or None when it is not an Optuna search; ValueError when
+        its study.json is not what `write` writes."""
         path = Path(sweep_dir) / STUDY_REF_FILE
         if not path.exists():
             return None
-        ref = json.loads(path.read_text())
+        try:
+            ref = json.loads(path.read_text()[:100_000])
+        except (OSError, ValueError, RecursionError) as e:
+            raise ValueError(f"{path}: unreadable ({type(e).__name__})") from None
+        if not isinstance(ref, dict) or not all(isinstance(ref.get(k), (str, type(None))) for k in ("storage", "name")):
+            raise ValueError(f'{path}: not a study reference ({{"storage": ..., "name": ...}})')
         return cls(ref.get("storage"), ref.get("name") or DEFAULT_STUDY)
+
+    def inside(self, sweep_dir: Path) -> bool:
+        """Whether the study is a file that exists inside `sweep_dir` (links followed): the only
+        storage that reading someone's sweep dir may open without being told to."""
+        url = self.url(sweep_dir)
+        if storage_kind(url) == "journal":
+            path = url.removeprefix("journal://")
+        elif url.startswith("sqlite:///"):
+            path = url.removeprefix("sqlite:///")
+        else:
+            return False  # a database server: never opened on a sweep dir's word
+        try:
+            resolved = Path(path).resolve()
+            return resolved.is_file() and resolved.is_relative_to(Path(sweep_dir).resolve())
+        except (OSError, ValueError):
+            return False
 
 
 def trial_dir(number: int, seed: int | None = None) -> str:
