@@ -7,6 +7,7 @@ training loop indexes batches straight out of tensors instead of running a DataL
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -135,17 +136,21 @@ def _load_cache(path: Path, source: str) -> dict | None:
         return None
 
 
-def cached(root: str | Path, name: str, decode: Callable[[], dict], source: str = "") -> dict:
+def cached(root: str | Path, name: str, decode: Callable[[], dict], source: str = "", keep: int | None = None) -> dict:
     """Decoded tensors from `<root>/.sweep-cache/<name>.pt` (or the user cache dir when the root is
     read-only), decoding and caching on a miss. A cache is checked (format, `source` fingerprint of
     the files it came from, checksum of every tensor) and rebuilt when it fails; concurrent builders
-    each write a whole file and the last rename wins, so no reader ever sees half of one."""
+    each write a whole file and the last rename wins, so no reader ever sees half of one. With
+    `keep`, only that many caches of the same family (the name up to its last `-`) stay, the most
+    recently used, so that decodes at other sizes do not pile up."""
     from sweep.results import atomic_write
 
     root = Path(root)
     places = [root / CACHE_DIR, user_cache_dir() / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]]
     for place in places:
         if (place / f"{name}.pt").exists() and (tensors := _load_cache(place / f"{name}.pt", source)) is not None:
+            if keep:
+                _touch(place / f"{name}.pt")  # recently used: pruned last
             return tensors
     tensors = decode()
     buf = io.BytesIO()
@@ -154,11 +159,27 @@ def cached(root: str | Path, name: str, decode: Callable[[], dict], source: str 
         try:
             place.mkdir(parents=True, exist_ok=True)
             atomic_write(place / f"{name}.pt", buf.getvalue())
+            if keep:
+                _prune(place, name.rsplit("-", 1)[0], keep)
+            log.info("decoded data cached in %s (%.1f MB)", place / f"{name}.pt", len(buf.getvalue()) / 1e6)
             return tensors
         except OSError:
             continue
     log.warning("warning: neither %s nor %s is writable; running without a decode cache", *places)
     return tensors
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache still serves
+        os.utime(path)
+
+
+def _prune(place: Path, family: str, keep: int) -> None:
+    """Remove all but the `keep` most recently used caches of a family in `place`."""
+    caches = sorted(place.glob(f"{family}-*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in caches[keep:]:
+        old.unlink(missing_ok=True)
+        log.info("removed an older decode cache, %s", old)
 
 
 def files_fingerprint(folder: Path) -> str:

@@ -6,8 +6,11 @@ sizes and times, so changed files are decoded again); splits are seeded unless t
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,8 @@ from sweep.data import Data, cached
 from sweep.errors import UserError
 
 SPLITS = ("train", "val", "test")
+KEEP_CACHES = 3  # decodes of one folder kept (the most recently used): other sizes and file lists
+log = logging.getLogger("sweep")
 
 
 def image_extensions() -> set[str]:
@@ -40,15 +45,36 @@ def read_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
+def _hidden(path: Path, below: Path) -> bool:
+    """A dot-file or one in a dot-folder or `__MACOSX/` (what macOS puts in a zip beside the images)."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(below).parts)
+
+
 def _class_folders(folder: Path) -> list[tuple[Path, str]]:
-    """(image, class name) for every image in `folder/<class>/`, in sorted order."""
+    """(image, class name) for every image in `folder/<class>/`, in sorted order; hidden files
+    and folders (`.DS_Store`, `._x.png`, `__MACOSX/`) are not images of the data set."""
     exts = image_extensions()
     return [
         (f, d.name)
-        for d in sorted(p for p in folder.iterdir() if p.is_dir())
+        for d in sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p, folder))
         for f in sorted(d.rglob("*"))
-        if f.is_file() and f.suffix.lower() in exts
+        if f.is_file() and f.suffix.lower() in exts and not _hidden(f, folder)
     ]
+
+
+def _csv_text(path: Path) -> str:
+    """A CSV's text: UTF-8 (with or without a byte-order mark) or UTF-16 with one, as spreadsheets
+    save it; anything else is one line naming the file."""
+    raw = path.read_bytes()
+    try:
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return raw.decode("utf-16")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"data.annotations_file={path}: not UTF-8 or UTF-16 text (byte {raw[e.start]:#04x} at offset {e.start}); "
+            "save it as UTF-8"
+        ) from None
 
 
 def _parse_labels(labels: list[str], csv_path: Path, first_line: int) -> tuple[list[int], list[str]]:
@@ -71,6 +97,12 @@ def _parse_labels(labels: list[str], csv_path: Path, first_line: int) -> tuple[l
         ints = [int(v) for v in labels]
         if min(ints) < 0:
             raise UserError(f"data.annotations_file={csv_path}: labels must be integers >= 0 or class names")
+        if max(ints) >= len(ints):  # class indices 0..N-1 can be no more than the rows; 10**9 would be 10**9 names
+            line = first_line + ints.index(max(ints))
+            raise UserError(
+                f"data.annotations_file={csv_path}: line {line} has label {max(ints)}, but integer labels are class "
+                f"indices 0 to N-1 and there are {len(ints)} rows; number the classes from 0, or use class names"
+            )
         return ints, [str(c) for c in range(max(ints) + 1)]
     if any(is_number(v) for v in labels):
         bad = next(i for i, v in enumerate(labels) if is_number(v) and not is_int(v) or is_int(v))
@@ -88,18 +120,21 @@ def _csv_items(csv_path: Path, img_dir: Path) -> tuple[list[tuple[Path, int]], l
         raise UserError(f"data.annotations_file={csv_path}: no such file")
     if not img_dir.is_dir():
         raise UserError(f"data.img_dir={img_dir}: no such folder")
-    with open(csv_path, newline="") as f:
-        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    rows = [r for r in csv.reader(io.StringIO(_csv_text(csv_path), newline="")) if any(c.strip() for c in r)]
     if rows and len(rows[0]) >= 2 and not (img_dir / rows[0][0].strip()).is_file() and "." not in rows[0][0]:
         rows, first_line = rows[1:], 2  # a header: its first cell names a column, not a file
     else:
         first_line = 1
     if not rows:
         raise UserError(f"data.annotations_file={csv_path}: no rows (a CSV of filename,label lines)")
+    present: dict[str, bool] = {}  # a file listed many times is looked for once
     for i, r in enumerate(rows):
         if len(r) < 2:
             raise UserError(f"data.annotations_file={csv_path}: line {first_line + i} is not filename,label")
-        if not (img_dir / r[0].strip()).is_file():
+        name = r[0].strip()
+        if name not in present:
+            present[name] = (img_dir / name).is_file()
+        if not present[name]:
             raise UserError(
                 f"data.annotations_file={csv_path}: line {first_line + i} names {r[0].strip()}, "
                 f"which is not in {img_dir}"
@@ -117,6 +152,14 @@ def _folder_items(root: Path) -> tuple[dict[str, list[tuple[Path, int]]], list[s
         raise UserError(f"data.root={root}: has {', '.join(fixed)}/ but no train/; fixed splits need train/")
     found = {s: _class_folders(root / s) for s in fixed} if fixed else {"all": _class_folders(root)}
     names = sorted({c for items in found.values() for _, c in items})
+    if fixed:
+        trained = {c for _, c in found["train"]}
+        for split in fixed:
+            if untrained := sorted({c for _, c in found[split]} - trained):
+                raise UserError(
+                    f"data.root={root}: class {untrained[0]!r} has images in {split}/ but none in train/; "
+                    "a model cannot learn a class it never sees"
+                )
     index = {n: i for i, n in enumerate(names)}
     if not any(found.values()):
         raise UserError(f"data.root={root}: no images in class subfolders ({root}/<class>/<image>)")
@@ -126,9 +169,10 @@ def _folder_items(root: Path) -> tuple[dict[str, list[tuple[Path, int]]], list[s
 def _fingerprint(items: dict[str, list[tuple[Path, int]]], channels: int, size: tuple[int, int]) -> str:
     """Changes whenever a file is added, removed, renamed, relabelled, rewritten or touched."""
     h = hashlib.sha256(f"{channels} {size}".encode())
+    stats = {p: p.stat() for p in {p for pairs in items.values() for p, _ in pairs}}  # each file once
     for split, pairs in sorted(items.items()):
         for path, label in pairs:
-            st = path.stat()
+            st = stats[path]
             h.update(f"{split}\0{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
 
@@ -173,13 +217,19 @@ def image_folder(
         raise UserError(f"data: {len(names)} class(es) found ({', '.join(names)}); a classifier needs at least two")
 
     def decode() -> dict:
+        from tqdm import tqdm
+
+        files = sorted({p for pairs in items.values() for p, _ in pairs})
+        log.info("decoding %d images from %s (once: they are cached)", len(files), folder)
+        bar = tqdm(files, desc="decoding images", unit="image", leave=False, disable=None, mininterval=1)
+        decoded = {p: read_image(p, channels, size) for p in bar}  # each file once, however often it is listed
         out: dict = {"class_names": names}
         for split, pairs in items.items():
-            out[f"x_{split}"] = torch.as_tensor(np.stack([read_image(p, channels, size) for p, _ in pairs]))
+            out[f"x_{split}"] = torch.as_tensor(np.stack([decoded[p] for p, _ in pairs]))
             out[f"y_{split}"] = torch.tensor([y for _, y in pairs], dtype=torch.long)
         return out
 
-    t = cached(folder, f"folder-{_fingerprint(items, channels, size)}", decode)
+    t = cached(folder, f"folder-{_fingerprint(items, channels, size)}", decode, keep=KEEP_CACHES)
     g = torch.Generator().manual_seed(split_seed)
     if "x_all" in t:
         x, y = t["x_all"], t["y_all"]

@@ -151,3 +151,99 @@ def test_augmented_training_is_reproducible(tmp_path):
     _, second = train(tmp_path / "b", *args)
     _, plain = train(tmp_path / "c", *args[:-2], "seed=5")
     assert first["best_val_loss"] == second["best_val_loss"] != plain["best_val_loss"]
+
+
+# ----------------------------------------------------------------------------- folders made elsewhere
+
+
+def _csv_set(root, lines: str, encoding: str = "utf-8", images=("a.png", "b.png")):
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name in images:
+        Image.new("L", (8, 8), 100).save(root / name)
+    (root / "labels.csv").write_bytes(lines.encode(encoding))
+    return root / "labels.csv"
+
+
+def test_sparse_integer_labels_are_one_line_not_a_billion_class_names(tmp_path):
+    import resource
+
+    csv_path = _csv_set(tmp_path, "a.png,0\nb.png,1000000000\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UserError) as e:
+        image_folder(annotations_file=str(csv_path))
+    assert str(e.value) == (
+        f"data.annotations_file={csv_path}: line 2 has label 1000000000, but integer labels are class indices "
+        "0 to N-1 and there are 2 rows; number the classes from 0, or use class names"
+    )
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
+
+
+@pytest.mark.parametrize(
+    "encoding, ok",
+    [("utf-8-sig", True), ("utf-16", True), ("latin-1", False)],
+    ids=["utf8-bom-no-header", "utf16", "latin1"],
+)
+def test_a_csv_in_another_encoding_reads_or_names_the_file(tmp_path, encoding, ok):
+    names = [f"{i}.png" for i in range(6)]
+    lines = "".join(f"{n},{'cat' if i % 2 else 'dogé'}\n" for i, n in enumerate(names))
+    csv_path = _csv_set(tmp_path, lines, encoding, images=names)
+    if ok:  # no header, and a byte-order mark before the first file name
+        assert image_folder(annotations_file=str(csv_path)).class_names == ("cat", "dogé")
+    else:
+        with pytest.raises(UserError) as e:
+            image_folder(annotations_file=str(csv_path))
+        assert str(e.value).startswith(f"data.annotations_file={csv_path}: not UTF-8 or UTF-16 text")
+
+
+def test_a_class_only_in_val_or_test_is_refused(tmp_path):
+    write_shapes(tmp_path, per_class=10, layout="splits")
+    (tmp_path / "val" / "zebra").mkdir()
+    first = sorted((tmp_path / "val" / "circle").iterdir())[0]
+    first.rename(tmp_path / "val" / "zebra" / first.name)
+    with pytest.raises(UserError, match=r"class 'zebra' has images in val/ but none in train/"):
+        image_folder(root=str(tmp_path))
+
+
+def test_hidden_files_and_macos_folders_are_not_images(tmp_path):
+    write_shapes(tmp_path, per_class=10)
+    (tmp_path / "__MACOSX" / "circle").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "circle" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "circle" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / ".DS_Store").write_bytes(b"Bud1")
+    data = image_folder(root=str(tmp_path))
+    assert data.class_names == tuple(sorted(SHAPES)) and len(data.x_train) + len(data.x_val) + len(data.x_test) == 40
+
+
+def test_a_file_listed_many_times_is_decoded_once(tmp_path, monkeypatch):
+    import sweep.images
+
+    csv_path = _csv_set(tmp_path, "".join(f"{'a' if i % 2 else 'b'}.png,{i % 2}\n" for i in range(2000)))
+    calls = []
+    real = sweep.images.read_image
+    monkeypatch.setattr(sweep.images, "read_image", lambda *a: calls.append(a[0]) or real(*a))
+    data = image_folder(annotations_file=str(csv_path))
+    assert len(calls) == 2 and len(data.x_train) + len(data.x_val) + len(data.x_test) == 2000
+
+
+def test_decode_caches_of_one_folder_are_bounded(tmp_path):
+    write_shapes(tmp_path, per_class=4)
+    for side in range(8, 14):  # six sizes: six decodes
+        image_folder(root=str(tmp_path), size=[side, side], val_fraction=0.25, test_fraction=0.25)
+    assert len(list((tmp_path / CACHE_DIR).glob("folder-*.pt"))) == 3
+
+
+def test_a_decompression_bomb_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    from conftest import predict
+    from PIL import Image
+
+    write_shapes(tmp_path / "d", per_class=4)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)  # 16x16 images are "bombs" past 2x50 pixels
+    with pytest.raises(UserError) as e:
+        image_folder(root=str(tmp_path / "d"), val_fraction=0.25, test_fraction=0.25)
+    assert "DecompressionBombError" in str(e.value) and str(tmp_path / "d") in str(e.value)
+    train(tmp_path / "run", "+debug=tiny")
+    bomb = next((tmp_path / "d" / "circle").iterdir())
+    p = predict(tmp_path / "run", bomb, cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.startswith(f"error: {bomb}: not an image PIL can read (DecompressionBomb")
