@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,15 @@ from sweep.losses import wants_log_probs
 from sweep.models import ModelSpec, build, check_fits
 from sweep.outcomes import METRICS, Status
 from sweep.progress import bars_wanted
-from sweep.results import METRICS_FILE, RESULT_FILE, RunResult, epochs_written, make_record, write_metrics
+from sweep.results import (
+    METRICS_FILE,
+    RESULT_FILE,
+    RunRecord,
+    RunResult,
+    epochs_written,
+    make_record,
+    write_metrics,
+)
 from sweep.scores import class_scores
 from sweep.search.trial_link import TrialRef, connect
 from sweep.snapshot import LastSnapshot
@@ -31,6 +40,25 @@ from sweep.train import Schedule, Settings, Snapshots, evaluate, fit, predict
 
 log = logging.getLogger("sweep")
 SCHEDULE_KEYS = ("interval", "monitor")  # how the loop steps a scheduler; not the scheduler's own arguments
+
+
+LOCK_FILE = ".lock"  # a run dir's claim: held while a process trains the run
+
+
+def claim_run_dir(run_dir: Path) -> Any:
+    """Claim `run_dir` for this process while it trains (an exclusive `flock`, which the kernel
+    releases when the process ends, however it ends); None when another process holds it. The
+    claim lasts as long as the returned file object lives."""
+    import fcntl
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    f = open(Path(run_dir) / LOCK_FILE, "a")  # noqa: SIM115 - held open for the run's lifetime
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
 
 
 def clear_stale(run_dir: Path, overrides: list[str]) -> RunResult | None:
@@ -56,13 +84,33 @@ def run(
     threads = pick_threads(cfg.threads, parallel_jobs)
     configure_cpu(threads)
     precision = pick_precision(cfg.precision, device)
+    claim = claim_run_dir(run_dir)
+    if claim is None:  # two resumers of one grid: the run is the other's
+        log.warning("skipped: %s is being trained by another process; that one will finish it", run_dir)
+        return math.nan
+    with claim:  # held until the run's files are written
+        record = make_record(overrides, cfg.seed, cfg.objective, None, str(device), precision, threads)
+        return _run(cfg, run_dir, overrides, device, record, parallel_jobs, trial)
+
+
+def _run(
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: list[str],
+    device: torch.device,
+    record: RunRecord,
+    parallel_jobs: int | None,
+    trial: TrialRef | None,
+) -> float:
+    """`run`, once this process holds the run dir."""
+    precision = record.precision
     finished = clear_stale(run_dir, overrides)
     if finished is not None:
         log.info("skipped: %s finished before with the same overrides", run_dir)
         return finished.objective_value
     link = connect(trial) if trial is not None else None
     snapshots = LastSnapshot(run_dir, overrides)
-    record = make_record(overrides, cfg.seed, cfg.objective, link and link.number, str(device), precision, threads)
+    record = replace(record, trial=link and link.number)
     try:
         name = f"run {run_dir.name}" if parallel_jobs and parallel_jobs > 1 else ""  # lines of runs side by side
         outcome = _train(cfg, _load_data(cfg), device, precision, run_dir, link, snapshots, name)

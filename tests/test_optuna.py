@@ -241,6 +241,7 @@ def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path, journal):
            data=SMOKE)  # fmt: skip
     states = [t.state.name for t in load().trials]
     assert states == ["FAIL", "COMPLETE"]
+    assert "stopped sending heartbeats" in load().trials[0].user_attrs["fail_reason"]
     summary = pd.read_csv(sweep_dir / "summary.csv").set_index("trial")
     assert summary.loc[0, "status"] == "incomplete" and summary.loc[0, "state"] == "FAIL"
     assert summary.loc[1, "status"] == "completed"
@@ -325,3 +326,21 @@ def test_joblib_workers_report_to_their_trials_and_share_the_cores(tmp_path):
     for n in (0, 1):
         assert re.search(rf"run trial_000{n}: epoch 2 ", p.stdout + p.stderr)
     assert "hydra.job.env_set" not in p.stdout + p.stderr and "Joblib.Parallel" not in p.stdout + p.stderr
+
+
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("hydra.sweeper.n_jobs=0", "error: hydra.sweeper.n_jobs=0: must be null (one a core) or an integer >= 1"),
+        ("hydra.sweeper.storage=sqlite:////nonexistent/dir/x.db",
+         "error: hydra.sweeper.storage=sqlite:////nonexistent/dir/x.db: cannot be opened ("),
+        ("hydra.sweeper.storage=postgresql://nobody@127.0.0.1:1/none",
+         "error: hydra.sweeper.storage=postgresql://nobody@127.0.0.1:1/none: cannot be opened ("),
+        ("optimizer=" + "a" * 5000, "error: optimizer=aaaa"),
+    ],
+    ids=["n_jobs-0", "sqlite-nowhere", "postgres-down", "5000-char-option"],
+)  # fmt: skip
+def test_storages_and_settings_that_cannot_work_are_one_line(tmp_path, override, line):
+    p = app("-m", "search=optuna", *TINY, override, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith(line), p.stderr[-2000:]

@@ -210,3 +210,20 @@ def test_joblib_workers_do_not_outlive_a_killed_sweeper(tmp_path):
     for w in left:
         os.kill(w, signal.SIGKILL)
     assert not left, "workers outlived the sweeper"
+
+
+def test_a_run_another_process_is_training_is_skipped_with_one_line(tmp_path):
+    """Two resumers of one grid: a run dir another process holds is left to it (a lock the kernel
+    drops with its holder, so a killed process leaves nothing stuck)."""
+    import fcntl
+
+    sweep = tmp_path / "grid"
+    args = ("-m", *TINY, "lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}", "hydra.callbacks.summary.report=false")
+    (sweep / "1").mkdir(parents=True)
+    with open(sweep / "1" / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the other resumer holds it
+        p = app(*args, cwd=tmp_path)
+    assert f"skipped: {sweep / '1'} is being trained by another process" in p.stdout + p.stderr
+    assert (sweep / "0" / "result.json").exists() and not (sweep / "1" / "result.json").exists()
+    p = app(*args, cwd=tmp_path)  # the holder is gone: the run trains
+    assert p.returncode == 0 and json.loads((sweep / "1" / "result.json").read_text())["status"] == "completed"

@@ -4,6 +4,7 @@ say (COMPLETE with the mean objective over seeds, PRUNED, or FAIL with the reaso
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ from sweep.stops import describe
 
 log = logging.getLogger("sweep")
 RESULTS_FILE = "optimization_results.yaml"
+STALE = "its process stopped sending heartbeats (killed, or its machine went down)"
 
 
 class TrialSearch:
@@ -142,8 +144,12 @@ class TrialSearch:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as Hydra's basic sweeper does
         ref = StudyRef(self.storage, self.study_name or DEFAULT_STUDY)
-        storage = ref.open(sweep_dir, self.heartbeat_interval)
-        study = ref.create(storage, self.directions)
+        try:
+            storage = ref.open(sweep_dir, self.heartbeat_interval)
+            study = ref.create(storage, self.directions)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy, psycopg and the file system say it many ways
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            raise UserError(f"hydra.sweeper.storage={ref.url(sweep_dir)}: cannot be opened ({why})") from None
         ref.write(sweep_dir)
         _reconcile_finished(study, sweep_dir, METRICS[self.config.objective].column)
         _fail_stale_trials(study)
@@ -346,7 +352,11 @@ def _reconcile_finished(study: optuna.Study, sweep_dir: Path, column: str) -> No
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
-    """Mark FAIL the RUNNING trials whose process stopped sending heartbeats (it was killed)."""
+    """Mark FAIL the RUNNING trials whose process stopped sending heartbeats (it was killed), saying so."""
+    storage = borrowed.storage(study)
+    for trial_id in borrowed.stale_trial_ids(study):
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another worker failed it first
+            storage.set_trial_user_attr(trial_id, "fail_reason", STALE)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
