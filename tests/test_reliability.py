@@ -212,6 +212,7 @@ def test_joblib_workers_do_not_outlive_a_killed_sweeper(tmp_path):
     assert not left, "workers outlived the sweeper"
 
 
+@pytest.mark.slow
 def test_a_run_another_process_is_training_is_skipped_with_one_line(tmp_path):
     """Two resumers of one grid: a run dir another process holds is left to it (a lock the kernel
     drops with its holder, so a killed process leaves nothing stuck)."""

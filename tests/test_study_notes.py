@@ -158,6 +158,7 @@ def test_an_mlp_run_has_no_filter_picture(tmp_path):
     assert [p.name for p in plots.run_pictures(tmp_path, tmp_path)] == ["learning_curves.png", "confusion_matrix.png"]
 
 
+@pytest.mark.slow
 def test_report_run_draws_one_runs_pictures(tmp_path):
     from conftest import report
 

@@ -57,7 +57,11 @@ def open_storage(url: str, heartbeat_interval: int | None = None):
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as e:
             # Workers started together race to create the schema; the loser finds it made. (SQLite
             # says IntegrityError or "locked"; PostgreSQL says DuplicateTable, a ProgrammingError.)
-            if attempt == 4 or (isinstance(e, sqlalchemy.exc.ProgrammingError) and "already exists" not in str(e)):
+            # Anything else (no such folder, a server that is down) will not pass by waiting.
+            raced = isinstance(e, sqlalchemy.exc.IntegrityError) or any(
+                words in str(e) for words in ("already exists", "database is locked")
+            )
+            if attempt == 4 or not raced:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
