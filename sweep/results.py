@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -291,6 +292,7 @@ class RunResult:
         return result
 
 
+@functools.cache  # once a process: the code that runs is the code it imported
 def provenance() -> dict[str, Any]:
     """Library versions and, inside a git checkout, the commit and whether the tree was dirty."""
     import platform

@@ -35,7 +35,12 @@ def test_the_readme_table_lists_every_option_in_conf():
 
 
 @pytest.mark.parametrize(
-    "override", [f"{g}={o}" for g in ("optimizer", "activation", "loss", "scheduler", "model") for o in options(g)]
+    "override",
+    [  # the quick subset trains the first option of each group; the whole suite trains them all
+        pytest.param(f"{g}={o}", marks=() if i == 0 else pytest.mark.slow)
+        for g in ("optimizer", "activation", "loss", "scheduler", "model")
+        for i, o in enumerate(options(g))
+    ],
 )
 def test_option_trains(tmp_path, override):
     value, result = train(tmp_path, *TINY, override)
