@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SMOKE, TINY, app, cli
+from conftest import REPO, TINY, app, cli
 
 
 def study(sweep_dir, name="sweep") -> optuna.Study:
@@ -164,9 +164,10 @@ def test_two_processes_share_one_study(tmp_path):
         str(REPO / "sweep" / "run.py"),
         "-m",
         "search=optuna",
-        *SMOKE,
+        *TINY,
         f"hydra.sweep.dir={sweep_dir}",
         "hydra.sweeper.n_trials=3",
+        "hydra.callbacks.summary.report=false",
     ]
     workers = [
         subprocess.Popen(
@@ -238,7 +239,7 @@ def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path, journal):
     time.sleep(2.5)  # past the grace period of two heartbeats
 
     search(sweep_dir, "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1", *storage, cwd=tmp_path,
-           data=SMOKE)  # fmt: skip
+           data=TINY)  # fmt: skip
     states = [t.state.name for t in load().trials]
     assert states == ["FAIL", "COMPLETE"]
     assert "stopped sending heartbeats" in load().trials[0].user_attrs["fail_reason"]

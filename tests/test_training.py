@@ -152,3 +152,13 @@ def test_auto_precision_is_bf16_where_the_cpu_has_it_and_fp32_elsewhere():
     assert pick_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
     assert pick_precision("auto", torch.device("mps")) == "fp32"
     assert pick_precision("fp16", cpu) == "fp16"  # asked for: used as asked
+
+
+def test_a_model_too_large_for_the_machine_fails_its_run_before_allocating(tmp_path):
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    value, result = train(tmp_path, "+debug=tiny", "model.hidden=[1000000,1000000]")  # 10^12 weights
+    assert result["status"] == "failed" and value != value
+    assert "GiB to train" in result["error"] and "more than this machine's" in result["error"]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 2**20  # KiB
