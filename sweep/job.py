@@ -28,6 +28,7 @@ from sweep.results import (
     RESULT_FILE,
     RunRecord,
     RunResult,
+    claim_run_dir,
     epochs_written,
     make_record,
     write_metrics,
@@ -40,25 +41,6 @@ from sweep.train import Schedule, Settings, Snapshots, evaluate, fit, predict
 
 log = logging.getLogger("sweep")
 SCHEDULE_KEYS = ("interval", "monitor")  # how the loop steps a scheduler; not the scheduler's own arguments
-
-
-LOCK_FILE = ".lock"  # a run dir's claim: held while a process trains the run
-
-
-def claim_run_dir(run_dir: Path) -> Any:
-    """Claim `run_dir` for this process while it trains (an exclusive `flock`, which the kernel
-    releases when the process ends, however it ends); None when another process holds it. The
-    claim lasts as long as the returned file object lives."""
-    import fcntl
-
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    f = open(Path(run_dir) / LOCK_FILE, "a")  # noqa: SIM115 - held open for the run's lifetime
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    return f
 
 
 def clear_stale(run_dir: Path, overrides: list[str]) -> RunResult | None:

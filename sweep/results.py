@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sweep.outcomes import Status, StopReason
+from sweep.outcomes import METRICS, OBJECTIVES, Status, StopReason
 
 METRICS_FILE, RESULT_FILE = "metrics.csv", "result.json"
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"]
@@ -55,6 +55,25 @@ def atomic_write(path: Path, data: bytes | str) -> None:
 def overrides_dict(overrides: list[str]) -> dict[str, str]:
     """Command-line overrides as key -> value as typed (`+lr=1e-3` -> `lr: 1e-3`); deletions dropped."""
     return dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~"))
+
+
+LOCK_FILE = ".lock"  # a run dir's claim: held while a process trains the run
+
+
+def claim_run_dir(run_dir: Path) -> Any:
+    """Claim `run_dir` for this process while it trains (an exclusive `flock`, which the kernel
+    releases when the process ends, however it ends); None when another process holds it. The
+    claim lasts as long as the returned file object lives."""
+    import fcntl
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    f = open(Path(run_dir) / LOCK_FILE, "a")  # noqa: SIM115 - held open for the run's lifetime
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -130,7 +149,12 @@ def _enum(kind: type) -> Callable[[Any], Any]:
 
 
 _COUNT, _SCORE, _LOSS = _number(0, 2**31, integer=True), _number(0.0, 1.0), _number(0.0)
-_OPTIONAL_SCORE = _number(0.0, 1.0)
+
+
+def _objective(v: Any) -> str | None:
+    if v is not None and v not in OBJECTIVES:
+        raise ValueError(f"must be one of {', '.join(OBJECTIVES)}")
+    return v
 
 
 def _summary(check: Callable[[Any], Any], default: Any = None) -> Any:
@@ -148,7 +172,7 @@ class RunRecord:
 
     overrides: tuple[str, ...] = _field(_list_of(_item_text), ())
     seed: int | None = _field(_number(-(2**63), 2**63, integer=True))
-    objective: str = _field(_text, "val_acc")
+    objective: str = _field(_objective, "val_acc")
     device: str | None = _field(_text)
     precision: str | None = _field(_text)
     threads: int | None = _field(_number(1, 2**20, integer=True))
@@ -209,8 +233,6 @@ class RunResult:
     @property
     def objective_value(self) -> float:
         """The early-stopped value of the run's own objective (NaN when it has none)."""
-        from sweep.outcomes import METRICS
-
         return getattr(self, METRICS[self.record.objective].column) if self.status.trained else math.nan
 
     def value(self, column: str) -> float:
@@ -329,8 +351,6 @@ def make_record(
 ) -> RunRecord:
     """The record of a run about to train, or of one refused before it could (whose seed or
     objective may be what the user mistyped: then they are left out)."""
-    from sweep.outcomes import OBJECTIVES
-
     return RunRecord(
         tuple(overrides),
         seed if isinstance(seed, int) and not isinstance(seed, bool) else None,

@@ -86,7 +86,9 @@ def _forget(run_dir: Path, job_name: str) -> None:
     summary lists a run that never was (and the default dated folder, if that leaves it empty)."""
     import shutil
 
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", ".lock", f"{job_name}.log"}:
+    from sweep.results import LOCK_FILE
+
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", LOCK_FILE, f"{job_name}.log"}:
         shutil.rmtree(run_dir, ignore_errors=True)
         if run_dir.parent.parent.name == "runs" and not any(run_dir.parent.iterdir()):
             run_dir.parent.rmdir()

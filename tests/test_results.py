@@ -65,6 +65,7 @@ def test_a_file_from_an_earlier_version_still_reads(tmp_path):
         ({"confusion_matrix": [[1, -1]]}, "confusion_matrix"),
         ({"format": 99}, "format 99"),
         ({"seed": True}, "seed"),
+        ({"objective": "test_acc"}, "objective"),
     ],
 )
 def test_a_field_of_the_wrong_kind_is_an_incomplete_result_naming_the_file_and_the_field(tmp_path, change, field):
