@@ -76,8 +76,8 @@ def check_command_line_keys(args: list[str], conf: Path) -> None:
     top = [k for k in config if k not in ("defaults", rules.RULES_KEY)]
     groups = sorted(str(p.relative_to(conf)) for p in conf.rglob("*") if p.is_dir() and not p.name.startswith("."))
     groups = [g for g in groups if not g.startswith("hydra") and any((conf / g).glob("*.yaml"))]
-    chosen = {k: v for d in config["defaults"] if isinstance(d, dict) for k, v in d.items()}
-    parser = OverridesParser.create()
+    chosen = {k: [v] for d in config["defaults"] if isinstance(d, dict) for k, v in d.items()}
+    parser, overrides = OverridesParser.create(), []
     for arg in args:
         if arg.startswith("-") or "=" not in arg and not arg.startswith("~"):
             continue
@@ -85,34 +85,47 @@ def check_command_line_keys(args: list[str], conf: Path) -> None:
             override = parser.parse_override(arg)
         except HydraException as e:
             raise UserError(f"{arg}: not an override Hydra can read ({str(e).splitlines()[0]})") from None
+        if override.key_or_group.split(".")[0].split("/")[0] != "hydra" and not override.is_delete():
+            overrides.append(override)
+    typed = set()  # the groups the command line chooses: they win over a preset's choice
+    for override in (o for o in overrides if o.key_or_group in groups):
+        key, options = override.key_or_group, sorted(f.stem for f in (conf / override.key_or_group).glob("*.yaml"))
+        for value in _override_values(override):
+            if value not in options and value != "null":
+                raise UserError(f"{key}={value}: no such option; options: {', '.join(options)}")
+        chosen[key] = _override_values(override) or chosen.get(key, [])
+        typed.add(key)
+    for group in typed:  # a preset (+debug=tiny) may choose other groups' options: `override /data: synthetic`
+        for option in chosen[group]:
+            node = _read_option(conf, group, option)
+            for entry in node.get("defaults", []) if isinstance(node, dict) else []:
+                for k, v in entry.items() if isinstance(entry, dict) else []:
+                    if k.startswith("override /") and k.removeprefix("override /") not in typed:
+                        chosen[k.removeprefix("override /")] = [v]
+    for override in (o for o in overrides if o.key_or_group not in groups):
         key = override.key_or_group
-        if key.split(".")[0].split("/")[0] == "hydra" or override.is_delete():
-            continue
-        if key in groups:
-            options = sorted(f.stem for f in (conf / key).glob("*.yaml"))
-            values = _override_values(override)
-            chosen[key] = values[0] if values else chosen.get(key)
-            for value in values:
-                if value not in options and value != "null":
-                    raise UserError(f"{key}={value}: no such option; options: {', '.join(options)}")
-            continue
         head, _, rest = key.partition(".")
+        added = override.is_add() or override.is_force_add()
         if head not in top and head not in groups:
-            added = override.is_add() or override.is_force_add()
             close = difflib.get_close_matches(head, top + groups, n=1)
             hint = f"did you mean {close[0]}?" if close else f"keys: {', '.join(top)}; groups: {', '.join(groups)}"
-            what = "no part of the run reads it" if added else "no such key"
-            raise UserError(f"{key}: {what}; {hint}")
-        if rest and head in groups and not (override.is_add() or override.is_force_add()):
-            node = yaml.safe_load((conf / head / f"{chosen.get(head)}.yaml").read_text()) if chosen.get(head) else None
+            raise UserError(f"{key}: {'no part of the run reads it' if added else 'no such key'}; {hint}")
+        for option in chosen.get(head, []) if rest and not added else []:
+            node = _read_option(conf, head, option)
             if isinstance(node, dict) and not _has_path(node, rest.split(".")):
                 close = difflib.get_close_matches(rest, _paths(node), n=1)
                 hint = (
-                    f"did you mean {head}.{close[0]}?"
-                    if close
-                    else f"{head}={chosen[head]} has: {', '.join(_paths(node))}"
+                    f"did you mean {head}.{close[0]}?" if close else f"{head}={option} has: {', '.join(_paths(node))}"
                 )
-                raise UserError(f"{key}: no such key in {head}={chosen[head]}; {hint} (add one with +{key}=...)")
+                raise UserError(f"{key}: no such key in {head}={option}; {hint} (add one with +{key}=...)")
+
+
+def _read_option(conf: Path, group: str, option: str) -> Any:
+    """An option file's YAML (None for `null` or a file that is not there)."""
+    import yaml
+
+    path = conf / group / f"{option}.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
 def _override_values(override: Any) -> list[str]:

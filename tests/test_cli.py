@@ -182,3 +182,11 @@ def test_a_bad_value_is_one_line_and_exit_2_as_the_shell_sees_it(tmp_path):
     p = cli("data=digits", "lr=0", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.strip().splitlines() == ["error: lr=0: must be a number > 0"]
     assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_a_key_of_the_option_a_preset_chooses_is_known(tmp_path):
+    """+debug=tiny chooses data=synthetic: its keys are the data group's keys then."""
+    p = app("+debug=tiny", "data.n_train=64", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    p = app("-m", "model=mlp,cnn", "model.hidden=[64]", f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.startswith("error: model.hidden: no such key in model=cnn;")
