@@ -130,6 +130,19 @@ def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProc
     )
 
 
+def wait_for_stale(study: Any, timeout: float = 20.0) -> None:
+    """Wait until the study's storage (opened with heartbeats) calls a RUNNING trial stale: its
+    process stopped sending heartbeats for two intervals."""
+    import time
+
+    from sweep.search.borrowed import stale_trial_ids
+
+    deadline = time.time() + timeout
+    while not stale_trial_ids(study):
+        assert time.time() < deadline, "no trial went stale"
+        time.sleep(0.1)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_torch_threads():
     import torch

@@ -15,7 +15,9 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TINY, app, cli
+from conftest import REPO, TINY, app, cli, wait_for_stale
+
+from sweep.search.study import StudyRef
 
 
 def study(sweep_dir, name="sweep") -> optuna.Study:
@@ -236,7 +238,8 @@ def test_a_killed_sweeps_running_trial_is_failed_on_restart(tmp_path, journal):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert load().trials[0].state.name == "RUNNING"
-    time.sleep(2.5)  # past the grace period of two heartbeats
+    ref = StudyRef(f"journal://{tmp_path / 'study.log'}" if journal else None)
+    wait_for_stale(ref.load(ref.open(sweep_dir, heartbeat_interval=1)))  # two heartbeats missed
 
     search(sweep_dir, "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1", *storage, cwd=tmp_path,
            data=TINY)  # fmt: skip

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, SMOKE
+from conftest import REPO, SMOKE, wait_for_stale
+
+from sweep.search.study import StudyRef
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +81,8 @@ def test_three_workers_one_killed_and_restarted_share_one_study(postgres, tmp_pa
     victim = workers.pop(0)
     victim.send_signal(signal.SIGKILL)  # mid-trial: its trial stays RUNNING, its heartbeats stop
     victim.wait()
-    time.sleep(2.5)  # past the grace period of two heartbeats
+    ref = StudyRef(postgres, "digits-mlp")
+    wait_for_stale(ref.load(ref.open(sweep_dir, heartbeat_interval=1)))  # two heartbeats missed
     workers.append(worker(0, 2))  # started again
     for w in workers:
         _, err = w.communicate(timeout=300)

@@ -60,7 +60,8 @@ def test_a_run_that_finished_its_last_epoch_is_never_pruned():
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_stale_trial_whose_runs_completed_is_reconciled_complete_not_failed(tmp_path):
     import json
-    import time
+
+    from conftest import wait_for_stale
 
     from sweep.search.engine import _fail_stale_trials, _reconcile_finished
     from sweep.search.study import StudyRef, trial_dir
@@ -75,7 +76,7 @@ def test_a_stale_trial_whose_runs_completed_is_reconciled_complete_not_failed(tm
     (tmp_path / trial_dir(finished.number) / "result.json").write_text(
         json.dumps({"status": "completed", "best_val_acc": 0.97})
     )
-    time.sleep(3.5)  # past two heartbeats (the database keeps whole seconds)
+    wait_for_stale(study)  # two heartbeats missed (the database keeps whole seconds)
     _reconcile_finished(study, tmp_path, "best_val_acc")
     _fail_stale_trials(study)
     states = {t.number: (t.state.name, t.value) for t in study.trials}
