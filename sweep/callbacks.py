@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,20 +39,26 @@ class SummaryCallback(Callback):
         if not _is_grid(config):
             return
         if previous.exists() and find_runs(sweep_dir):
-            self._refuse_another_grid(config, sweep_dir, previous)
+            self._refuse_another_grid(config, sweep_dir)
         from sweep import progress
 
         progress.plan(sweep_dir, progress.grid_jobs(config))
 
-    def _refuse_another_grid(self, config: DictConfig, sweep_dir: Path, previous: Path) -> None:
+    def _refuse_another_grid(self, config: DictConfig, sweep_dir: Path) -> None:
         from sweep.errors import exit_with
+        from sweep.summary import sweep_command
 
-        before = ((yaml.safe_load(previous.read_text()) or {}).get("hydra") or {}).get("overrides", {}).get("task", [])
+        before = sweep_command(sweep_dir)
         now = OmegaConf.to_container(config.hydra.overrides.task)
-        if sorted(before) != sorted(now):
+        if before is None or sorted(before) != sorted(now):
             self.refused = True  # Hydra still calls on_multirun_end: it must not summarise the other sweep
-            exit_with(f"hydra.sweep.dir={sweep_dir}: holds another sweep ({' '.join(before)}); re-run that command "
-                      "to resume it, or give this one its own hydra.sweep.dir")  # fmt: skip
+            held = (
+                "a sweep whose multirun.yaml cannot be read"
+                if before is None
+                else f"another sweep ({' '.join(before)})"
+            )
+            exit_with(f"hydra.sweep.dir={sweep_dir}: holds {held}; re-run that command to resume it, or give this "
+                      "one its own hydra.sweep.dir")  # fmt: skip
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from sweep import stops

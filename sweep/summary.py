@@ -83,16 +83,18 @@ def _hydra_overrides(run_dir: Path) -> list[str]:
     return found if isinstance(found, list) and all(isinstance(o, str) for o in found) else []
 
 
-def run_overrides(run_dir: Path) -> dict[str, str]:
-    """The run's command-line overrides, key to value as typed (`lr` -> `1e-3`)."""
-    return overrides_dict(_hydra_overrides(run_dir))
-
-
 def _multirun_hydra_config(sweep_dir: Path) -> dict:
     """The `hydra` part of the sweep's multirun.yaml (empty when Hydra did not write one)."""
     found = _read_yaml(Path(sweep_dir) / "multirun.yaml")
     hydra_cfg = found.get("hydra") if isinstance(found, dict) else None
     return hydra_cfg if isinstance(hydra_cfg, dict) else {}
+
+
+def sweep_command(sweep_dir: Path) -> list[str] | None:
+    """The overrides of the command that made the sweep, as its multirun.yaml records them; None
+    when there is no multirun.yaml or it cannot be read."""
+    task = (_multirun_hydra_config(sweep_dir).get("overrides") or {}).get("task")
+    return [str(t) for t in task] if isinstance(task, list) else None
 
 
 def declared_sweeps(hydra_cfg: dict) -> list[str]:

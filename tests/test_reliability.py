@@ -228,3 +228,16 @@ def test_a_run_another_process_is_training_is_skipped_with_one_line(tmp_path):
     assert (sweep / "0" / "result.json").exists() and not (sweep / "1" / "result.json").exists()
     p = app(*args, cwd=tmp_path)  # the holder is gone: the run trains
     assert p.returncode == 0 and json.loads((sweep / "1" / "result.json").read_text())["status"] == "completed"
+
+
+def test_a_grid_dir_whose_multirun_yaml_is_damaged_is_refused_in_one_line(tmp_path):
+    sweep = tmp_path / "grid"
+    args = ("-m", *TINY, "lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}", "hydra.callbacks.summary.report=false")
+    assert app(*args, cwd=tmp_path).returncode == 0
+    (sweep / "multirun.yaml").write_text("hydra: [unclosed")
+    p = app(*args, cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert [line for line in p.stderr.splitlines() if line.startswith("error")] == [
+        f"error: hydra.sweep.dir={sweep}: holds a sweep whose multirun.yaml cannot be read; re-run that command to "
+        "resume it, or give this one its own hydra.sweep.dir"
+    ]
