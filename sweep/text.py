@@ -6,6 +6,7 @@ value cannot shift a table's columns or add a script to report.md."""
 from __future__ import annotations
 
 import html
+import re
 import unicodedata
 
 
@@ -43,11 +44,4 @@ def code_block(text: str, language: str = "") -> list[str]:
 
 
 def _backtick_runs(text: str) -> list[str]:
-    runs, current = [], ""
-    for c in text:
-        if c == "`":
-            current += c
-        elif current:
-            runs.append(current)
-            current = ""
-    return runs + ([current] if current else [])
+    return re.findall(r"`+", text)
