@@ -27,6 +27,22 @@ log = logging.getLogger("sweep")
 CACHE_DIR = ".sweep-cache"  # under each data root: decoded tensors, one file per data set
 
 
+def stratified(y: Tensor, k: int, seed: int) -> Tensor:
+    """`k` indices into the labels `y`, each class's share in proportion to its count (largest
+    remainders get the rounding), drawn by a permutation seeded with `seed`; in sorted order."""
+    g = torch.Generator().manual_seed(seed)
+    classes, counts = torch.unique(y, return_counts=True)
+    exact = counts.double() * k / len(y)
+    quota = exact.floor().long()
+    extra = k - int(quota.sum())
+    quota[torch.argsort(exact - quota, descending=True, stable=True)[:extra]] += 1
+    picked = []
+    for c, q in zip(classes.tolist(), quota.tolist()):
+        members = (y == c).nonzero().flatten()
+        picked.append(members[torch.randperm(len(members), generator=g)[:q]])
+    return torch.cat(picked).sort().values
+
+
 @dataclass(frozen=True)
 class Data:
     """Train/val/test splits. Images are (N, C, H, W); uint8 until `prepare`, float32 after."""
@@ -46,6 +62,20 @@ class Data:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, size: int | float | None, seed: int) -> Data:
+        """The data with `size` of its training split (a count, or a fraction in (0, 1]), drawn per
+        class in proportion (stratified) by a generator seeded with `seed`; validation and test
+        untouched, so results stay comparable. UserError for a count larger than the split."""
+        n = len(self.y_train)
+        if size is None or size == 1.0 and isinstance(size, float):
+            return self
+        k = round(size * n) if isinstance(size, float) else size
+        if not 1 <= k <= n:
+            raise UserError(f"data.subset={size}: the training split has {n} images; give at most {n}, or a fraction")
+        return replace(
+            self, x_train=self.x_train[(idx := stratified(self.y_train, k, seed))], y_train=self.y_train[idx]
+        )
 
     def prepare(self, device: torch.device) -> Data:
         """Normalise with the training split's per-channel statistics, once, on `device`."""

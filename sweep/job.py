@@ -123,12 +123,14 @@ def _load_data(cfg: DictConfig):
     for key in ("root", "annotations_file", "img_dir"):  # relative to where the user ran the command
         if data_cfg.get(key):
             data_cfg[key] = to_absolute_path(data_cfg[key])
+    subset = data_cfg.pop("subset", None)  # every data set's: an index into the decoded split, not a copy
     try:
-        return instantiate(data_cfg)
+        data = instantiate(data_cfg)
     except Exception as e:
         if isinstance(e.__cause__, UserError):  # instantiate wraps the loader's own errors
             raise e.__cause__ from None
         raise
+    return data.subset(subset, data_cfg.get("split_seed", 0))
 
 
 def _schedule(scheduler_cfg: DictConfig, steps_per_epoch: int) -> Schedule:
@@ -207,4 +209,5 @@ def _train(
         "divergence": result.divergence,
         **scores,
         "class_names": tuple(data.class_names),
+        "train_images": len(data.x_train),
     }

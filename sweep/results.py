@@ -206,6 +206,7 @@ class RunResult:
     test_class_acc: tuple[float | None, ...] | None = _field(_list_of(lambda v: None if v is None else _SCORE(v)))
     confusion_matrix: tuple[tuple[int, ...], ...] | None = _field(_list_of(_list_of(_COUNT)))
     class_names: tuple[str, ...] | None = _field(_list_of(_item_text))
+    train_images: int | None = _field(_number(0, 2**40, integer=True))  # the training split's size (data.subset)
     record: RunRecord = field(default_factory=RunRecord)
 
     # ------------------------------------------------------------------ constructors

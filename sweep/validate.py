@@ -226,6 +226,12 @@ def validate(cfg: DictConfig) -> None:
         root = os.path.expanduser(cfg.data.root)
         if os.path.exists(root) and not os.path.isdir(root):
             raise UserError(f"data.root={cfg.data.root}: is a file; must be a folder path")
+    _check(
+        cfg,
+        "data.subset",
+        lambda v: v is None or isinstance(v, int) or v <= 1.0,
+        "must be a count (an integer >= 1) or a fraction in (0, 1]",
+    )
     # a scheduler YAML that declares no rules still steps in a way the loop knows
     _check(cfg, "scheduler.interval", lambda v: v in (None, "epoch", "batch"), "must be epoch or batch")
     _check(

@@ -112,3 +112,58 @@ def test_a_read_only_data_root_caches_in_the_user_cache_dir(tmp_path, monkeypatc
         f.unlink()  # the next run reads the user cache
     assert torch.equal(torchvision_dataset("MNIST", root=str(tmp_path / "data"), download=False).x_val, data.x_val)
     assert cache.exists()
+
+
+# ----------------------------------------------------------------------------- data.subset
+
+
+def test_a_subset_is_stratified_seeded_and_leaves_val_and_test_alone():
+    from sweep.data import digits, stratified
+
+    full = digits()
+    y = full.y_train
+    a, b, c = stratified(y, 300, 0), stratified(y, 300, 0), stratified(y, 300, 1)
+    assert torch.equal(a, b) and not torch.equal(a, c) and len(a) == 300 and len(set(a.tolist())) == 300
+    share = torch.bincount(y[a], minlength=10) / 300
+    assert torch.allclose(share, torch.bincount(y, minlength=10) / len(y), atol=1 / 300 + 1e-9)  # in proportion
+    small = full.subset(0.25, 0)
+    assert len(small.y_train) == round(0.25 * len(y))
+    assert torch.equal(small.x_val, full.x_val) and torch.equal(small.x_test, full.x_test)
+    assert full.subset(None, 0) is full and full.subset(1.0, 0) is full
+
+
+@pytest.mark.parametrize(
+    "value, line",
+    [
+        ("0", "data.subset=0: must be null or a number > 0"),
+        ("-5", "data.subset=-5: must be null or a number > 0"),
+        ("1.5", "data.subset=1.5: must be a count (an integer >= 1) or a fraction in (0, 1]"),
+        ("100000", "data.subset=100000: the training split has 1150 images; give at most 1150, or a fraction"),
+    ],
+)
+def test_a_subset_that_cannot_be_is_one_line(tmp_path, value, line):
+    from conftest import train
+
+    from sweep.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        train(tmp_path, "data=digits", f"data.subset={value}")
+    assert str(e.value) == line
+
+
+@pytest.mark.parametrize("data", ["digits", "synthetic", "mnist", "folder"])
+def test_every_data_set_takes_a_subset_and_records_it(tmp_path, data):
+    from conftest import train
+    from formats import write_mnist, write_shapes
+
+    args = {"digits": ["data=digits"], "synthetic": ["data=synthetic"],
+            "mnist": ["data=mnist", f"data.root={tmp_path / 'd'}", "data.download=false"],
+            "folder": ["data=folder", f"data.root={tmp_path / 'd'}"]}[data]  # fmt: skip
+    if data == "mnist":
+        write_mnist(tmp_path / "d", n_train=200, n_test=40)
+    elif data == "folder":
+        write_shapes(tmp_path / "d", per_class=20)
+    _, whole = train(tmp_path / "whole", *args, "epochs=1")
+    _, part = train(tmp_path / "part", *args, "epochs=1", "data.subset=0.5")
+    assert part["train_images"] == round(whole["train_images"] / 2) and part["status"] == "completed"
+    assert part["params"]["data.subset"] == "0.5"
