@@ -3,11 +3,16 @@ use beside its neighbours."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from dataclasses import dataclass
 
 import torch
 
 from sweep.errors import UserError
+
+log = logging.getLogger("sweep")
 
 
 def pick_device(name: str) -> torch.device:
@@ -56,9 +61,67 @@ def pick_threads(threads: int | str, parallel: int | None) -> int:
     """`auto` shares the cores between the jobs a launcher runs at once, so they don't oversubscribe."""
     if threads != "auto":
         return int(threads)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     parallel = cores if parallel is None or parallel < 1 else parallel
     return max(1, cores // parallel)
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """How busy the machine's cores and this process have been, in CPU-seconds, at one moment."""
+
+    wall: float
+    busy: float  # all cores, every process: /proc/stat's user, nice, system, irq, softirq and steal
+    own: float  # this process's threads
+
+    @classmethod
+    def now(cls) -> CpuSample | None:
+        """None where there is no /proc/stat (not Linux)."""
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields[i] for i in (0, 1, 2, 5, 6, 7) if i < len(fields))  # steal: a VM's host took it
+        t = os.times()
+        return cls(time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), t.user + t.system)
+
+    def others_since(self, before: CpuSample) -> float:
+        """How many cores other processes kept busy, on average, since `before`."""
+        wall = self.wall - before.wall
+        return max(0.0, ((self.busy - before.busy) - (self.own - before.own)) / wall) if wall > 0 else 0.0
+
+
+def free_threads(share: int, cores: int, others: float) -> int:
+    """`threads=auto` under load: the cores other processes leave free, at most this run's share of
+    the machine, at least one. Two threads on two cores where another process keeps one busy wait
+    on each other (an OpenMP thread spins while its partner is off the CPU): a CNN step took 2x
+    as long as with one thread here."""
+    return max(1, min(share, int(cores - others + 0.5)))
+
+
+class ThreadsFollower:
+    """`threads=auto` after each epoch: torch's thread count follows the cores the other processes
+    leave free (re-read from /proc/stat over the epoch), within the run's share."""
+
+    def __init__(self, share: int) -> None:
+        self.share, self.cores, self.last = share, available_cores(), CpuSample.now()
+        self.used: list[int] = [share]
+
+    def after_epoch(self) -> None:
+        now = CpuSample.now()
+        if now is None or self.last is None:
+            return
+        others, self.last = now.others_since(self.last), now
+        threads = free_threads(self.share, self.cores, others)
+        if threads != torch.get_num_threads():
+            log.info("threads: %d, as other processes kept %.1f of %d cores busy", threads, others, self.cores)
+            torch.set_num_threads(threads)
+        self.used.append(threads)
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def configure_cpu(threads: int) -> None:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import rules
 from sweep.checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
-from sweep.device import configure_cpu, pick_device, pick_precision, pick_threads
+from sweep.device import ThreadsFollower, configure_cpu, pick_device, pick_precision, pick_threads
 from sweep.errors import UserError
 from sweep.losses import wants_log_probs
 from sweep.models import ModelSpec, build, check_fits
@@ -167,8 +167,13 @@ def _train(
     )
     objective = METRICS[cfg.objective].name
 
+    # threads=auto on a CPU follows the cores other processes leave free, epoch by epoch
+    follower = ThreadsFollower(torch.get_num_threads()) if cfg.threads == "auto" and device.type == "cpu" else None
+
     def on_epoch(history: list[dict], last: bool) -> bool:
         write_metrics(run_dir, history)
+        if follower is not None and not last:
+            follower.after_epoch()
         return trial is not None and trial.should_prune(history[-1][objective], history[-1]["epoch"], last)
 
     schedule = _schedule(cfg.scheduler, math.ceil(len(data.x_train) / cfg.batch_size))
@@ -210,4 +215,5 @@ def _train(
         **scores,
         "class_names": tuple(data.class_names),
         "train_images": len(data.x_train),
+        "threads_used": tuple(follower.used[: len(result.history)]) if follower else None,
     }

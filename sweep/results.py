@@ -207,6 +207,7 @@ class RunResult:
     confusion_matrix: tuple[tuple[int, ...], ...] | None = _field(_list_of(_list_of(_COUNT)))
     class_names: tuple[str, ...] | None = _field(_list_of(_item_text))
     train_images: int | None = _field(_number(0, 2**40, integer=True))  # the training split's size (data.subset)
+    threads_used: tuple[int, ...] | None = _field(_list_of(_number(1, 2**20, integer=True)))  # threads=auto: per epoch
     record: RunRecord = field(default_factory=RunRecord)
 
     # ------------------------------------------------------------------ constructors

@@ -1,0 +1,52 @@
+"""threads=auto on a busy machine: after each epoch, torch's thread count follows the cores the
+other processes leave free (read from /proc/stat), within the run's share of the machine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sweep import device
+from sweep.device import CpuSample, ThreadsFollower, free_threads
+
+
+@pytest.mark.parametrize(
+    "share, cores, others, threads",
+    [(2, 2, 0.0, 2), (2, 2, 0.4, 2), (2, 2, 0.6, 1), (2, 2, 1.0, 1), (2, 2, 2.0, 1), (1, 2, 0.0, 1), (4, 4, 1.0, 3),
+     (4, 4, 0.2, 4), (2, 8, 3.0, 2)],
+)  # fmt: skip
+def test_auto_takes_the_cores_the_others_leave_free_within_its_share(share, cores, others, threads):
+    assert free_threads(share, cores, others) == threads
+
+
+def test_the_others_are_the_busy_cores_less_this_process():
+    before = CpuSample(wall=100.0, busy=1000.0, own=50.0)
+    after = CpuSample(wall=110.0, busy=1025.0, own=60.0)  # 25 core-seconds busy in 10 s, 10 of them ours
+    assert after.others_since(before) == pytest.approx(1.5)
+
+
+def test_the_follower_drops_a_thread_while_another_process_is_busy_and_takes_it_back(monkeypatch):
+    samples = iter([
+        CpuSample(0.0, 0.0, 0.0),
+        CpuSample(10.0, 20.0, 10.0),  # epoch 1: 2 cores busy, 1 of them another process's
+        CpuSample(20.0, 40.0, 20.0),  # epoch 2: still
+        CpuSample(30.0, 50.0, 30.0),  # epoch 3: only this process
+    ])  # fmt: skip
+    monkeypatch.setattr(CpuSample, "now", classmethod(lambda cls: next(samples)))
+    monkeypatch.setattr(device, "available_cores", lambda: 2)
+    torch.set_num_threads(2)
+    follower = ThreadsFollower(share=2)
+    seen = []
+    for _ in range(3):
+        follower.after_epoch()
+        seen.append(torch.get_num_threads())
+    assert seen == [1, 1, 2] and follower.used == [2, 1, 1, 2]
+
+
+def test_a_fixed_thread_count_is_never_changed(tmp_path):
+    from conftest import train
+
+    _, result = train(tmp_path, "+debug=tiny", "threads=1", "epochs=3")
+    assert result["threads"] == 1 and result["threads_used"] is None
+    _, result = train(tmp_path / "auto", "+debug=tiny", "epochs=3")
+    assert len(result["threads_used"]) == 3 and result["threads_used"][0] == result["threads"]
