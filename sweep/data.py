@@ -149,8 +149,18 @@ def _checksum(tensors: dict) -> str:
     return h.hexdigest()
 
 
+# A process's data sets, already read: a launcher's worker (joblib's keep their process between
+# jobs) reads a data set once, not once a job. Keyed by the cache file and its identity on disk.
+_READ: dict[tuple, dict] = {}
+_READ_KEEP = 2  # data sets a process holds at most
+
+
 def _load_cache(path: Path, source: str) -> dict | None:
     """The cached tensors, or None (with one warning line) when the file is corrupt or stale."""
+    st = path.stat()
+    key = (str(path.resolve()), source, st.st_mtime_ns, st.st_size)
+    if key in _READ:
+        return _READ[key]
     try:
         stored = torch.load(path, weights_only=True)
         if not isinstance(stored, dict) or stored.get("format") != CACHE_FORMAT:
@@ -159,6 +169,10 @@ def _load_cache(path: Path, source: str) -> dict | None:
             raise ValueError("its source files changed")
         if _checksum(stored["tensors"]) != stored.get("checksum"):
             raise ValueError("checksum mismatch")
+        log.info("data: read %s (process %d)", path, os.getpid())
+        while len(_READ) >= _READ_KEEP:
+            _READ.pop(next(iter(_READ)))
+        _READ[key] = stored["tensors"]
         return stored["tensors"]
     except Exception as e:  # noqa: BLE001 - whatever is wrong with it, decoding again mends it
         why = " ".join(f"{type(e).__name__}: {e}".split("\n")[0].split())[:200]

@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TINY, app, cli, wait_for_stale
+from conftest import REPO, SMOKE, TINY, app, cli, wait_for_stale
 
 from sweep.search.study import StudyRef
 
@@ -313,13 +313,14 @@ def test_joblib_workers_report_to_their_trials_and_share_the_cores(tmp_path):
         sweep_dir,
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
-        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_trials=4",
         "search/pruner=median",
         cwd=tmp_path,
         process=True,
+        data=SMOKE,  # digits: read from its decode cache
     )
     trials = study(sweep_dir).trials
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)  # epochs reported from the workers
     results = [json.loads((sweep_dir / f"trial_{n:04d}" / "result.json").read_text()) for n in (0, 1)]
     share = max(1, len(os.sched_getaffinity(0)) // 2)  # the cores, split between 2 processes
@@ -330,6 +331,10 @@ def test_joblib_workers_report_to_their_trials_and_share_the_cores(tmp_path):
     for n in (0, 1):
         assert re.search(rf"run trial_000{n}: epoch 2 ", p.stdout + p.stderr)
     assert "hydra.job.env_set" not in p.stdout + p.stderr and "Joblib.Parallel" not in p.stdout + p.stderr
+    # two workers, each kept for its two jobs, each reading the data set once
+    logs = "".join((sweep_dir / f"trial_{n:04d}" / "run.log").read_text() for n in range(4))
+    reads = re.findall(r"data: read \S+ \(process (\d+)\)", logs)
+    assert len(reads) == len(set(reads)) == 2, reads
 
 
 @pytest.mark.parametrize(

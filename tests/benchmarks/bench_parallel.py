@@ -1,5 +1,6 @@
 """Throughput of an Optuna search with 2 trials in parallel (joblib, 2 processes) against 1 at a
-time, measured in one run on this machine.
+time, and against two independent single-thread searches side by side (the most 2 processes
+reach on this machine), measured in one run.
 
     python tests/benchmarks/bench_parallel.py [--trials 8] [--epochs 4]
 
@@ -55,6 +56,17 @@ def main() -> None:
             capture_output=True,
         )  # fills the cache
         times, spans = {}, {}
+
+        def span_of(sweep_dirs: list[Path]) -> float:
+            # the trials' own span: first start to last end (worker start-up included, the sweep's
+            # start-up and end-of-sweep report not, which every way pays alike)
+            trials = [
+                t
+                for d in sweep_dirs
+                for t in optuna.load_study(study_name="sweep", storage=f"sqlite:///{d}/optuna.db").trials
+            ]
+            return (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+
         for name, extra in (
             ("1 at a time", []),
             ("2 in parallel", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]),
@@ -63,15 +75,33 @@ def main() -> None:
             t0 = time.perf_counter()
             subprocess.run(base + extra + [f"hydra.sweep.dir={sweep_dir}"], check=True, capture_output=True)
             times[name] = time.perf_counter() - t0
-            trials = optuna.load_study(study_name="sweep", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
-            # the trials' own span: first start to last end (worker start-up included, the sweep's
-            # start-up and end-of-sweep report not, which both ways pay alike)
-            span = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
-            spans[name] = span.total_seconds()
+            spans[name] = span_of([sweep_dir])
+        name, dirs = "2 independent", [Path(tmp) / "ind0", Path(tmp) / "ind1"]
+        half = [
+            a if not a.startswith("hydra.sweeper.n_trials=") else f"hydra.sweeper.n_trials={args.trials // 2}"
+            for a in base
+        ]
+        t0 = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                half + ["threads=1", f"hydra.sweeper.sampler.seed={i}", f"hydra.sweep.dir={d}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            for i, d in enumerate(dirs)
+        ]
+        for proc in procs:
+            proc.wait()
+        times[name], spans[name] = time.perf_counter() - t0, span_of(dirs)
+        for name in times:
             print(f"{name:14s}: {times[name]:6.1f} s the command, {spans[name]:6.1f} s the trials: "
                   f"{60 * args.trials / spans[name]:5.1f} trials/min")  # fmt: skip
         print(f"trial throughput, 2 parallel / 1: {spans['1 at a time'] / spans['2 in parallel']:.2f}x "
               f"(whole command: {times['1 at a time'] / times['2 in parallel']:.2f}x)")  # fmt: skip
+        print(
+            f"trial throughput, 2 parallel / 2 independent single-thread processes: "
+            f"{spans['2 independent'] / spans['2 in parallel']:.2f} (target >= 0.95)"
+        )
 
 
 if __name__ == "__main__":
