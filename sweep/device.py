@@ -101,22 +101,24 @@ def free_threads(share: int, cores: int, others: float) -> int:
 
 
 class ThreadsFollower:
-    """`threads=auto` after each epoch: torch's thread count follows the cores the other processes
-    leave free (re-read from /proc/stat over the epoch), within the run's share."""
+    """`threads=auto` on a CPU: before the first epoch (from how busy the other processes kept the
+    cores while the run loaded its data) and after each epoch, torch's thread count follows the
+    cores they leave free, within the run's share. `used` holds each epoch's count."""
 
     def __init__(self, share: int) -> None:
         self.share, self.cores, self.last = share, available_cores(), CpuSample.now()
-        self.used: list[int] = [share]
+        self.used: list[int] = []
 
-    def after_epoch(self) -> None:
+    def follow(self) -> None:
+        """Set the thread count for the next epoch from the load since the last call."""
         now = CpuSample.now()
-        if now is None or self.last is None:
-            return
-        others, self.last = now.others_since(self.last), now
-        threads = free_threads(self.share, self.cores, others)
-        if threads != torch.get_num_threads():
-            log.info("threads: %d, as other processes kept %.1f of %d cores busy", threads, others, self.cores)
-            torch.set_num_threads(threads)
+        threads = torch.get_num_threads()
+        if now is not None and self.last is not None:
+            others, self.last = now.others_since(self.last), now
+            threads = free_threads(self.share, self.cores, others)
+            if threads != torch.get_num_threads():
+                log.info("threads: %d, as other processes kept %.1f of %d cores busy", threads, others, self.cores)
+                torch.set_num_threads(threads)
         self.used.append(threads)
 
 

@@ -95,7 +95,9 @@ def _run(
     record = replace(record, trial=link and link.number)
     try:
         name = f"run {run_dir.name}" if parallel_jobs and parallel_jobs > 1 else ""  # lines of runs side by side
-        outcome = _train(cfg, _load_data(cfg), device, precision, run_dir, link, snapshots, name)
+        # threads=auto on a CPU follows the cores other processes leave free, from now on
+        follower = ThreadsFollower(torch.get_num_threads()) if cfg.threads == "auto" and device.type == "cpu" else None
+        outcome = _train(cfg, _load_data(cfg), device, precision, run_dir, link, snapshots, name, follower)
         result = RunResult.finished(record, **outcome)
     except UserError:  # every run of a sweep would fail alike: the entry point tells the user once
         raise
@@ -143,7 +145,15 @@ def _schedule(scheduler_cfg: DictConfig, steps_per_epoch: int) -> Schedule:
 
 
 def _train(
-    cfg: DictConfig, data, device: torch.device, precision: str, run_dir: Path, trial, snapshots: Snapshots, name: str
+    cfg: DictConfig,
+    data,
+    device: torch.device,
+    precision: str,
+    run_dir: Path,
+    trial,
+    snapshots: Snapshots,
+    name: str,
+    follower: ThreadsFollower | None = None,
 ) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     data = data.prepare(device)
@@ -167,17 +177,16 @@ def _train(
     )
     objective = METRICS[cfg.objective].name
 
-    # threads=auto on a CPU follows the cores other processes leave free, epoch by epoch
-    follower = ThreadsFollower(torch.get_num_threads()) if cfg.threads == "auto" and device.type == "cpu" else None
-
     def on_epoch(history: list[dict], last: bool) -> bool:
         write_metrics(run_dir, history)
         if follower is not None and not last:
-            follower.after_epoch()
+            follower.follow()
         return trial is not None and trial.should_prune(history[-1][objective], history[-1]["epoch"], last)
 
     schedule = _schedule(cfg.scheduler, math.ceil(len(data.x_train) / cfg.batch_size))
     make_optimizer = instantiate(_node(cfg.optimizer), _convert_="all")
+    if follower is not None:
+        follower.follow()  # the load while the data loaded: the first epoch's threads
     result = fit(model, data, make_optimizer, schedule, loss_fn, settings, on_epoch, snapshots)
     write_metrics(run_dir, result.history)  # a resumed run's, and an epoch that diverged before the hook
 

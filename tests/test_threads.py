@@ -37,10 +37,10 @@ def test_the_follower_drops_a_thread_while_another_process_is_busy_and_takes_it_
     torch.set_num_threads(2)
     follower = ThreadsFollower(share=2)
     seen = []
-    for _ in range(3):
-        follower.after_epoch()
+    for _ in range(3):  # before epoch 1 (the load while the data loaded), then after epochs 1 and 2
+        follower.follow()
         seen.append(torch.get_num_threads())
-    assert seen == [1, 1, 2] and follower.used == [2, 1, 1, 2]
+    assert seen == [1, 1, 2] and follower.used == [1, 1, 2]
 
 
 def test_a_fixed_thread_count_is_never_changed(tmp_path):
@@ -49,4 +49,4 @@ def test_a_fixed_thread_count_is_never_changed(tmp_path):
     _, result = train(tmp_path, "+debug=tiny", "threads=1", "epochs=3")
     assert result["threads"] == 1 and result["threads_used"] is None
     _, result = train(tmp_path / "auto", "+debug=tiny", "epochs=3")
-    assert len(result["threads_used"]) == 3 and result["threads_used"][0] == result["threads"]
+    assert len(result["threads_used"]) == 3 and all(1 <= t <= result["threads"] for t in result["threads_used"])
