@@ -4,9 +4,10 @@ one run of this script on this machine.
 
     python tests/benchmarks/bench_threads.py [--images 12000] [--epochs 3]
 
-Each cell is one `sweep/run.py` command (its start-up not timed); the figure is the mean epoch
-time from metrics.csv over the epochs after the first (auto measures the load during the first
-epoch and adapts from the second), and the first epoch on its own. The competitors are busy loops
+Each cell is a `sweep/run.py` command (its start-up not timed), the fastest of `--rounds`
+alternating rounds; the figure is the mean epoch time from metrics.csv over the epochs after the
+first, and the first epoch on its own (auto sets the first epoch's threads from the load while
+the run loads its data, and re-reads the load after every epoch). The competitors are busy loops
 in other processes, started before and ended after each command. Prints each column's best fixed
 choice and auto's ratio to it, and auto's ratio to threads=1.
 """
@@ -47,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=12_000)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; each cell its fastest")
     args = parser.parse_args()
     from formats import write_mnist
 
