@@ -71,18 +71,26 @@ class CpuSample:
     """How busy the machine's cores and this process have been, in CPU-seconds, at one moment."""
 
     wall: float
-    busy: float  # all cores, every process: /proc/stat's user, nice, system, irq, softirq and steal
+    busy: float  # the cores this process may use (its affinity), every process's time on them
     own: float  # this process's threads
 
     @classmethod
     def now(cls) -> CpuSample | None:
-        """None where there is no /proc/stat (not Linux)."""
+        """None where there is no /proc/stat (not Linux). Only the cores this process may run on
+        count (on a SLURM node pinned to 2 of 64 cores, the other 62 are someone else's)."""
+        mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        busy = 0
         try:
             with open("/proc/stat") as f:
-                fields = [int(v) for v in f.readline().split()[1:]]
+                for line in f:
+                    name, *fields = line.split()
+                    if not (name.startswith("cpu") and name[3:].isdigit()):
+                        continue
+                    if mine is None or int(name[3:]) in mine:
+                        # user, nice, system, irq, softirq and steal (a VM's host took it)
+                        busy += sum(int(fields[i]) for i in (0, 1, 2, 5, 6, 7) if i < len(fields))
         except (OSError, ValueError):
             return None
-        busy = sum(fields[i] for i in (0, 1, 2, 5, 6, 7) if i < len(fields))  # steal: a VM's host took it
         t = os.times()
         return cls(time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), t.user + t.system)
 

@@ -50,3 +50,18 @@ def test_a_fixed_thread_count_is_never_changed(tmp_path):
     assert result["threads"] == 1 and result["threads_used"] is None
     _, result = train(tmp_path / "auto", "+debug=tiny", "epochs=3")
     assert len(result["threads_used"]) == 3 and all(1 <= t <= result["threads"] for t in result["threads_used"])
+
+
+def test_only_the_cores_this_process_may_use_count(monkeypatch):
+    """On a node where the job is pinned to 2 of 4 cores, the other cores' load is not its business."""
+    import io
+
+    stat = (
+        "cpu  400 0 0 400 0 0 0 0 0 0\n"
+        "cpu0 100 0 0 0 0 0 0 0 0 0\ncpu1 100 0 0 0 0 0 0 0 0 0\n"
+        "cpu2 100 0 0 0 0 0 0 0 0 0\ncpu3 100 0 0 0 0 0 0 0 0 0\nintr 5\n"
+    )
+    monkeypatch.setattr(device, "open", lambda *a, **k: io.StringIO(stat), raising=False)
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 2})
+    monkeypatch.setattr(device.os, "sysconf", lambda name: 100)
+    assert CpuSample.now().busy == 2.0  # cpu0 and cpu2: 100 ticks each, at 100 ticks a second
