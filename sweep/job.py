@@ -26,6 +26,7 @@ from sweep.progress import bars_wanted
 from sweep.results import (
     METRICS_FILE,
     RESULT_FILE,
+    THREADS_FOLLOW,
     RunRecord,
     RunResult,
     claim_run_dir,
@@ -71,7 +72,8 @@ def run(
         log.warning("skipped: %s is being trained by another process; that one will finish it", run_dir)
         return math.nan
     with claim:  # held until the run's files are written
-        record = make_record(overrides, cfg.seed, cfg.objective, None, str(device), precision, threads)
+        policy = THREADS_FOLLOW if cfg.threads == "auto" and device.type == "cpu" else "fixed"
+        record = make_record(overrides, cfg.seed, cfg.objective, None, str(device), precision, threads, policy)
         return _run(cfg, run_dir, overrides, device, record, parallel_jobs, trial)
 
 
@@ -96,7 +98,7 @@ def _run(
     try:
         name = f"run {run_dir.name}" if parallel_jobs and parallel_jobs > 1 else ""  # lines of runs side by side
         # threads=auto on a CPU follows the cores other processes leave free, from now on
-        follower = ThreadsFollower(torch.get_num_threads()) if cfg.threads == "auto" and device.type == "cpu" else None
+        follower = ThreadsFollower(torch.get_num_threads()) if record.threads_policy == THREADS_FOLLOW else None
         outcome = _train(cfg, _load_data(cfg), device, precision, run_dir, link, snapshots, name, follower)
         result = RunResult.finished(record, **outcome)
     except UserError:  # every run of a sweep would fail alike: the entry point tells the user once

@@ -23,6 +23,7 @@ from sweep.outcomes import METRICS, OBJECTIVES, Status, StopReason
 
 METRICS_FILE, RESULT_FILE = "metrics.csv", "result.json"
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"]
+THREADS_FOLLOW = "auto: the free cores of its share, re-read before the first epoch and after each"
 RESULT_FORMAT = 2  # 1: the same keys without `format` (read alike)
 MAX_RESULT_BYTES = 16 * 2**20  # a result.json is a few KB; a bigger one is not read
 
@@ -175,7 +176,8 @@ class RunRecord:
     objective: str = _field(_objective, "val_acc")
     device: str | None = _field(_text)
     precision: str | None = _field(_text)
-    threads: int | None = _field(_number(1, 2**20, integer=True))
+    threads: int | None = _field(_number(1, 2**20, integer=True))  # the run's share; auto may use fewer
+    threads_policy: str | None = _field(_text)  # THREADS_FOLLOW (threads=auto on a CPU) or "fixed"
     trial: int | None = _field(_number(0, 2**63, integer=True))
     versions: dict | None = _field(_mapping)
     git: dict | None = _field(_mapping)
@@ -350,6 +352,7 @@ def make_record(
     device: str | None = None,
     precision: str | None = None,
     threads: int | None = None,
+    threads_policy: str | None = None,
 ) -> RunRecord:
     """The record of a run about to train, or of one refused before it could (whose seed or
     objective may be what the user mistyped: then they are left out)."""
@@ -360,6 +363,7 @@ def make_record(
         device,
         precision,
         threads,
+        threads_policy,
         trial,
         **provenance(),
     )

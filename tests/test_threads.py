@@ -47,8 +47,9 @@ def test_a_fixed_thread_count_is_never_changed(tmp_path):
     from conftest import train
 
     _, result = train(tmp_path, "+debug=tiny", "threads=1", "epochs=3")
-    assert result["threads"] == 1 and result["threads_used"] is None
+    assert result["threads"] == 1 and result["threads_used"] is None and result["threads_policy"] == "fixed"
     _, result = train(tmp_path / "auto", "+debug=tiny", "epochs=3")
+    assert result["threads_policy"].startswith("auto: the free cores")
     assert len(result["threads_used"]) == 3 and all(1 <= t <= result["threads"] for t in result["threads_used"])
 
 
