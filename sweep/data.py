@@ -68,7 +68,7 @@ class Data:
         class in proportion (stratified) by a generator seeded with `seed`; validation and test
         untouched, so results stay comparable. UserError for a count larger than the split."""
         n = len(self.y_train)
-        if size is None or size == 1.0 and isinstance(size, float):
+        if size is None or (isinstance(size, float) and size == 1.0):  # all of it (the integer 1 is one image)
             return self
         k = round(size * n) if isinstance(size, float) else size
         if not 1 <= k <= n:

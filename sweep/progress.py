@@ -134,9 +134,9 @@ def read_plan(sweep_dir: Path) -> dict[str, Any] | None:
     return p if ok else None
 
 
-def _job_order(run_dir: Path) -> tuple[int, str]:
-    """Grid run dirs in job order: 0, 1, ..., 10."""
-    return len(run_dir.name), run_dir.name
+def _job_order(name: str) -> tuple[int, str]:
+    """Grid run dir names in job order: 0, 1, ..., 10."""
+    return len(name), name
 
 
 def after_run(sweep_dir: Path, run_dir: Path, seconds: float, objective: str) -> Line | None:
@@ -147,7 +147,7 @@ def after_run(sweep_dir: Path, run_dir: Path, seconds: float, objective: str) ->
         return None
     found: dict[str, RunResult] = {}
     new: set[str] = set()  # written since the sweep (re)started; the others finished before it
-    for d in sorted(Path(sweep_dir).iterdir(), key=_job_order):
+    for d in sorted(Path(sweep_dir).iterdir(), key=lambda d: _job_order(d.name)):
         result = RunResult.read(d) if d.is_dir() else RunResult.incomplete()
         if result.status is Status.INCOMPLETE:  # none yet, being written by another run, or damaged
             continue
@@ -165,8 +165,8 @@ def after_run(sweep_dir: Path, run_dir: Path, seconds: float, objective: str) ->
         best = f"{value:.4f}, run {name}"
     # this run's place: every run done in this start, and those done before it up to this one
     # (a resumed grid skips its finished runs in order: each counts once, when its turn comes)
-    here = _job_order(Path(run_dir))
-    done = len(new) + sum(1 for name in found if name not in new and _job_order(Path(name)) <= here)
+    here = _job_order(Path(run_dir).name)
+    done = len(new) + sum(1 for name in found if name not in new and _job_order(name) <= here)
     total = p["total"] and max(p["total"], len(found))
     return Line(
         done=done,
