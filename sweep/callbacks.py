@@ -90,12 +90,18 @@ class SummaryCallback(Callback):
         if bad:
             none = "; none completed" if not completed else ""
             print(f"{bad} of {len(table)} runs failed or diverged{none} (their errors are in summary.csv)", flush=True)
+        files = [path]
         if self.report:
             from sweep.report import write_report
 
             try:
-                print(f"Report: {write_report([sweep], metric_name=self.metric)}", flush=True)
+                report = write_report([sweep], metric_name=self.metric)
+                files += [report, *sorted(report.parent.glob("*.png"))]
+                print(f"Report: {report}", flush=True)
             except UserError as e:  # a bad hydra.callbacks.summary.metric: the summary still stands
                 log.error("error: no report: %s", e)
+        from sweep.loggers import LoggerSettings, end_sweep
+
+        end_sweep(LoggerSettings.of(config.get("logger")), sweep_dir, files)  # MLflow's parent run
         if not completed and stops.received is None:  # a sweep in which no run completed failed
             sys.exit(1)

@@ -19,6 +19,7 @@ from sweep import rules
 from sweep.checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
 from sweep.device import ThreadsFollower, configure_cpu, pick_device, pick_precision, pick_threads
 from sweep.errors import UserError
+from sweep.loggers import Loggers
 from sweep.losses import wants_log_probs
 from sweep.models import ModelSpec, build, check_fits
 from sweep.outcomes import METRICS, Status
@@ -58,11 +59,16 @@ def clear_stale(run_dir: Path, overrides: list[str]) -> RunResult | None:
 
 
 def run(
-    cfg: DictConfig, run_dir: Path, overrides: list[str], parallel_jobs: int | None = 1, trial: TrialRef | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: list[str],
+    parallel_jobs: int | None = 1,
+    trial: TrialRef | None = None,
+    loggers: Loggers | None = None,
 ) -> float:
     """Train one configuration into `run_dir`; return the objective at the early-stopped epoch
     (NaN when the run failed or diverged). `parallel_jobs` is how many runs share this machine;
-    `trial` is the Optuna trial the run trains for, if any."""
+    `trial` is the Optuna trial the run trains for, if any; `loggers` the trackers it also reports to."""
     device = pick_device(cfg.device)
     threads = pick_threads(cfg.threads, parallel_jobs)
     configure_cpu(threads)
@@ -74,7 +80,7 @@ def run(
     with claim:  # held until the run's files are written
         policy = THREADS_FOLLOW if cfg.threads == "auto" and device.type == "cpu" else "fixed"
         record = make_record(overrides, cfg.seed, cfg.objective, None, str(device), precision, threads, policy)
-        return _run(cfg, run_dir, overrides, device, record, parallel_jobs, trial)
+        return _run(cfg, run_dir, overrides, device, record, parallel_jobs, trial, loggers)
 
 
 def _run(
@@ -85,6 +91,7 @@ def _run(
     record: RunRecord,
     parallel_jobs: int | None,
     trial: TrialRef | None,
+    loggers: Loggers | None,
 ) -> float:
     """`run`, once this process holds the run dir."""
     precision = record.precision
@@ -99,12 +106,15 @@ def _run(
         name = f"run {run_dir.name}" if parallel_jobs and parallel_jobs > 1 else ""  # lines of runs side by side
         # threads=auto on a CPU follows the cores other processes leave free, from now on
         follower = ThreadsFollower(torch.get_num_threads()) if record.threads_policy == THREADS_FOLLOW else None
-        outcome = _train(cfg, _load_data(cfg), device, precision, run_dir, link, snapshots, name, follower)
+        outcome = _train(cfg, _load_data(cfg), device, precision, run_dir, link, snapshots, name, follower, loggers)
         result = RunResult.finished(record, **outcome)
     except UserError:  # every run of a sweep would fail alike: the entry point tells the user once
         raise
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the run is a row saying so, then the stop goes on
-        RunResult.interrupted(record, epochs_written(run_dir), f"interrupted by {describe(stop)}").write(run_dir)
+        result = RunResult.interrupted(record, epochs_written(run_dir), f"interrupted by {describe(stop)}")
+        result.write(run_dir)
+        if loggers is not None:
+            loggers.end(result)
         raise
     except Exception as e:  # a run that raises is a row of the summary, not the end of the sweep
         result = RunResult.failed(record, f"{type(e).__name__}: {e}", traceback.format_exc())
@@ -112,6 +122,8 @@ def _run(
     result.write(run_dir)
     if result.status is not Status.FAILED:  # it ended: best.pt and result.json say the rest
         snapshots.remove()
+    if loggers is not None:
+        loggers.end(result)
     return result.objective_value
 
 
@@ -156,6 +168,7 @@ def _train(
     snapshots: Snapshots,
     name: str,
     follower: ThreadsFollower | None = None,
+    loggers: Loggers | None = None,
 ) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     data = data.prepare(device)
@@ -181,6 +194,8 @@ def _train(
 
     def on_epoch(history: list[dict], last: bool) -> bool:
         write_metrics(run_dir, history)
+        if loggers is not None:
+            loggers.epoch(history[-1])
         if follower is not None and not last:
             follower.follow()
         return trial is not None and trial.should_prune(history[-1][objective], history[-1]["epoch"], last)

@@ -51,8 +51,9 @@ def train(cfg: DictConfig) -> float:
 
         trial, jobs = trial_ref(hc.sweeper, hc.sweep.dir), hc.launcher.get("n_jobs", 1)
         grid_bar = bars_wanted(cfg.progress) and not single and trial is None and jobs in (None, 1)  # one process
+        loggers = _loggers(cfg, hc, run_dir, overrides, single, trial is not None)
         with execution_whitelist(TRUSTED_TARGETS), runs_bar(Path(hc.sweep.dir), grid_bar):  # again: for launchers
-            value = run(cfg, run_dir, overrides, jobs, trial)
+            value = run(cfg, run_dir, overrides, jobs, trial, loggers)
     except UserError as e:
         if TRIAL_ENV not in os.environ:
             _forget(run_dir, hc.job.name)
@@ -79,6 +80,24 @@ def train(cfg: DictConfig) -> float:
               f"see {run_dir / RESULT_FILE}", file=sys.stderr, flush=True)  # fmt: skip
         sys.exit(1)
     return value
+
+
+def _loggers(cfg: DictConfig, hc: DictConfig, run_dir: Path, overrides: list[str], single: bool, trial: bool):
+    """The experiment trackers this run reports to (`logger=...`), or None."""
+    from sweep import rules
+    from sweep.loggers import Loggers, LoggerSettings, RunInfo, flatten
+    from sweep.results import overrides_dict
+    from sweep.search.study import trial_number
+
+    settings = LoggerSettings.of(cfg.get("logger"))
+    if not settings.wanted:
+        return None
+    resolved = rules.strip(OmegaConf.to_container(cfg, resolve=True))
+    params = {k: v for k, v in flatten(resolved).items() if not k.startswith("logger.")}  # no tracking URI's secrets
+    params |= {g: o for g, o in hc.runtime.choices.items() if o is not None and not g.startswith("hydra")}
+    sweep_dir = None if single else Path(hc.sweep.dir)
+    number = trial_number(run_dir) if trial else None
+    return Loggers(settings, RunInfo(run_dir, sweep_dir, params, overrides_dict(overrides), number))
 
 
 def _forget(run_dir: Path, job_name: str) -> None:

@@ -114,18 +114,27 @@ def check_command_line_keys(args: list[str], conf: Path) -> None:
             node = _read_option(conf, head, option)
             if isinstance(node, dict) and not _has_path(node, rest.split(".")):
                 close = difflib.get_close_matches(rest, _paths(node), n=1)
-                hint = (
-                    f"did you mean {head}.{close[0]}?" if close else f"{head}={option} has: {', '.join(_paths(node))}"
-                )
+                has = f"{head}={option} has: {', '.join(_paths(node))}" if _paths(node) else f"{head}={option} has none"
+                hint = f"did you mean {head}.{close[0]}?" if close else has
                 raise UserError(f"{key}: no such key in {head}={option}; {hint} (add one with +{key}=...)")
 
 
-def _read_option(conf: Path, group: str, option: str) -> Any:
-    """An option file's YAML (None for `null` or a file that is not there)."""
+def _read_option(conf: Path, group: str, option: str, depth: int = 0) -> Any:
+    """An option file's YAML, with the options of its own group that its defaults list names
+    (`logger=many` is tensorboard and mlflow) merged in; None for `null` or a file that is not there."""
     import yaml
 
     path = conf / group / f"{option}.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    node = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(node, dict):
+        return node
+    for entry in node.get("defaults", []) if depth < 8 else []:
+        if isinstance(entry, str) and entry != "_self_" and "/" not in entry:
+            included = _read_option(conf, group, entry, depth + 1)
+            node = {**(included if isinstance(included, dict) else {}), **node}
+    return node
 
 
 def _override_values(override: Any) -> list[str]:
@@ -213,6 +222,10 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"the config does not resolve: {e}") from None
     check_targets(resolved)
     broken = rules.violations(resolved)
+    if not broken:
+        from sweep.loggers import LoggerSettings
+
+        LoggerSettings.of(resolved.get("logger")).check_installed()
     if broken:  # a value interpolated into several places (lr into optimizer.lr): name the one the user sets
         raise UserError(min(broken, key=lambda line: line.split("=", 1)[0].count(".")))
     # what the declared rules cannot say

@@ -13,7 +13,7 @@ from conftest import REPO, TINY, metrics_rows, train
 from formats import write_mnist
 from torch import nn
 
-GROUPS = ("data", "model", "optimizer", "activation", "loss", "scheduler", "search")
+GROUPS = ("data", "model", "optimizer", "activation", "loss", "scheduler", "search", "logger")
 
 
 def options(group: str, conf: Path = REPO / "conf") -> list[str]:

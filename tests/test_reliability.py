@@ -118,7 +118,8 @@ def test_a_finite_blow_up_is_diverged(tmp_path):
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stopped_sweep_keeps_its_finished_runs_writes_its_summary_and_says_how_to_resume(tmp_path, signum, code):
     sweep = tmp_path / "s"
-    cmd = RUN + ["-m", "data=digits", "epochs=1,1000", "patience=1000", f"hydra.sweep.dir={sweep}"]
+    cmd = RUN + ["-m", "data=digits", "epochs=1,1000", "patience=1000", f"hydra.sweep.dir={sweep}",
+                 "hydra.callbacks.summary.report=false"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (sweep / "1" / "metrics.csv").exists() and time.time() < deadline:
