@@ -14,6 +14,7 @@ PROJECT_TARGETS = (
     "sweep.images.image_folder",
     "sweep.models.MLP",
     "sweep.models.CNN",
+    "sweep.backbones.TorchvisionNet",
     "sweep.losses.FocalLoss",
     "sweep.losses.OneHotMSELoss",
     "sweep.schedules.lambda_lr",

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from sweep.errors import UserError
-from sweep.models import Classifier, ModelSpec, build, shapes
+from sweep.models import Classifier, ModelSpec, build, load_weights, shapes
 from sweep.results import atomic_write
 
 CHECKPOINT_FILE = "best.pt"
@@ -39,7 +39,7 @@ class Checkpoint:
     def model(self) -> Classifier:
         """The trained network with its normalisation, in eval mode: raw pixel values in, logits out."""
         net = build(self.spec.factory(), self.in_shape, self.classes, self.log_probs)
-        net.load_state_dict(self.state_dict)
+        load_weights(net, self.state_dict)
         return Classifier(net, self.mean, self.std).eval()
 
 

@@ -12,7 +12,7 @@ import hashlib
 import io
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -77,11 +77,23 @@ class Data:
             self, x_train=self.x_train[(idx := stratified(self.y_train, k, seed))], y_train=self.y_train[idx]
         )
 
-    def prepare(self, device: torch.device) -> Data:
-        """Normalise with the training split's per-channel statistics, once, on `device`."""
-        x = self.x_train.to(device, torch.float32)
-        mean = x.mean(dim=(0, 2, 3))
-        std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    def with_channels(self, channels: int | None) -> Data:
+        """Grey images repeated to `channels` (a model that reads RGB); the data itself otherwise."""
+        if channels is None or self.shape[0] == channels:
+            return self
+        if self.shape[0] != 1:
+            raise UserError(f"the model reads {channels}-channel images; the data has {self.shape[0]}")
+        rgb = lambda x: x.expand(-1, channels, -1, -1)  # noqa: E731 - a view: no copy until prepare
+        return replace(self, x_train=rgb(self.x_train), x_val=rgb(self.x_val), x_test=rgb(self.x_test))
+
+    def prepare(self, device: torch.device, mean: Sequence[float] = (), std: Sequence[float] = ()) -> Data:
+        """Normalise, once, on `device`: with the given per-channel mean and std (a pretrained
+        model's, on the 0-255 pixel scale), else with the training split's statistics."""
+        if mean:
+            mean, std = torch.tensor(mean, device=device), torch.tensor(std, device=device)
+        else:
+            x = self.x_train.to(device, torch.float32)
+            mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-6)
 
         def norm(images: Tensor) -> Tensor:
             images = images.to(device, torch.float32)

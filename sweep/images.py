@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -31,17 +32,24 @@ def image_extensions() -> set[str]:
     return {e.lower() for e, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 
-def read_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """One image as uint8 (channels, height, width)."""
+def read_image(
+    source: Path | BinaryIO, channels: int, size: tuple[int, int], max_pixels: int | None = None, name: str = ""
+) -> np.ndarray:
+    """One image (a file, or an open binary stream) as uint8 (channels, height, width), converted
+    and resized as training read its data. With `max_pixels`, a larger image is refused from its
+    header, before it is decoded."""
     from PIL import Image, UnidentifiedImageError
 
+    name = name or str(source)
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise UserError(f"{name}: {im.width}x{im.height} pixels; at most {max_pixels} are taken")
             im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        why = (str(e).splitlines() or [""])[0][:200]
-        raise UserError(f"{path}: not an image PIL can read ({type(e).__name__}: {why})") from None
+        why = (str(e).replace(repr(source), "the file").splitlines() or [""])[0][:200]  # no object's address
+        raise UserError(f"{name}: not an image PIL can read ({type(e).__name__}: {why})") from None
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 

@@ -14,14 +14,17 @@ from typing import Any
 import torch
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from sweep import rules
+from sweep.backbones import pretrained
 from sweep.checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
 from sweep.device import ThreadsFollower, configure_cpu, pick_device, pick_precision, pick_threads
 from sweep.errors import UserError
+from sweep.features import frozen_features
 from sweep.loggers import Loggers
 from sweep.losses import wants_log_probs
-from sweep.models import ModelSpec, build, check_fits
+from sweep.models import ModelSpec, build, check_fits, check_input
 from sweep.outcomes import METRICS, Status
 from sweep.progress import bars_wanted
 from sweep.results import (
@@ -171,13 +174,25 @@ def _train(
     loggers: Loggers | None = None,
 ) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
-    data = data.prepare(device)
+    model_cfg = _node(cfg.model)
+    weights = pretrained(model_cfg.get("name"), model_cfg.pop("weights", None))  # before the data: a missing file
+    spec = ModelSpec.of(instantiate(model_cfg, _convert_="all"))
+    data = data.with_channels(getattr(spec.factory().func, "in_channels", None))
+    data = data.prepare(device, weights.mean, weights.std) if weights else data.prepare(device)
     loss_fn = instantiate(_node(cfg.loss))
-    spec = ModelSpec.of(instantiate(_node(cfg.model), _convert_="all"))
     log_probs = wants_log_probs(loss_fn)
-    # channels-last convolutions: ~1.3x faster a step here (oneDNN's native layout; tensor cores' on GPUs)
+    check_input(spec.factory(), data.shape, data.classes)
     check_fits(spec.factory(), data.shape, data.classes, log_probs)  # before it takes the memory
-    model = build(spec.factory(), data.shape, data.classes, log_probs).to(device, memory_format=torch.channels_last)
+    model = build(spec.factory(), data.shape, data.classes, log_probs)
+    core = model[0] if log_probs else model
+    if weights is not None:
+        core.load_backbone(weights.state, weights.source)
+    # channels-last convolutions: ~1.3x faster a step here (oneDNN's native layout; tensor cores' on GPUs)
+    model = model.to(device, memory_format=torch.channels_last)
+    trained, train_data = model, data
+    if getattr(core, "frozen", False) and cfg.augment == "none":  # the backbone's output, once for the sweep
+        train_data = frozen_features(core.backbone, data, spec.args.get("name", spec.kind))
+        trained = nn.Sequential(core.head, nn.LogSoftmax(dim=1)) if log_probs else core.head
     settings = Settings(
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
@@ -204,14 +219,14 @@ def _train(
     make_optimizer = instantiate(_node(cfg.optimizer), _convert_="all")
     if follower is not None:
         follower.follow()  # the load while the data loaded: the first epoch's threads
-    result = fit(model, data, make_optimizer, schedule, loss_fn, settings, on_epoch, snapshots)
+    result = fit(trained, train_data, make_optimizer, schedule, loss_fn, settings, on_epoch, snapshots)
     write_metrics(run_dir, result.history)  # a resumed run's, and an epoch that diverged before the hook
 
     test_loss = test_acc = math.nan
     scores: dict[str, Any] = {}
     if result.best_epoch:
-        test_loss, test_acc = evaluate(model, data.x_test, data.y_test, loss_fn)
-        predicted = predict(model, data.x_test)
+        test_loss, test_acc = evaluate(trained, train_data.x_test, train_data.y_test, loss_fn)
+        predicted = predict(trained, train_data.x_test)
         scores = class_scores(data.y_test.cpu().numpy(), predicted.cpu().numpy(), data.classes)
         state = {k: v.cpu() for k, v in model.state_dict().items()}  # loads anywhere, GPU or not
         ckpt = Checkpoint(spec, state, data.shape, data.classes, log_probs, data.mean, data.std, data.class_names)
@@ -241,5 +256,6 @@ def _train(
         **scores,
         "class_names": tuple(data.class_names),
         "train_images": len(data.x_train),
+        "normalization": "data" if weights is None else f"the weights' ({weights.source})",
         "threads_used": tuple(follower.used[: len(result.history)]) if follower else None,
     }

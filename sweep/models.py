@@ -95,6 +95,35 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+KIND_MODULES = ("sweep.backbones",)  # this project's modules that register kinds beyond mlp and cnn
+
+
+def import_kinds() -> None:
+    """Import the modules that register model kinds: this project's, and the packages the user
+    trusts through SWEEP_TRUSTED_TARGETS (`mypkg.*` imports mypkg; `mypkg.nets.Net` imports
+    mypkg.nets), so that a checkpoint of a user's kind loads in report, predict and serve as in
+    training. Nothing a file says is imported: only what the user's environment names."""
+    import importlib
+    import logging
+
+    from sweep import USER_TARGETS
+
+    for module in KIND_MODULES:
+        importlib.import_module(module)
+    for entry in USER_TARGETS:
+        name = entry.removesuffix(".*")
+        for candidate in (name, name.rpartition(".")[0]) if not entry.endswith(".*") else (name,):
+            try:
+                importlib.import_module(candidate)
+                break
+            except ImportError:
+                continue
+            except Exception as e:  # noqa: BLE001 - the user's package failed: say so, go on without it
+                logging.getLogger("sweep").warning("warning: importing %s (SWEEP_TRUSTED_TARGETS) failed: %s: %s",
+                                                   candidate, type(e).__name__, e)  # fmt: skip
+                break
+
+
 def register_model(name: str):
     """Class decorator: make a model class a kind configs and checkpoints may name. Its constructor
     takes `in_shape` and `classes`, then plain arguments (and an `activation` factory if it likes)."""
@@ -163,6 +192,8 @@ class ModelSpec:
         if not isinstance(d, dict) or "kind" not in d:
             raise ValueError("it names no model kind (a checkpoint from before model kinds, or a crafted one)")
         if d["kind"] not in MODELS:
+            import_kinds()
+        if d["kind"] not in MODELS:
             raise ValueError(f"model kind {d['kind']!r} is not registered ({', '.join(MODELS)})")
         if d.get("activation") is not None and d["activation"] not in ACTIVATIONS:
             raise ValueError(f"activation {d['activation']!r} is not allowed ({', '.join(ACTIVATIONS)})")
@@ -196,6 +227,16 @@ class Classifier(nn.Module):
         return torch.softmax(self(x), dim=1)
 
 
+def load_weights(module: nn.Module, state: dict[str, Tensor]) -> None:
+    """`module.load_state_dict` for a plain dict of tensors, as a checkpoint or weights file holds:
+    modules that version their state (torchvision's MNASNet) are told it is in their current layout."""
+    current = module.state_dict()  # references, not copies, with each submodule's layout version
+    if set(current) != set(state):
+        module.load_state_dict(state)  # torch names the missing and unexpected keys
+    current.update(state)
+    module.load_state_dict(current)
+
+
 def build(make: Callable[..., nn.Module], in_shape: Sequence[int], classes: int, log_probs: bool = False) -> nn.Module:
     """The model `make` builds for this data, followed by log-softmax when the loss wants
     log-probabilities (NLLLoss): models themselves always end in logits."""
@@ -223,6 +264,31 @@ def machine_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 2**50
+
+
+def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """What the optimizer trains, as torch's parameter groups with an `lr_scale` each: the model's
+    own groups when it has them (a backbone at its own scale, a frozen one left out), else all."""
+    grouped = next((m for m in model.modules() if hasattr(m, "parameter_groups")), None)
+    if grouped is None:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+    return grouped.parameter_groups()
+
+
+def check_input(make: Callable[..., nn.Module], in_shape: Sequence[int], classes: int) -> None:
+    """UserError when the model cannot read images of this shape (too small for its pooling, or
+    not the size it was built for), found on torch's `meta` device without computing anything."""
+    with torch.device("meta"):
+        model = make(in_shape=list(in_shape), classes=classes).eval()
+        try:
+            out = model(torch.empty(2, *in_shape))
+        except (RuntimeError, ValueError, AssertionError, IndexError) as e:
+            why = " ".join(str(e).split())[:200]
+            c, h, w = in_shape
+            raise UserError(f"the model cannot read {c}x{h}x{w} images ({why}); give larger images "
+                            "(data.size=[224,224] for your own) or another model") from None  # fmt: skip
+    if tuple(out.shape) != (2, classes):
+        raise UserError(f"the model's output is {tuple(out.shape)[1:]} for {classes} classes; it must end in logits")
 
 
 def check_fits(make: Callable[..., nn.Module], in_shape: Sequence[int], classes: int, log_probs: bool = False) -> None:

@@ -210,6 +210,7 @@ class RunResult:
     class_names: tuple[str, ...] | None = _field(_list_of(_item_text))
     train_images: int | None = _field(_number(0, 2**40, integer=True))  # the training split's size (data.subset)
     threads_used: tuple[int, ...] | None = _field(_list_of(_number(1, 2**20, integer=True)))  # threads=auto: per epoch
+    normalization: str | None = _field(_text)  # "data" (the training split's statistics) or the weights'
     record: RunRecord = field(default_factory=RunRecord)
 
     # ------------------------------------------------------------------ constructors

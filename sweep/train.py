@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from sweep.augment import AUGMENTS
 from sweep.data import Data
 from sweep.device import DTYPES
+from sweep.models import load_weights, parameter_groups
 from sweep.outcomes import StopReason
 
 log = logging.getLogger("sweep")
@@ -133,7 +134,10 @@ class LoopState:
     @classmethod
     def start(cls, model: nn.Module, make_optimizer: Callable, schedule: Schedule, s: Settings) -> LoopState:
         device = next(model.parameters()).device
-        optimizer = make_optimizer(model.parameters())
+        groups = parameter_groups(model)
+        optimizer = make_optimizer([{"params": g["params"]} for g in groups])
+        for group, scale in zip(optimizer.param_groups, (g["lr_scale"] for g in groups)):
+            group["lr"] *= scale  # a backbone's lr: lr x model.backbone_lr_scale, before a scheduler reads it
         draws = torch.Generator(device=device).manual_seed(s.seed) if AUGMENTS[s.augment] else None
         return cls(
             model,
@@ -177,7 +181,7 @@ class LoopState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Go on from `state`; raises (KeyError, TypeError, ValueError, RuntimeError) when it does not fit."""
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:  # fp16's loss scale
@@ -235,7 +239,8 @@ def _autocast(device: torch.device, precision: str) -> torch.autocast:
 
 
 def _eval_batches(x: Tensor) -> list[slice]:
-    step = EVAL_BATCH.get(x.device.type, 4096)
+    # at most ~16M input values a batch: 4096 small images, ~110 at 3x224x224 (activations scale alike)
+    step = max(1, min(EVAL_BATCH.get(x.device.type, 4096), 2**24 // max(1, x[0].numel())))
     return [slice(i, i + step) for i in range(0, len(x), step)]
 
 
@@ -293,6 +298,22 @@ def train_epoch(state: LoopState, data: Data, loss_fn: nn.Module, schedule: Sche
     return {"train_loss": total.item() / n, "train_acc": hits.item() / n, "lr": lr}
 
 
+# Seen with torch 2.14 on x86 CPUs: under bf16 autocast, a stride-2 convolution over a 1x1 feature map
+# (a deep network on small images) returns garbage, even NaN, weight gradients for the kernel taps
+# that only ever see padding. Those weights never reach the loss, so the loss stays finite while
+# best.pt fills with NaN: the weights are checked after each epoch, with one host sync.
+BF16_HINT = (" (bf16 autocast on a CPU corrupts gradients of strided convolutions over 1x1 feature maps: "
+             "precision=fp32, or larger images)")  # fmt: skip
+
+
+def _non_finite_weight(model: nn.Module) -> str | None:
+    """The name of a weight holding NaN or infinity, or None (one device sync for all)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params or torch.stack([p.isfinite().all() for _, p in params]).all():
+        return None
+    return next(n for n, p in params if not p.isfinite().all())
+
+
 def fit(
     model: nn.Module,
     data: Data,
@@ -318,6 +339,8 @@ def fit(
         row = {"epoch": epoch, **train_epoch(state, data, loss_fn, schedule, s)}
         if not math.isfinite(row["train_loss"]):  # the epoch's weights are lost, the best ones are not
             state.diverge(f"the training loss became {row['train_loss']} in epoch {epoch}")
+        elif (broken := _non_finite_weight(model)) is not None:  # weights the loss never reads (see below)
+            state.diverge(f"{broken} became non-finite in epoch {epoch}" + BF16_HINT * (s.precision == "bf16"))
         else:
             row["val_loss"], row["val_acc"] = evaluate(model, data.x_val, data.y_val, loss_fn, s.precision)
             row["epoch_time_s"] = time.perf_counter() - t0

@@ -222,6 +222,11 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"the config does not resolve: {e}") from None
     check_targets(resolved)
     broken = rules.violations(resolved)
+    model = resolved.get("model") or {}
+    if not broken and model.get("_target_") == "sweep.backbones.TorchvisionNet":
+        from sweep.backbones import check_model
+
+        check_model(model.get("name"), model.get("freeze"), model.get("weights"))
     if not broken:
         from sweep.loggers import LoggerSettings
 

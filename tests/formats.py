@@ -123,3 +123,19 @@ def write_shapes(
         lines = ["filename,label"] + [f"{p.removeprefix('images/')},{s}" for p, s in written]
         (root / "labels.csv").write_text("\n".join(lines) + "\n")
     return written
+
+
+COLOURS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+
+
+def write_colours(root: Path, per_class: int = 30, side: int = 32, seed: int = 0) -> None:
+    """root/<colour>/<i>.png: noisy RGB images of three colours, a task any network learns at once
+    (pretrained features or none), for tests about models rather than about learning."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = (np.array(colour) + rng.normal(0, 50, (side, side, 3))).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")

@@ -16,6 +16,7 @@ ENTRY_POINTS = {
     "run.py",
     "report.py",
     "predict.py",
+    "serve.py",
     "callbacks.py",
     "search/plugin.py",
     "errors.py",

@@ -1,0 +1,203 @@
+"""Any torchvision classifier as a model kind (`model=torchvision model.name=resnet18`): its last
+Linear layer is replaced by a head for the data's classes (Dropout + Linear), its weights come
+from torchvision's cache or a local state-dict file, and the backbone is frozen or fine-tuned at
+its own learning-rate scale.
+
+A checkpoint stores the kind and its plain arguments (never the weights' source): `best.pt`
+rebuilds the architecture with random weights, then loads its own state dict, with no network.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sweep.errors import UserError
+from sweep.models import load_weights, register_model
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's weights' transforms
+FREEZE = ("none", "backbone")
+NO_AUX = {"googlenet": {"aux_logits": False, "init_weights": True}, "inception_v3": {"aux_logits": False}}
+AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")  # the auxiliary classifiers these models' weights carry
+
+
+def classification_models() -> list[str]:
+    """The classification models torchvision lists (not detection, segmentation or video)."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _architecture(name: str) -> nn.Module:
+    """torchvision's model `name` with random weights (on the meta device when asked for one)."""
+    import torchvision
+
+    kwargs = NO_AUX.get(name, {})
+    try:
+        return torchvision.models.get_model(name, weights=None, **kwargs)
+    except NotImplementedError:  # RegNets compute their widths with tensors: built on the CPU, then moved
+        with torch.device("cpu"):
+            net = torchvision.models.get_model(name, weights=None, **kwargs)
+        return net.to("meta")
+
+
+@register_model("torchvision")
+class TorchvisionNet(nn.Module):
+    """A torchvision classifier with a new head. `freeze="backbone"` trains the head alone and
+    keeps the backbone in eval mode (its batch-norm statistics and dropouts frozen too)."""
+
+    in_channels = 3  # grey data is repeated to RGB before it is normalised (sweep.data.Data.with_channels)
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        classes: int,
+        name: str = "resnet18",
+        freeze: str = "none",
+        dropout: float = 0.0,
+        backbone_lr_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        check_model(name, freeze, None)
+        if in_shape[0] != self.in_channels:
+            raise UserError(f"model=torchvision reads 3-channel images; the data has {in_shape[0]} (data.channels=3)")
+        net = _architecture(name)
+        linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise UserError(f"model.name={name}: its classifier is not a Linear layer; choose another model")
+        self.head_name, last = linears[-1]
+        net.set_submodule(self.head_name, nn.Identity())
+        self.backbone = net
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(last.in_features, classes))
+        self.frozen = freeze == "backbone"
+        self.backbone_lr_scale = backbone_lr_scale
+        if self.frozen:
+            self.backbone.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+    def train(self, mode: bool = True) -> TorchvisionNet:
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """What the optimizer trains, the head first, each group with its lr scale."""
+        groups = [{"params": list(self.head.parameters()), "lr_scale": 1.0}]
+        if not self.frozen:
+            groups.append({"params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale})
+        return groups
+
+    def load_backbone(self, state: dict[str, Tensor], source: str) -> None:
+        """Load torchvision's own state dict for this model (its original head and auxiliary
+        classifiers left out); UserError naming `source` when it is not this model's."""
+        head = (f"{self.head_name}.weight", f"{self.head_name}.bias")
+        mine = self.backbone.state_dict()
+        kept = {k: v for k, v in state.items() if k not in head and not k.startswith(AUX_PREFIXES)}
+        missing, extra = sorted(set(mine) - set(kept)), sorted(set(kept) - set(mine))
+        wrong = [k for k in set(mine) & set(kept) if tuple(mine[k].shape) != tuple(kept[k].shape)]
+        if missing or extra or wrong:
+            k = (missing or extra or wrong)[0]
+            what = "missing" if missing else "not in the model" if extra else "of another shape"
+            raise UserError(f"model.weights={source}: not {type(self.backbone).__name__} weights ({k}: {what})")
+        load_weights(self.backbone, kept)
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Pretrained weights for a backbone: its state dict, and the normalisation it was trained with."""
+
+    state: dict[str, Tensor]
+    mean: tuple[float, ...]  # on the 0-255 pixel scale the data is stored in
+    std: tuple[float, ...]
+    source: str  # as the user named them
+
+
+def _read_state(path: Path, source: str) -> dict[str, Tensor]:
+    try:  # tensors only (weights_only), mapped rather than read, so a crafted size takes no memory first
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - a file in torch's legacy format cannot be mapped
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch says why in many ways; the user needs the file's name
+            why = type(e).__name__
+            raise UserError(f"model.weights={source}: {path} is not a readable state dict ({why})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise UserError(f"model.weights={source}: {path} is not a state dict of named tensors")
+    return state
+
+
+def check_model(name: str, freeze: str, weights: str | None) -> None:
+    """At the edge, before any data is read: the model's name, and its weights there to read
+    (downloaded into torchvision's cache when missing and possible); one line otherwise."""
+    if name not in (known := classification_models()):
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"one of {', '.join(known)}"
+        raise UserError(f"model.name={name}: not a torchvision classification model; {hint}")
+    if freeze not in FREEZE:
+        raise UserError(f"model.freeze={freeze}: must be one of {', '.join(FREEZE)}")
+    _locate(name, weights)
+
+
+def _locate(name: str, weights: str | None) -> tuple[Path, Any] | None:
+    """The file `model.weights` names for model `name` and torchvision's weights entry (None for a
+    file of the user's): None for `none`; a torchvision weights name (`DEFAULT`, `IMAGENET1K_V1`)
+    from torchvision's cache in $TORCH_HOME, downloaded there when missing and possible; or a local
+    state-dict file. Never a silent fall-back to random weights."""
+    if weights is None or str(weights).lower() == "none":
+        return None
+    source = str(weights)
+    if not source.replace("_", "").isalnum():  # a path
+        path = Path(os.path.expanduser(source))
+        if not path.is_file():
+            raise UserError(f"model.weights={source}: no such file (a state dict, a torchvision weights name or none)")
+        return path, None
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        chosen = enum.DEFAULT if source == "DEFAULT" else enum[source]
+    except KeyError:
+        raise UserError(f"model.weights={source}: {name} has weights {', '.join(enum.__members__)}, none "
+                        "(random) or a state-dict file") from None  # fmt: skip
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    file = folder / os.path.basename(chosen.url)
+    if not file.is_file():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            digest = torch.hub.HASH_REGEX.search(file.name)
+            torch.hub.download_url_to_file(chosen.url, str(file), digest and digest.group(1), progress=False)
+        except Exception:  # noqa: BLE001 - no network, a proxy, a full disk: the user places the file
+            file.unlink(missing_ok=True)
+            raise UserError(f"model.weights={source}: {file.name} is not in torchvision's cache and could not be "
+                            f"downloaded; place it in {folder} (from {chosen.url})") from None  # fmt: skip
+    return file, chosen
+
+
+def pretrained(name: str, weights: str | None) -> Weights | None:
+    """The weights `model.weights` names (see `check_model`), with the normalisation they were
+    trained with: their transforms' mean and std, ImageNet's for a file of the user's."""
+    found = _locate(name, weights)
+    if found is None:
+        return None
+    path, entry = found
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if entry is None else (entry.transforms().mean, entry.transforms().std)
+    return Weights(_read_state(path, str(weights)), _pixels(mean), _pixels(std), str(weights))
+
+
+def _pixels(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(255.0 * v for v in values)

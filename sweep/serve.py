@@ -1,0 +1,220 @@
+"""Serve a trained model over HTTP: `sweep-serve RUN_DIR_or_SWEEP_DIR [--port 8000]` (or
+`python sweep/serve.py`); a sweep dir serves its best run by the validation objective.
+
+    POST /predict   multipart images (field `image`, repeated for several; `?top_k=N`) -> JSON per image
+    GET  /health    {"status": "ok"}
+    GET  /info      the run: dir, model kind, classes, input shape, accuracies, overrides
+
+Built on FastAPI and uvicorn (`pip install -e ".[serve]"`); binds 127.0.0.1 unless told otherwise.
+Each image is read as predict.py reads it, so both give the same labels. Bad input is a 4xx with
+one JSON line naming what was wrong, never a traceback, and the server goes on; requests that
+arrive together run through the model as one batch. SIGTERM or Ctrl-C stops it cleanly.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import io
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # as in run.py
+
+from sweep.errors import UserError, exit_with  # noqa: E402
+
+MAX_BYTES = 8 * 2**20  # an upload's size, default
+MAX_PIXELS = 40_000_000  # an image's pixel count, default: refused from its header, before decoding
+MAX_IMAGES = 64  # images a request may hold
+MAX_BATCH = 256  # images the model runs at once
+
+
+class Batcher:
+    """Runs the model on the images of every request waiting, together: while one batch runs,
+    the requests that arrive queue up and go as the next one. A lone request waits for nothing."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.queue = model, None
+
+    async def probabilities(self, x: Any) -> Any:
+        if self.queue is None:
+            self.queue = asyncio.Queue()
+            asyncio.get_running_loop().create_task(self._serve())
+        done = asyncio.get_running_loop().create_future()
+        await self.queue.put((x, done))
+        return await done
+
+    async def _serve(self) -> None:
+        import torch
+
+        while True:
+            waiting = [await self.queue.get()]
+            while not self.queue.empty() and sum(len(x) for x, _ in waiting) < MAX_BATCH:
+                waiting.append(self.queue.get_nowait())
+            x = torch.cat([x for x, _ in waiting])
+            try:
+                probs = await asyncio.to_thread(self._run, x)
+            except Exception as e:  # noqa: BLE001 - each waiting request hears of it
+                for _, done in waiting:
+                    done.set_exception(e)
+                continue
+            start = 0
+            for x_one, done in waiting:
+                done.set_result(probs[start : start + len(x_one)])
+                start += len(x_one)
+
+    def _run(self, x: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return self.model.probabilities(x)
+
+
+def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Any:
+    """The FastAPI app serving the run's best.pt."""
+    import numpy as np
+    import torch
+    from fastapi import FastAPI, File, Query, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    from sweep.checkpoint import load_checkpoint
+    from sweep.images import read_image
+    from sweep.results import RunResult
+
+    ckpt = load_checkpoint(run_dir)
+    model = ckpt.model()
+    batcher = Batcher(model)
+    result = RunResult.read(run_dir)
+    channels, size = ckpt.in_shape[0], ckpt.in_shape[1:]
+    app = FastAPI(title="sweep-serve", docs_url=None, redoc_url=None)
+
+    def refuse(status: int, why: str) -> JSONResponse:
+        return JSONResponse({"error": " ".join(why.split())[:500]}, status_code=status)
+
+    @app.middleware("http")
+    async def _too_large(request: Request, call_next: Any) -> Any:  # before the body is read and spooled
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_IMAGES * max_bytes + 2**20:
+            return refuse(413, f"a request of {length} bytes; at most {MAX_IMAGES} images of {max_bytes} bytes")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        hint = "; send images as multipart form fields named `image`" if where.startswith("body") else ""
+        return refuse(400 if where.startswith("body") else 422, f"{where}: {first.get('msg', 'not understood')}{hint}")
+
+    @app.exception_handler(Exception)
+    async def _failed(request: Request, e: Exception) -> JSONResponse:  # logged by uvicorn, never sent
+        return refuse(500, f"the server failed on this request ({type(e).__name__})")
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def info() -> dict:
+        return {
+            "run_dir": str(run_dir),
+            "model": ckpt.spec.to_dict(),
+            "classes": [ckpt.label(i) for i in range(ckpt.classes)],
+            "input_shape": list(ckpt.in_shape),
+            "best_val_acc": _number(result.best_val_acc),
+            "test_acc": _number(result.test_acc),
+            "overrides": list(result.record.overrides),
+        }
+
+    @app.post("/predict")
+    async def predict(image: Annotated[list[UploadFile], File()], top_k: Annotated[int, Query(ge=1)] = 1) -> Any:
+        if len(image) > MAX_IMAGES:
+            return refuse(413, f"{len(image)} images; at most {MAX_IMAGES} a request")
+        arrays = []
+        for upload in image:
+            name = upload.filename or "image"
+            data = await upload.read(max_bytes + 1)
+            if not data:
+                return refuse(400, f"{name}: empty")
+            if len(data) > max_bytes:
+                return refuse(413, f"{name}: over {max_bytes} bytes")
+            try:
+                arrays.append(read_image(io.BytesIO(data), channels, size, max_pixels, name))
+            except UserError as e:
+                return refuse(413 if "pixels; at most" in str(e) else 400, str(e))
+        probs = await batcher.probabilities(torch.as_tensor(np.stack(arrays)))
+        k = min(top_k, ckpt.classes)
+        top_p, top_i = probs.topk(k, dim=1)
+        return {
+            "predictions": [
+                {
+                    "file": upload.filename,
+                    "label": ckpt.label(idx[0]),
+                    "index": idx[0],
+                    "probability": p[0],
+                    **(
+                        {"top_k": [{"label": ckpt.label(i), "index": i, "probability": q} for i, q in zip(idx, p)]}
+                        if top_k > 1
+                        else {}
+                    ),  # fmt: skip
+                }
+                for upload, p, idx in zip(image, top_p.tolist(), top_i.tolist())
+            ]
+        }
+
+    return app
+
+
+def _number(v: float) -> float | None:
+    return v if v == v else None  # NaN is not JSON
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sweep-serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, metavar="RUN_DIR_or_SWEEP_DIR")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to bind (127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--storage", metavar="URL", help="a sweep's study storage, when not a file in its dir")
+    parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, help=f"an upload's size limit ({MAX_BYTES})")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"an image's pixel limit ({MAX_PIXELS})")
+    args = parser.parse_args(argv)
+    try:
+        try:
+            import uvicorn
+        except ImportError:
+            raise UserError('sweep-serve needs FastAPI and uvicorn: pip install -e ".[serve]"') from None
+        if not 0 <= args.port <= 65535 or args.max_bytes < 1 or args.max_pixels < 1:
+            raise UserError("--port must be in [0, 65535], --max-bytes and --max-pixels at least 1")
+        from sweep.predict import resolve_run
+
+        run_dir, note = resolve_run(args.source, args.storage)
+        if note:
+            print(note, file=sys.stderr)
+        app = create_app(run_dir, args.max_bytes, args.max_pixels)
+    except UserError as e:
+        exit_with(e)
+    print(f"Serving {run_dir} on http://{args.host}:{args.port} (POST /predict, GET /info, GET /health)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    server = _server_class()(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, server.handle_exit)  # finish the requests in flight, then exit 0
+    server.run()
+    return 0
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def capture_signals(self) -> contextlib.AbstractContextManager:
+            # uvicorn re-raises the stop signal once it has shut down (exit 143); a stop asked for
+            # is not a failure, so the handlers installed in main stand and the exit code is 0
+            return contextlib.nullcontext()
+
+    return Server
+
+
+if __name__ == "__main__":
+    sys.exit(main())

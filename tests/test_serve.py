@@ -1,0 +1,107 @@
+"""`sweep-serve` as users run it: a real server process on a free loopback port, driven by a real
+HTTP client (httpx). Its labels are predict.py's; each bad input is a 4xx with one JSON line and
+the server answers afterwards; SIGTERM ends it with exit code 0."""
+
+from __future__ import annotations
+
+import io
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO, train
+from formats import write_colours
+
+httpx = pytest.importorskip("httpx")
+
+FOLDER = ("data=folder", "data.channels=3", "data.size=[8,8]", "epochs=2", "model=mlp")
+
+
+@pytest.fixture(scope="module")
+def served_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    write_colours(root / "photos", per_class=12, side=12)
+    train(root / "run", *FOLDER, f"data.root={root / 'photos'}")
+    return root / "run", root / "photos"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _png(size=(12, 12), colour=(200, 40, 40)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.slow
+def test_a_served_model_answers_as_predict_does_and_survives_bad_input(served_run, tmp_path):
+    from sweep.predict import predict
+
+    run, photos = served_run
+    port = _free_port()
+    cmd = [sys.executable, str(REPO / "sweep" / "serve.py"), str(run), "--port", str(port),
+           "--max-bytes", "4000", "--max-pixels", "10000"]  # fmt: skip
+    server = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).json() == {"status": "ok"}:
+                    break
+            except httpx.TransportError:
+                assert server.poll() is None and time.time() < deadline, server.stderr.read()
+                time.sleep(0.2)
+        files = sorted(photos.rglob("*.png"))[::5]
+        sent = [("image", (f.name, f.read_bytes(), "image/png")) for f in files]
+        answer = httpx.post(f"{url}/predict", files=sent, params={"top_k": 2}, timeout=30)
+        assert answer.status_code == 200
+        served = answer.json()["predictions"]
+        expected = predict(run, files, top_k=2)
+        assert [p["label"] for p in served] == [top[0][0] for _, top in expected]
+        assert [len(p["top_k"]) for p in served] == [2] * len(files)
+        assert all(abs(p["probability"] - top[0][1]) < 1e-5 for p, (_, top) in zip(served, expected))
+
+        bad = {
+            "not an image": ([("image", ("notes.txt", b"hello", "text/plain"))], {}, 400, "notes.txt: not an image"),
+            "empty": ([("image", ("e.png", b"", "image/png"))], {}, 400, "e.png: empty"),
+            "too many bytes": ([("image", ("big.png", _png((12, 12)) + b"\0" * 5000, "image/png"))], {}, 413,
+                               "big.png: over 4000 bytes"),
+            "too many pixels": ([("image", ("wide.png", _png((200, 100)), "image/png"))], {}, 413,
+                                "wide.png: 200x100 pixels; at most 10000"),
+            "no image field": ([("picture", ("a.png", _png(), "image/png"))], {}, 400, "body.image: Field required"),
+            "top_k of 0": ([("image", ("a.png", _png(), "image/png"))], {"top_k": 0}, 422, "query.top_k:"),
+        }  # fmt: skip
+        for case, (sent, params, status, start) in bad.items():
+            r = httpx.post(f"{url}/predict", files=sent, params=params, timeout=30)
+            assert r.status_code == status, (case, r.text)
+            assert r.json()["error"].startswith(start) and "\n" not in r.text and "Traceback" not in r.text, case
+        assert httpx.get(f"{url}/health", timeout=5).json() == {"status": "ok"}  # still up
+        info = httpx.get(f"{url}/info", timeout=5).json()
+        assert info["classes"] == ["blue", "green", "red"] and info["input_shape"] == [3, 8, 8]
+        assert info["model"]["kind"] == "mlp" and "model=mlp" in info["overrides"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def test_serve_refuses_what_it_cannot_serve_in_one_line(tmp_path):
+    from conftest import call
+
+    from sweep import serve
+
+    p = call(lambda: serve.main([str(tmp_path)]), ["sweep-serve"], tmp_path)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"error: {tmp_path}: neither a run dir (with best.pt) nor a sweep dir (with run dirs)"
+    ]
