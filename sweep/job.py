@@ -176,6 +176,7 @@ def _train(
     torch.manual_seed(cfg.seed)
     model_cfg = _node(cfg.model)
     weights = pretrained(model_cfg.get("name"), model_cfg.pop("weights", None))  # before the data: a missing file
+    cache_features = model_cfg.pop("cache_features", True)  # how to train, not what the model is
     spec = ModelSpec.of(instantiate(model_cfg, _convert_="all"))
     data = data.with_channels(getattr(spec.factory().func, "in_channels", None))
     data = data.prepare(device, weights.mean, weights.std) if weights else data.prepare(device)
@@ -190,7 +191,7 @@ def _train(
     # channels-last convolutions: ~1.3x faster a step here (oneDNN's native layout; tensor cores' on GPUs)
     model = model.to(device, memory_format=torch.channels_last)
     trained, train_data = model, data
-    if getattr(core, "frozen", False) and cfg.augment == "none":  # the backbone's output, once for the sweep
+    if getattr(core, "frozen", False) and cfg.augment == "none" and cache_features:  # once for the sweep
         train_data = frozen_features(core.backbone, data, spec.args.get("name", spec.kind))
         trained = nn.Sequential(core.head, nn.LogSoftmax(dim=1)) if log_probs else core.head
     settings = Settings(

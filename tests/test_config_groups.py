@@ -43,7 +43,8 @@ def test_the_readme_table_lists_every_option_in_conf():
     ],
 )
 def test_option_trains(tmp_path, override):
-    value, result = train(tmp_path, *TINY, override)
+    # fp32 for a torchvision model: on 8x8 images bf16 autocast corrupts its gradients (tests/test_backbones.py)
+    value, result = train(tmp_path, *TINY, override, *(["precision=fp32"] if override == "model=torchvision" else []))
     assert result["status"] == "completed", result.get("error")
     assert result["epochs_run"] == 2
     assert 0.0 <= value <= 1.0
