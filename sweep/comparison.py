@@ -12,7 +12,7 @@ import pandas as pd
 from sweep.errors import UserError
 from sweep.outcomes import METRICS, OBJECTIVES, Metric, Status, metric
 from sweep.results import overrides_dict
-from sweep.statistics import FactorVerdict, aggregate, best_settings, compare_factor
+from sweep.statistics import FactorVerdict, aggregate, best_settings, compare_at_best, compare_factor
 from sweep.summary import Sweep, best_run, param_columns
 
 ALL = "all"  # the one level when nothing was swept
@@ -30,7 +30,8 @@ class Comparison:
     keys: list[str]  # the compared keys; empty when nothing was swept
     search: bool  # an Optuna search: levels are trials
     table: pd.DataFrame
-    verdicts: list[FactorVerdict] = field(default_factory=list)
+    verdicts: list[FactorVerdict] = field(default_factory=list)  # each factor averaged over the other keys
+    best_verdicts: list[FactorVerdict] = field(default_factory=list)  # each level at its best setting of the others
     at_best: dict[str, pd.DataFrame] = field(default_factory=dict)
     rerun: str | None = None
     best_run: pd.Series | None = None  # the completed run with the best objective, if any
@@ -157,6 +158,7 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str |
         c.verdicts = [v for k in keys if (v := compare_factor(runs, k, [o for o in keys if o != k] + seed, m))]
         if len(keys) > 1:
             c.at_best = {k: best_settings(runs, k, [o for o in keys if o != k], m) for k in keys}
+            c.best_verdicts = [v for k in keys if (v := compare_at_best(runs, k, [o for o in keys if o != k], m))]
     objective_table = table if m == objective else aggregate(runs, keys or [ALL], objective) if keys else None
     c.rerun = rerun_command(runs, objective_table if objective_table is not None else table, keys)
     best = best_run(runs, objective.name)

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sweep.results import METRICS_FILE, atomic_write  # noqa: E402
@@ -67,14 +68,32 @@ def learning_curves(runs: pd.DataFrame, by: list[str], path: Path, colour_by: st
         return None
     for ax, name in ((ax_loss, "val_loss"), (ax_acc, "val_acc")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
+    _clip_outliers(ax_loss, "val_loss")
     if many:
         fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax_acc, label=colour_by)
     else:
         ax_loss.legend(title=", ".join(by) or None, fontsize="small")
     fig.suptitle("Learning curves")
     return _save(fig, path)
+
+
+def _clip_outliers(ax, name: str) -> None:
+    """Keep one diverging run (val_loss 8.7) from squashing every other curve: the axis ends at
+    Tukey's far-out fence of the values, and the label says how many points lie above it."""
+    import numpy as np
+
+    values = np.concatenate([line.get_ydata() for line in ax.get_lines()]).astype(float)
+    values = values[np.isfinite(values)]
+    if values.size < 4:
+        return
+    low, q25, q75 = values.min(), *np.quantile(values, [0.25, 0.75])
+    limit = q75 + 3 * (q75 - q25)  # Tukey's far-out fence
+    if values.max() > limit > low:
+        ax.set_ylim(low - 0.05 * (limit - low), limit)
+        ax.set_ylabel(f"{name} ({int((values > limit).sum())} points above, off the axis)")
 
 
 def metric_by_level(comparison: pd.DataFrame, by: list[str], metric: str, path: Path) -> Path | None:
@@ -100,32 +119,55 @@ def metric_by_level(comparison: pd.DataFrame, by: list[str], metric: str, path: 
     return _save(fig, path)
 
 
-def slices(runs: pd.DataFrame, params: list[str], column: str, path: Path) -> Path | None:
-    """The objective against each searched parameter, one panel a parameter, one dot a run (a log
-    axis for a positive parameter spanning more than two decades)."""
+def slices_figure(runs: pd.DataFrame, params: list[str], column: str, log_scale: dict[str, bool] | None = None):
+    """The objective against each searched parameter, one panel a parameter, one dot a run:
+    completed runs filled; pruned ones hollow and grey, as their value is that of the epoch they
+    stopped at. A parameter sampled on a log scale gets a log axis (`log_scale`, from the search
+    space; without it, a positive parameter spanning more than two decades does)."""
     done = runs[runs[column].notna()]
     params = [p for p in params if p in done.columns and done[p].notna().any()]
     if done.empty or not params:
         return None
+    pruned = done.status == "pruned"
     fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.4), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], params):
-        runs_with = done[done[p].notna()]  # a key added when a search resumed is empty for older trials
-        x = pd.to_numeric(runs_with[p], errors="coerce")
-        if x.notna().all():
-            ax.scatter(x, runs_with[column], alpha=0.7)
-            if (x > 0).all() and x.max() / x.min() > 100:
-                ax.set_xscale("log")
-        else:  # a categorical parameter: one column of dots a category
-            labels = runs_with[p].map(str)
-            cats = sorted(labels.unique())
-            ax.scatter(labels.map(cats.index), runs_with[column], alpha=0.7)
+        has = done[p].notna()  # a key added when a search resumed is empty for older trials
+        x = pd.to_numeric(done.loc[has, p], errors="coerce")
+        numeric = x.notna().all()
+        if not numeric:  # a categorical parameter: one column of dots a category
+            cats = sorted(done.loc[has, p].map(str).unique())
+            x = done.loc[has, p].map(str).map(cats.index)
             ax.set_xticks(range(len(cats)), cats, rotation=45)
-        missing = len(done) - len(runs_with)
+        y, gone = done.loc[has, column], pruned[has]
+        ax.scatter(x[~gone], y[~gone], alpha=0.7, label="completed")
+        if gone.any():
+            ax.scatter(x[gone], y[gone], facecolors="none", edgecolors="0.5", alpha=0.8,
+                       label="pruned (value when stopped)")  # fmt: skip
+        if numeric:
+            log = log_scale.get(p) if log_scale is not None and p in log_scale else None
+            if log is None:
+                log = bool((x > 0).all() and x.max() / x.min() > 100)
+            if log:
+                ax.set_xscale("log")
+        missing = len(done) - int(has.sum())
         ax.set_xlabel(p + (f" ({missing} runs without it)" if missing else ""))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(column)
+    if pruned.any():
+        axes[0][0].legend(fontsize="small")
     fig.suptitle("Objective by parameter")
-    return _save(fig, path)
+    return fig
+
+
+def slices(runs: pd.DataFrame, params: list[str], column: str, path: Path, log_scale=None) -> Path | None:
+    fig = slices_figure(runs, params, column, log_scale)
+    return None if fig is None else _save(fig, path)
+
+
+def log_scales(study) -> dict[str, bool]:
+    """Each searched parameter: whether the search space samples it on a log scale."""
+    return {name: bool(getattr(d, "log", False)) for t in study.get_trials(deepcopy=False)
+            for name, d in t.distributions.items()}  # fmt: skip
 
 
 def optimization_history(study, path: Path) -> Path | None:
@@ -138,33 +180,75 @@ def optimization_history(study, path: Path) -> Path | None:
     numbers, values = [t.number for t in trials], [t.value for t in trials]
     best_of = max if study.direction.name == "MAXIMIZE" else min
     best = [best_of(values[: i + 1]) for i in range(len(values))]
+    left_out = [t.state.name.lower() for t in study.get_trials(deepcopy=False) if t.state != TrialState.COMPLETE]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.scatter(numbers, values, label="trial value")
     ax.step(numbers, best, where="post", color="C1", label="best so far")
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("objective")
     ax.legend()
     ax.grid(alpha=0.3)
+    counts = pd.Series(left_out).value_counts()
+    shown = f"{len(trials)} completed trials" + (
+        f"; not shown: {', '.join(f'{n} {s}' for s, n in counts.items())}" if left_out else ""
+    )
+    ax.set_title(f"Optimization history ({shown})", fontsize="medium")
     return _save(fig, path)
 
 
-def param_importances(study, path: Path) -> Path | None:
-    """Optuna's importances of the searched parameters (needs a few completed trials)."""
+BOOTSTRAP_ROUNDS = 30  # resamples of the completed trials for the importances' intervals
+BOOTSTRAP_TREES = 16  # fANOVA's forest for each resample (Optuna's default, 64, for the point estimate): ~4x faster
+
+
+def importance_intervals(study, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Optuna's importances (its default evaluator, fANOVA) with a 95% bootstrap interval over
+    trials: the completed trials resampled with replacement `rounds` times, each resample's
+    importances computed again. A handful of trials gives wide intervals, and that is the point."""
+    import numpy as np
     import optuna
+    from optuna.importance import FanovaImportanceEvaluator
     from optuna.trial import TrialState
 
-    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 3:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    point = optuna.importance.get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
+    rng, drawn = np.random.default_rng(seed), {k: [] for k in point}
+    for _ in range(rounds):
+        resample = optuna.create_study(direction=study.direction)
+        resample.add_trials([complete[i] for i in rng.integers(0, len(complete), len(complete))])
+        try:
+            evaluator = FanovaImportanceEvaluator(n_trees=BOOTSTRAP_TREES, seed=seed)
+            found = optuna.importance.get_param_importances(resample, evaluator=evaluator)
+        except (ValueError, RuntimeError):  # a resample where a parameter took one value
+            continue
+        for k in point:
+            drawn[k].append(found.get(k, 0.0))
+    return {k: (v, *(np.quantile(drawn[k], [0.025, 0.975]) if drawn[k] else (v, v))) for k, v in point.items()}
+
+
+def param_importances(study, path: Path) -> Path | None:
+    """Optuna's importances of the searched parameters with their bootstrap intervals, titled with
+    how many completed trials they rest on (needs a few)."""
+    from optuna.trial import TrialState
+
+    n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if n < 3:
         return None
     try:
-        importances = optuna.importance.get_param_importances(study)
+        importances = importance_intervals(study)
     except (ValueError, RuntimeError):  # too few trials, or one-valued parameters
         return None
     if not importances:
         return None
-    names, values = list(importances)[::-1], list(importances.values())[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
-    ax.barh(names, values)
-    ax.set_xlabel("importance (Optuna's default evaluator)")
+    names = list(importances)[::-1]
+    values = [importances[k][0] for k in names]
+    below = [max(0.0, importances[k][0] - importances[k][1]) for k in names]
+    above = [max(0.0, importances[k][2] - importances[k][0]) for k in names]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.8))
+    ax.barh(names, values, xerr=[below, above], capsize=4)
+    ax.set_xlabel("importance (fANOVA) with its 95% bootstrap interval over trials")
+    hint = "; few trials: a hint, not a ranking" if n < 30 else ""
+    ax.set_title(f"Parameter importances from {n} completed trials{hint}", fontsize="medium")
     return _save(fig, path)
 
 
@@ -178,6 +262,7 @@ def run_curves_figure(history: pd.DataFrame):
         ax.plot(history.epoch, history[f"train_{name}"], marker="o", label=f"train_{name}")
         ax.plot(history.epoch, history[f"val_{name}"], marker="o", label=f"val_{name}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()

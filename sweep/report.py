@@ -53,7 +53,8 @@ def draw(c: Comparison, out: Path) -> tuple[list[Path], list[Path]]:
     pngs = [plots.learning_curves(c.runs, c.keys, out / "learning_curves.png", colour_by=c.objective.column)]
     if c.search:
         params = [p for p in param_columns(c.runs) if p not in ("trial", "seed")]
-        pngs.append(plots.slices(c.runs, params, c.objective.column, out / "slices.png"))
+        scales = {k: v for s in c.sweeps if s.study is not None for k, v in plots.log_scales(s.study).items()}
+        pngs.append(plots.slices(c.runs, params, c.objective.column, out / "slices.png", scales or None))
     else:
         pngs.append(plots.metric_by_level(c.table, c.shown_keys, c.metric.name, out / f"{c.metric.name}_by_level.png"))
     for sweep in c.sweeps:
@@ -82,14 +83,18 @@ def markdown_table(table: pd.DataFrame) -> str:
 def _search_text(c: Comparison) -> list[str]:
     states = c.runs.drop_duplicates("trial")["state"].value_counts().to_dict() if "state" in c.runs else {}
     pruned = c.runs[c.runs.status == Status.PRUNED]
+    ranked = c.table[c.table["mean"].notna()]  # completed trials: a pruned one's value is not a final one
+    unranked = len(c.table) - len(ranked)
     text = [
         "## Top trials",
         "",
-        f"The {min(TOP_TRIALS, len(c.table))} best of {len(c.table)} trials by "
+        f"The {min(TOP_TRIALS, len(ranked))} best of {len(ranked)} completed trials by "
         f"{c.metric.name} (mean over a trial's seeds; trial states: "
-        f"{', '.join(f'{n} {s}' for s, n in states.items())}):",
+        f"{', '.join(f'{n} {s}' for s, n in states.items())}"
+        + (f"; the {unranked} others are not ranked" if unranked else "")
+        + "):",
         "",
-        markdown_table(c.table.head(TOP_TRIALS)),
+        markdown_table(ranked.head(TOP_TRIALS)),
         "",
     ]
     if not pruned.empty:
@@ -134,19 +139,34 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
         text += _search_text(c)
     else:
         text += ["## Comparison", "", markdown_table(c.table), "", "## Is the difference real?", ""]
+        if c.best_verdicts:
+            text += [
+                "### Each level at its best setting of the others",
+                "",
+                "The question a sweep asks of a factor: is its best level better than each other level, each at "
+                "its own best setting of the other swept keys? Runs paired by seed (a paired t-test; Welch's "
+                f"t-test where they cannot be paired), p-values Holm-adjusted over each factor's comparisons, at "
+                f"the {0.05:.0%} level. The best settings were picked on these same runs.",
+                "",
+            ]
+            for v in c.best_verdicts:
+                text += [f"- {line}" if not line.startswith("  ") else line for line in v.sentences(c.metric.name)]
+            for key, table in c.at_best.items():
+                text += ["", f"Each {code(key)} at its best setting of the others:", "", markdown_table(table)]
+            text += ["", "### Averaged over the other keys", ""]
         if c.verdicts:
             text += [
-                "Each factor's best level against every other level, pairing runs that share every other swept "
-                "value and the seed where they can be paired (a paired t-test) and Welch's t-test otherwise; "
-                f"p-values are Holm-adjusted over each factor's comparisons, at the {0.05:.0%} level.",
+                "Each factor's best level against every other level over all its runs, averaged over the other "
+                "swept keys (a main effect: a level that is poor at one setting of them loses here even where it "
+                "is as good at its best), pairing runs that share every other swept value and the seed where they "
+                "can be paired (a paired t-test) and Welch's t-test otherwise; p-values are Holm-adjusted over each "
+                f"factor's comparisons, at the {0.05:.0%} level.",
                 "",
             ]
             for v in c.verdicts:
                 text += [f"- {line}" if not line.startswith("  ") else line for line in v.sentences(c.metric.name)]
         else:
             text += ["- Only one level was compared: nothing to tell apart."]
-        for key, table in c.at_best.items():
-            text += ["", f"### Each {code(key)} at its best setting of the others", "", markdown_table(table)]
     if c.rerun:
         text += ["", f"## Re-run the best setting (by {c.objective.name})", "", *code_block(c.rerun, "bash")]
     text += ["", "## Plots", ""] + [_picture(p) for p in pngs]

@@ -122,15 +122,29 @@ class FactorVerdict:
     best_mean: float
     best_n: int
     matched_on: list[str]  # the keys paired runs share (other swept keys, seed)
-    averaged_over: list[str]  # other swept keys the unpaired comparisons average over
+    averaged_over: list[str]  # other swept keys the comparisons average over
     contrasts: list[Contrast] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)  # at each level's best setting: level -> {other key: value}
+
+    def _at(self, level: object) -> str:
+        setting = self.settings.get(level, {})
+        return f" at {', '.join(f'{md(k)}={md(v)}' for k, v in setting.items())}" if setting else ""
 
     def sentences(self, metric: str) -> list[str]:
         """The verdict as Markdown list items; levels and keys (someone's values) shown literally."""
-        best = f"{code(self.best)} has the best mean {metric}, {self.best_mean:.4g} (n = {self.best_n})."
-        lines = [f"**{md(self.factor)}**: {best}"]
+        mean = f"{self.best_mean:.4g} (n = {self.best_n})"
+        best = f"{code(self.best)}{self._at(self.best)} has the best mean {metric}, {mean}."
+        if self.settings:
+            how = ("each level at its best setting of the others, picked on these same runs (so each lead is "
+                   "the most the level can show here, and the best level's a little optimistic)")  # fmt: skip
+        elif self.averaged_over:
+            how = f"averaged over {', '.join(map(md, self.averaged_over))}: each level's runs at every value of them"
+        else:
+            how = ""
+        lines = [f"**{md(self.factor)}**{f' ({how})' if how else ''}: {best}"]
         for c in self.contrasts:
-            lines.append(f"  - against {code(c.level)} ({c.mean:.4g}, n = {c.n}): " + _contrast_words(c, self))
+            lines.append(f"  - against {code(c.level)}{self._at(c.level)} ({c.mean:.4g}, n = {c.n}): "
+                         + _contrast_words(c, self))  # fmt: skip
         return lines
 
 
@@ -212,3 +226,30 @@ def compare_factor(summary: pd.DataFrame, factor: str, others: list[str], m: Met
     contrasts = [replace(c, p_holm=p) for c, p in zip(contrasts, adjusted)]
     averaged = [k for k in keys if k != "seed"]
     return FactorVerdict(factor, best, float(means.iloc[0]), len(a), keys, averaged, contrasts)
+
+
+def compare_at_best(summary: pd.DataFrame, factor: str, others: list[str], m: Metric) -> FactorVerdict | None:
+    """The question a user asks of a factor: each of its levels at its own best setting of the
+    `others` (each optimizer at its best lr), the best level against every other, paired by seed;
+    p-values Holm-adjusted over the factor's comparisons. None when nothing else was swept."""
+    done = summary[(summary.status == Status.COMPLETED) & summary[m.column].notna()]
+    others = [k for k in others if k in done.columns and k not in (factor, "seed")]  # the seed pairs, never picks
+    if not others or done.empty:
+        return None
+    best = best_settings(done, factor, others, m)
+    if len(best) < 2:
+        return None
+    runs, settings = {}, {}
+    for row in best.to_dict("records"):  # not itertuples: a key named `override:note` is no identifier
+        setting = {k: row[k] for k in others}
+        mask = done[factor] == row[factor]
+        for k, v in setting.items():
+            mask &= (done[k] == v) | (done[k].isna() & pd.isna(v))
+        runs[row[factor]], settings[row[factor]] = done[mask], setting
+    top = best[factor].iloc[0]
+    keys = ["seed"] if "seed" in done.columns else []
+    contrasts = [_contrast(level, runs[top], runs[level], keys, m) for level in best[factor].iloc[1:]]
+    adjusted = holm([c.p for c in contrasts])
+    contrasts = [replace(c, p_holm=p) for c, p in zip(contrasts, adjusted)]
+    return FactorVerdict(factor, top, float(runs[top][m.column].astype(float).mean()), len(runs[top]), keys, [],
+                         contrasts, settings)  # fmt: skip

@@ -109,6 +109,8 @@ def test_mlflow_gets_a_parent_run_and_a_child_per_trial(tmp_path):
         assert child.data.metrics["best_val_acc"] == pytest.approx(result["best_val_acc"])
         assert child.info.status == "FINISHED"
         assert {"best.pt", "metrics.csv", "result.json"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
+        pictures = {a.path for a in client.list_artifacts(child.info.run_id, "pictures")}
+        assert {"pictures/learning_curves.png", "pictures/confusion_matrix.png"} <= pictures
 
 
 @pytest.mark.slow

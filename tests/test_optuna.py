@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SMOKE, TINY, app, cli, wait_for_stale
+from conftest import REPO, SMOKE, TINY, app, cli, report, wait_for_stale
 
 from sweep.search.study import StudyRef
 
@@ -120,6 +120,11 @@ def test_a_pruner_prunes_a_hopeless_trial(tmp_path):
     assert (sweep_dir / f"trial_{hopeless.number:04d}" / "best.pt").exists()
     summary = pd.read_csv(sweep_dir / "summary.csv").set_index("trial")
     assert summary.loc[hopeless.number, "state"] == "PRUNED"
+    assert report(sweep_dir, cwd=tmp_path).returncode == 0  # a pruned trial's value is not a final one:
+    text = (sweep_dir / "report.md").read_text()  # it is not ranked among the top trials
+    assert "The 1 best of 1 completed trials by val_acc" in text and "the 1 others are not ranked" in text
+    top = text.split("## Top trials")[1].split("\n\n")[2]
+    assert "| 0 | COMPLETE |" in top and "PRUNED" not in top
 
 
 @pytest.mark.slow

@@ -1,9 +1,9 @@
 """MLflow: a sweep is a parent run and each of its runs (a grid's job, a search's trial or seed) a
 nested child, with the resolved settings as params, each epoch's metrics.csv row as metrics at
 its step, the early-stopped metrics, tags for status, stop reason and trial, and best.pt, the
-run's files and pictures as artifacts. Without `logger.tracking_uri`, the store is
-`mlflow.db` in the sweep dir (in a single run's dir), its artifacts beside it: `mlflow ui
---backend-store-uri sqlite:///<sweep dir>/mlflow.db`."""
+run's files and its pictures (learning curves, confusion matrix, filters) as artifacts. Without
+`logger.tracking_uri`, the store is `mlflow.db` in the sweep dir (in a single run's dir), its
+artifacts beside it: `mlflow ui --backend-store-uri sqlite:///<sweep dir>/mlflow.db`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,14 @@ class MlflowTracker:
             tags["optuna.state"] = result.status.trial_state
         self.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
         run_dir = self.info.run_dir
-        for path in [run_dir / f for f in ARTIFACT_FILES] + sorted(run_dir.glob("*.png")):
+        for path in [run_dir / f for f in ARTIFACT_FILES]:
             if path.is_file():
                 self.client.log_artifact(self.run_id, str(path))
+        with tempfile.TemporaryDirectory() as tmp:  # its learning curves, confusion matrix, filters
+            from sweep import plots
+
+            for picture in plots.run_pictures(run_dir, Path(tmp)):
+                self.client.log_artifact(self.run_id, str(picture), "pictures")
         self.client.set_terminated(self.run_id, ENDED.get(result.status, "FAILED"))
 
 
