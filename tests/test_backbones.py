@@ -168,6 +168,7 @@ def test_weights_that_go_non_finite_where_the_loss_cannot_see_them_end_the_run_a
     assert result.divergence.startswith("tap became non-finite in epoch 2 (bf16 autocast on a CPU corrupts")
 
 
+@pytest.mark.slow
 def test_bad_model_names_and_weights_are_one_line_before_any_data(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     cases = {
