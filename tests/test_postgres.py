@@ -67,7 +67,7 @@ def test_three_workers_one_killed_and_restarted_share_one_study(postgres, tmp_pa
     sweep_dir = tmp_path / "shared"
 
     def worker(seed: int, trials: int) -> subprocess.Popen:
-        cmd = [sys.executable, str(REPO / "sweep" / "run.py"), "-m", "search=optuna", *SMOKE, "epochs=3",
+        cmd = [sys.executable, str(REPO / "sweep" / "run.py"), "-m", "search=optuna", *SMOKE,
                f"hydra.sweeper.storage={postgres}", "hydra.sweeper.study_name=digits-mlp",
                f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweeper.n_trials={trials}",
                "hydra.sweeper.heartbeat_interval=1", f"hydra.sweep.dir={sweep_dir}",

@@ -103,7 +103,7 @@ counter = itertools.count()
 
 
 @pytest.mark.slow
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=st.sampled_from(CASES), value=VALUES)
 def test_a_random_value_for_any_validated_key_trains_or_is_refused_in_one_line(tmp_path, case, value):
     from hydra.utils import execution_whitelist
