@@ -279,3 +279,32 @@ def test_odd_sweep_files_are_warnings_not_tracebacks(grid, tmp_path):
     (tmp_path / "afile").write_text("x")
     p = report(sweep, "--out", tmp_path / "afile", cwd=tmp_path)
     assert p.returncode == 2 and p.stderr == f"error: --out={tmp_path / 'afile'}: is a file; give a folder\n"
+
+
+def test_the_headline_answers_each_level_at_its_best_setting_before_the_averaged_effect(tmp_path):
+    from sweep.comparison import compare
+    from sweep.report import markdown
+    from sweep.summary import Sweep
+
+    # sgd at lr=1e-3 still learning (poor), at 1e-2 as good as adam at its best
+    values = {("adam", "0.001"): (0.955, 0.96, 0.95), ("adam", "0.01"): (0.94, 0.95, 0.945),
+              ("sgd", "0.001"): (0.80, 0.82, 0.81), ("sgd", "0.01"): (0.96, 0.94, 0.953)}  # fmt: skip
+    rows, overrides = [], []
+    for (optimizer, lr), accs in values.items():
+        for seed, acc in enumerate(accs):
+            rows.append({"run": len(rows), "optimizer": optimizer, "lr": float(lr), "seed": seed, "status": "completed",
+                         "best_val_acc": acc, "test_acc": acc, "best_epoch": 3, "train_time_s": 1.0,
+                         "still_improving": False})  # fmt: skip
+            overrides.append([f"optimizer={optimizer}", f"lr={lr}", f"seed={seed}"])
+    sweep = Sweep(tmp_path, pd.DataFrame(rows), [tmp_path / str(i) for i in range(len(rows))], overrides)
+    text = markdown(compare([sweep]), [], [])
+    headline, averaged = text.split("### Each level at its best setting of the others")[1].split(
+        "### Averaged over the other keys"
+    )
+    assert "picked on these same runs" in headline
+    assert "- **optimizer** (each level at its best setting of the others" in headline
+    assert "`adam` at lr=0.001 has the best mean val_acc, 0.955 (n = 3)" in headline
+    assert "against `sgd` at lr=0.01 (0.951, n = 3): ahead by 0.004" in headline and "within noise" in headline
+    assert "paired over 3 runs matched on seed" in headline
+    assert "- **optimizer** (averaged over lr: each level's runs at every value of them)" in averaged
+    assert "matched on lr, seed" in averaged
