@@ -140,8 +140,8 @@ def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
                 return refuse(400, f"{name}: empty")
             if len(data) > max_bytes:
                 return refuse(413, f"{name}: over {max_bytes} bytes")
-            try:
-                arrays.append(read_image(io.BytesIO(data), channels, size, max_pixels, name))
+            try:  # decoded in a worker thread: a large image does not hold up the other requests
+                arrays.append(await asyncio.to_thread(read_image, io.BytesIO(data), channels, size, max_pixels, name))
             except UserError as e:
                 return refuse(413 if "pixels; at most" in str(e) else 400, str(e))
         probs = await batcher.probabilities(torch.as_tensor(np.stack(arrays)))

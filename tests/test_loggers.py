@@ -175,3 +175,19 @@ def test_the_command_line_check_knows_each_loggers_keys():
         check_command_line_keys(["logger=many", "logger.trackinguri=x"], REPO / "conf")
     with pytest.raises(UserError, match=r"^logger.tracking_uri: no such key in logger=none; logger=none has none"):
         check_command_line_keys(["logger.tracking_uri=x"], REPO / "conf")
+
+
+@pytest.mark.slow
+def test_a_killed_attempts_mlflow_run_is_marked_killed_when_the_run_starts_again(tmp_path):
+    from sweep.loggers import Loggers, LoggerSettings, RunInfo
+    from sweep.results import RunResult
+
+    settings, run_dir = LoggerSettings(mlflow=True), tmp_path / "s" / "0"
+    run_dir.mkdir(parents=True)
+    row = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5, "lr": 0.1}
+    Loggers(settings, RunInfo(run_dir, tmp_path / "s", {"lr": 0.1}, {"lr": "0.1"})).epoch(row)  # then killed
+    again = Loggers(settings, RunInfo(run_dir, tmp_path / "s", {"lr": 0.1}, {"lr": "0.1"}))
+    again.epoch(row)
+    again.end(RunResult.incomplete())
+    _, _, children = _mlflow_runs(tmp_path / "s" / "mlflow.db")
+    assert sorted(c.info.status for c in children) == ["FAILED", "KILLED"]  # the second ended without a result

@@ -63,13 +63,14 @@ def _experiment(client: Any, settings: LoggerSettings, home: Path) -> str:
     return client.create_experiment(settings.experiment, artifact_location=location)
 
 
-def _sweep_key(sweep_dir: Path) -> str:
-    return hashlib.sha256(str(sweep_dir.resolve()).encode()).hexdigest()[:32]
+def _key(folder: Path) -> str:
+    """A folder's name in a search filter: a digest, so that no path can break the filter's quoting."""
+    return hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32]
 
 
 def _parent(client: Any, experiment: str, sweep_dir: Path) -> str:
     """The sweep's parent run: found by its sweep dir (a resumed sweep, another worker), or made."""
-    key = _sweep_key(sweep_dir)
+    key = _key(sweep_dir)
     found = client.search_runs([experiment], f"tags.`sweep.key` = '{key}' and tags.`sweep.role` = 'sweep'",
                                max_results=1)  # fmt: skip
     if found:
@@ -84,11 +85,16 @@ class MlflowTracker:
 
         self.info = info
         self.client = _client(settings, info.home)
-        tags = {"sweep.role": "run", "sweep.run_dir": str(info.run_dir.resolve())}
+        key = _key(info.run_dir)
+        tags = {"sweep.role": "run", "sweep.run_dir": str(info.run_dir.resolve()), "sweep.run_key": key}
         with _Locked(info.home):
             experiment = _experiment(self.client, settings, info.home)
             if info.sweep_dir is not None:
                 tags["mlflow.parentRunId"] = _parent(self.client, experiment, info.sweep_dir)
+            # an earlier attempt of this run, killed, still says RUNNING: it says what happened now
+            stale = f"tags.`sweep.run_key` = '{key}' and attributes.status = 'RUNNING'"
+            for earlier in self.client.search_runs([experiment], stale):
+                self.client.set_terminated(earlier.info.run_id, "KILLED")
         if info.trial is not None:
             tags["optuna.trial"] = str(info.trial)
         overrides = " ".join(f"{k}={v}" for k, v in info.overrides.items())
