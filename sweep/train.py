@@ -339,7 +339,7 @@ def fit(
         row = {"epoch": epoch, **train_epoch(state, data, loss_fn, schedule, s)}
         if not math.isfinite(row["train_loss"]):  # the epoch's weights are lost, the best ones are not
             state.diverge(f"the training loss became {row['train_loss']} in epoch {epoch}")
-        elif (broken := _non_finite_weight(model)) is not None:  # weights the loss never reads (see below)
+        elif (broken := _non_finite_weight(model)) is not None:  # weights the loss never reads: BF16_HINT
             state.diverge(f"{broken} became non-finite in epoch {epoch}" + BF16_HINT * (s.precision == "bf16"))
         else:
             row["val_loss"], row["val_acc"] = evaluate(model, data.x_val, data.y_val, loss_fn, s.precision)
