@@ -17,17 +17,18 @@ SUBMITIT = ("hydra/launcher=submitit_local", "hydra.callbacks.summary.report=fal
 
 
 @pytest.mark.slow
-def test_a_grid_through_submitit_lands_every_run_and_a_summary(tmp_path):
+def test_a_grid_through_submitit_lands_every_run_and_a_summary_and_fails_when_none_completed(tmp_path):
     sweep_dir = tmp_path / "s"
-    p = app("-m", *TINY, "optimizer=sgd", "lr=1e-3,1e9", *SUBMITIT, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
+    # both runs diverge: rows in the summary, and the exit code a sweep without a completed run has
+    p = app("-m", *TINY, "optimizer=sgd", "lr=1e9,1e10", *SUBMITIT, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert p.returncode == 1, p.stderr
     summary = pd.read_csv(sweep_dir / "summary.csv").set_index("lr")
-    assert summary.loc[1e-3, "status"] == "completed" and summary.loc[1e9, "status"] == "diverged"
-    assert "1 of 2 runs failed or diverged" in p.stdout
+    assert list(summary.status) == ["diverged", "diverged"]
+    assert "2 of 2 runs failed or diverged; none completed" in p.stdout
     for run in ("0", "1"):  # each job's result, written by its own process
         result = json.loads((sweep_dir / run / "result.json").read_text())
-        assert float(dict(o.split("=", 1) for o in result["overrides"])["lr"]) == (1e-3, 1e9)[int(run)]
-    assert list((sweep_dir / ".submitit").glob("*/*_log.out"))  # where each job's log lands
+        assert float(dict(o.split("=", 1) for o in result["overrides"])["lr"]) == (1e9, 1e10)[int(run)]
+    assert len(list((sweep_dir / ".submitit").glob("*/*_log.out"))) == 2  # where each job's log lands
 
 
 @pytest.mark.slow
