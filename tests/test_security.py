@@ -98,16 +98,15 @@ def test_a_users_own_package_joins_through_the_environment(tmp_path):
         "import torch\n\nclass Smooth(torch.nn.CrossEntropyLoss):\n"
         "    def __init__(self):\n        super().__init__(label_smoothing=0.1)\n"
     )
-    args = [sys.executable, str(REPO / "sweep" / "run.py"), *TINY, "loss._target_=mylosses.Smooth",
-            "~loss.label_smoothing", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    refused = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    overrides = [*TINY, "loss._target_=mylosses.Smooth", "~loss.label_smoothing", f"hydra.run.dir={tmp_path / 'run'}"]
+    refused = app(*overrides, cwd=tmp_path)  # this process has no SWEEP_TRUSTED_TARGETS
     assert refused.returncode == 2
-    assert (
-        refused.stderr.strip().splitlines() == [refused.stderr.strip().splitlines()[0]]
-        and "loss._target_=mylosses.Smooth: not an allowed target" in refused.stderr
-    )
-    env["SWEEP_TRUSTED_TARGETS"] = "mylosses.*"
+    assert refused.stderr.strip().splitlines() == [
+        "error: loss._target_=mylosses.Smooth: not an allowed target; configs may name torch.nn and torch.optim "
+        "classes and this project's own, and a package you trust through SWEEP_TRUSTED_TARGETS (see the README)"
+    ]
+    args = [sys.executable, str(REPO / "sweep" / "run.py"), *overrides]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "SWEEP_TRUSTED_TARGETS": "mylosses.*"}  # read at import
     allowed = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert allowed.returncode == 0, allowed.stderr[-2000:]
     assert '"status": "completed"' in (tmp_path / "run" / "result.json").read_text()
