@@ -191,3 +191,36 @@ def test_a_killed_attempts_mlflow_run_is_marked_killed_when_the_run_starts_again
     again.end(RunResult.incomplete())
     _, _, children = _mlflow_runs(tmp_path / "s" / "mlflow.db")
     assert sorted(c.info.status for c in children) == ["FAILED", "KILLED"]  # the second ended without a result
+
+
+WORKER = """
+import sys, time
+from pathlib import Path
+from sweep.loggers import Loggers, LoggerSettings, RunInfo
+
+sweep_dir, run = Path(sys.argv[1]), sys.argv[2]
+while not (sweep_dir / "go").exists():  # both workers open the new store at once, as joblib's do
+    time.sleep(0.01)
+loggers = Loggers(LoggerSettings(mlflow=True), RunInfo(sweep_dir / run, sweep_dir, {"run": run}, {}))
+loggers.epoch({"epoch": 1, "val_acc": 0.5})  # opens the tracker: the store, the experiment, the parent
+print("dropped" if loggers.trackers["mlflow"] is None else "logged")
+"""
+
+
+@pytest.mark.slow
+def test_workers_opening_a_new_mlflow_store_together_both_log(tmp_path):
+    """Two processes, as joblib's or submitit's workers at a sweep's start: they once raced the new
+    store's migrations and one dropped its tracker. (Threads share MLflow's cached store: no race.)"""
+    import subprocess
+    import sys
+
+    sweep_dir = tmp_path / "s"
+    for run in ("0", "1"):
+        (sweep_dir / run).mkdir(parents=True)
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(sweep_dir), run], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for run in ("0", "1")]  # fmt: skip
+    (sweep_dir / "go").touch()
+    outs = [w.communicate(timeout=120) for w in workers]
+    assert [out.strip() for out, _ in outs] == ["logged", "logged"], [err[-500:] for _, err in outs]
+    _, parents, children = _mlflow_runs(sweep_dir / "mlflow.db")
+    assert len(parents) == 1 and len(children) == 2

@@ -37,8 +37,9 @@ def _client(settings: LoggerSettings, home: Path):
 
 
 class _Locked:
-    """Held while a process looks for, or makes, the sweep's experiment and parent run, so that
-    workers starting together make one of each."""
+    """Held while a process opens the store (a new one's tables are made then), looks for or
+    makes the sweep's experiment and parent run, so that workers starting together (joblib,
+    submitit) make one of each and never migrate one database at once."""
 
     def __init__(self, home: Path) -> None:
         self.path = home / LOCK
@@ -84,10 +85,10 @@ class MlflowTracker:
         from mlflow.entities import Param
 
         self.info = info
-        self.client = _client(settings, info.home)
         key = _key(info.run_dir)
         tags = {"sweep.role": "run", "sweep.run_dir": str(info.run_dir.resolve()), "sweep.run_key": key}
-        with _Locked(info.home):
+        with _Locked(info.home):  # the client makes a new store's tables: one worker at a time
+            self.client = _client(settings, info.home)
             experiment = _experiment(self.client, settings, info.home)
             if info.sweep_dir is not None:
                 tags["mlflow.parentRunId"] = _parent(self.client, experiment, info.sweep_dir)
@@ -136,8 +137,8 @@ class MlflowTracker:
 
 def end_sweep(settings: LoggerSettings, sweep_dir: Path, files: list[Path]) -> None:
     """At the end of a multirun: the summary and report as the parent run's artifacts; the parent ends."""
-    client = _client(settings, sweep_dir)
     with _Locked(sweep_dir):
+        client = _client(settings, sweep_dir)
         experiment = _experiment(client, settings, sweep_dir)
         parent = _parent(client, experiment, sweep_dir)
     for path in files:
