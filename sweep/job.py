@@ -24,7 +24,7 @@ from sweep.errors import UserError
 from sweep.features import frozen_features
 from sweep.loggers import Loggers
 from sweep.losses import wants_log_probs
-from sweep.models import ModelSpec, build, check_fits, check_input
+from sweep.models import ModelSpec, build, check_trainable
 from sweep.outcomes import METRICS, Status
 from sweep.progress import bars_wanted
 from sweep.results import (
@@ -171,8 +171,7 @@ def _model(model_cfg: DictConfig, data, device: torch.device, log_probs: bool):
     spec = ModelSpec.of(instantiate(node, _convert_="all"))
     data = data.with_channels(getattr(spec.factory().func, "in_channels", None))
     data = data.prepare(device, weights.mean, weights.std) if weights else data.prepare(device)
-    check_input(spec.factory(), data.shape, data.classes)
-    check_fits(spec.factory(), data.shape, data.classes, log_probs)
+    check_trainable(spec.factory(), data.shape, data.classes, log_probs)
     model = build(spec.factory(), data.shape, data.classes, log_probs)
     if weights is not None:
         (model[0] if log_probs else model).load_backbone(weights.state, weights.source)

@@ -275,11 +275,13 @@ def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
     return grouped.parameter_groups()
 
 
-def check_input(make: Callable[..., nn.Module], in_shape: Sequence[int], classes: int) -> None:
-    """UserError when the model cannot read images of this shape (too small for its pooling, or
-    not the size it was built for), found on torch's `meta` device without computing anything."""
+def check_trainable(make: Callable[..., nn.Module], in_shape: Sequence[int], classes: int, log_probs: bool) -> None:
+    """Before the model takes any memory, from one build on torch's `meta` device: UserError when it
+    cannot read images of this shape (too small for its pooling, or not the size it was built for)
+    or does not end in one logit a class; ValueError when training it needs more memory than the
+    machine has (weights, gradients and Adam's two moments in fp32)."""
     with torch.device("meta"):
-        model = make(in_shape=list(in_shape), classes=classes).eval()
+        model = build(make, in_shape, classes, log_probs).eval()
         try:
             out = model(torch.empty(2, *in_shape))
         except (RuntimeError, ValueError, AssertionError, IndexError) as e:
@@ -289,11 +291,7 @@ def check_input(make: Callable[..., nn.Module], in_shape: Sequence[int], classes
                             "(data.size=[224,224] for your own) or another model") from None  # fmt: skip
     if tuple(out.shape) != (2, classes):
         raise UserError(f"the model's output is {tuple(out.shape)[1:]} for {classes} classes; it must end in logits")
-
-
-def check_fits(make: Callable[..., nn.Module], in_shape: Sequence[int], classes: int, log_probs: bool = False) -> None:
-    """ValueError when training the model would need more memory than the machine has."""
-    need = memory_needed(shapes(make, in_shape, classes, log_probs))
+    need = memory_needed({k: tuple(v.shape) for k, v in model.state_dict().items()})
     if need > machine_memory():
         raise ValueError(
             f"the model needs {need / 2**30:.1f} GiB to train (weights, gradients and optimizer state in fp32), "
