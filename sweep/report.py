@@ -150,7 +150,7 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
                 "",
             ]
             for v in c.best_verdicts:
-                text += [f"- {line}" if not line.startswith("  ") else line for line in v.sentences(c.metric.name)]
+                text += v.sentences(c.metric.name)
             for key, table in c.at_best.items():
                 text += ["", f"Each {code(key)} at its best setting of the others:", "", markdown_table(table)]
             text += ["", "### Averaged over the other keys", ""]
@@ -164,7 +164,7 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
                 "",
             ]
             for v in c.verdicts:
-                text += [f"- {line}" if not line.startswith("  ") else line for line in v.sentences(c.metric.name)]
+                text += v.sentences(c.metric.name)
         else:
             text += ["- Only one level was compared: nothing to tell apart."]
     if c.rerun:

@@ -131,7 +131,7 @@ class FactorVerdict:
         return f" at {', '.join(f'{md(k)}={md(v)}' for k, v in setting.items())}" if setting else ""
 
     def sentences(self, metric: str) -> list[str]:
-        """The verdict as Markdown list items; levels and keys (someone's values) shown literally."""
+        """The verdict as Markdown list items, contrasts nested; levels and keys (others' values) shown literally."""
         mean = f"{self.best_mean:.4g} (n = {self.best_n})"
         best = f"{code(self.best)}{self._at(self.best)} has the best mean {metric}, {mean}."
         if self.settings:
@@ -141,7 +141,7 @@ class FactorVerdict:
             how = f"averaged over {', '.join(map(md, self.averaged_over))}: each level's runs at every value of them"
         else:
             how = ""
-        lines = [f"**{md(self.factor)}**{f' ({how})' if how else ''}: {best}"]
+        lines = [f"- **{md(self.factor)}**{f' ({how})' if how else ''}: {best}"]
         for c in self.contrasts:
             lines.append(f"  - against {code(c.level)}{self._at(c.level)} ({c.mean:.4g}, n = {c.n}): "
                          + _contrast_words(c, self))  # fmt: skip
