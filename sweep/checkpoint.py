@@ -36,6 +36,11 @@ class Checkpoint:
     def label(self, index: int) -> str:
         return self.class_names[index] if index < len(self.class_names) else str(index)
 
+    def top(self, probabilities: torch.Tensor, k: int) -> list[list[tuple[str, int, float]]]:
+        """Per image, its `k` most probable classes as (label, index, probability), most probable first."""
+        p, i = probabilities.topk(min(k, self.classes), dim=1)
+        return [[(self.label(j), j, q) for j, q in zip(js, qs)] for js, qs in zip(i.tolist(), p.tolist())]
+
     def model(self) -> Classifier:
         """The trained network with its normalisation, in eval mode: raw pixel values in, logits out."""
         net = build(self.spec.factory(), self.in_shape, self.classes, self.log_probs)

@@ -71,15 +71,13 @@ def predict(run_dir: Path, paths: list[Path], top_k: int = 1) -> list[tuple[Path
     ckpt = load_checkpoint(run_dir)  # checked whole: building its model cannot fail
     model = ckpt.model()
     channels, size = ckpt.in_shape[0], ckpt.in_shape[1:]
-    k = min(top_k, ckpt.classes)
     out = []
     with torch.no_grad():
         for i in range(0, len(paths), BATCH):
             chunk = paths[i : i + BATCH]
             x = torch.as_tensor(np.stack([read_image(p, channels, size) for p in chunk]))
-            probs, labels = model.probabilities(x).topk(k, dim=1)
-            for p, ps, ls in zip(chunk, probs.tolist(), labels.tolist()):
-                out.append((p, [(ckpt.label(lbl), prob) for lbl, prob in zip(ls, ps)]))
+            for p, top in zip(chunk, ckpt.top(model.probabilities(x), top_k)):
+                out.append((p, [(label, prob) for label, _, prob in top]))
     return out
 
 

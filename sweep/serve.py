@@ -145,24 +145,11 @@ def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
             except UserError as e:
                 return refuse(413 if "pixels; at most" in str(e) else 400, str(e))
         probs = await batcher.probabilities(torch.as_tensor(np.stack(arrays)))
-        k = min(top_k, ckpt.classes)
-        top_p, top_i = probs.topk(k, dim=1)
-        return {
-            "predictions": [
-                {
-                    "file": upload.filename,
-                    "label": ckpt.label(idx[0]),
-                    "index": idx[0],
-                    "probability": p[0],
-                    **(
-                        {"top_k": [{"label": ckpt.label(i), "index": i, "probability": q} for i, q in zip(idx, p)]}
-                        if top_k > 1
-                        else {}
-                    ),  # fmt: skip
-                }
-                for upload, p, idx in zip(image, top_p.tolist(), top_i.tolist())
-            ]
-        }
+        answers = []
+        for upload, top in zip(image, ckpt.top(probs, top_k)):
+            ranked = [{"label": label, "index": index, "probability": p} for label, index, p in top]
+            answers.append({"file": upload.filename, **ranked[0], **({"top_k": ranked} if top_k > 1 else {})})
+        return {"predictions": answers}
 
     return app
 
