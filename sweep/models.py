@@ -95,21 +95,23 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-KIND_MODULES = ("sweep.backbones",)  # this project's modules that register kinds beyond mlp and cnn
+LAZY_KINDS = {"torchvision": "sweep.backbones"}  # this project's kinds in modules of their own (torchvision's import)
 
 
-def import_kinds() -> None:
-    """Import the modules that register model kinds: this project's, and the packages the user
-    trusts through SWEEP_TRUSTED_TARGETS (`mypkg.*` imports mypkg; `mypkg.nets.Net` imports
-    mypkg.nets), so that a checkpoint of a user's kind loads in report, predict and serve as in
-    training. Nothing a file says is imported: only what the user's environment names."""
+def import_kinds(kind: str) -> None:
+    """Import the module that registers model kind `kind`: this project's own for its kinds, else
+    the packages the user trusts through SWEEP_TRUSTED_TARGETS (`mypkg.*` imports mypkg;
+    `mypkg.nets.Net` imports mypkg.nets), so that a checkpoint of a user's kind loads in report,
+    predict and serve as in training. Nothing a file says is imported: only what this project or
+    the user's environment names."""
     import importlib
     import logging
 
     from sweep import USER_TARGETS
 
-    for module in KIND_MODULES:
-        importlib.import_module(module)
+    if kind in LAZY_KINDS:
+        importlib.import_module(LAZY_KINDS[kind])
+        return
     for entry in USER_TARGETS:
         name = entry.removesuffix(".*")
         for candidate in (name, name.rpartition(".")[0]) if not entry.endswith(".*") else (name,):
@@ -191,10 +193,11 @@ class ModelSpec:
         registered kind, an allowed activation and plain arguments."""
         if not isinstance(d, dict) or "kind" not in d:
             raise ValueError("it names no model kind (a checkpoint from before model kinds, or a crafted one)")
+        if isinstance(d["kind"], str) and d["kind"] not in MODELS:
+            import_kinds(d["kind"])
         if d["kind"] not in MODELS:
-            import_kinds()
-        if d["kind"] not in MODELS:
-            raise ValueError(f"model kind {d['kind']!r} is not registered ({', '.join(MODELS)})")
+            known = dict.fromkeys([*MODELS, *LAZY_KINDS])
+            raise ValueError(f"model kind {d['kind']!r} is not registered ({', '.join(known)})")
         if d.get("activation") is not None and d["activation"] not in ACTIVATIONS:
             raise ValueError(f"activation {d['activation']!r} is not allowed ({', '.join(ACTIVATIONS)})")
         for key in ("args", "activation_args"):

@@ -48,6 +48,7 @@ def test_tensorboard_gets_one_log_dir_per_run_with_curves_and_hparams(tmp_path):
         assert events.Scalars("final/best_val_acc")[0].value == pytest.approx(result["best_val_acc"])
 
 
+@pytest.mark.slow
 def test_logging_never_changes_a_result(tmp_path):
     from hydra.utils import execution_whitelist
 

@@ -96,6 +96,7 @@ def test_a_served_model_answers_as_predict_does_and_survives_bad_input(served_ru
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_serve_refuses_what_it_cannot_serve_in_one_line(tmp_path):
     from conftest import call
 
