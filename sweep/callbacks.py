@@ -21,7 +21,12 @@ log = logging.getLogger("sweep")
 
 
 def _is_grid(config: DictConfig) -> bool:
-    return "BasicSweeper" in str(config.hydra.sweeper.get("_target_", ""))
+    """A grid, raced or not: its run dirs are named by the grid, so another grid must not reuse them."""
+    return str(config.hydra.sweeper.get("_target_", "")).endswith(("BasicSweeper", "RaceSweeper"))
+
+
+def _is_race(config: DictConfig) -> bool:
+    return str(config.hydra.sweeper.get("_target_", "")).endswith("RaceSweeper")
 
 
 class SummaryCallback(Callback):
@@ -40,9 +45,10 @@ class SummaryCallback(Callback):
             return
         if previous.exists() and find_runs(sweep_dir):
             self._refuse_another_grid(config, sweep_dir)
-        from sweep import progress
+        if not _is_race(config):  # a race says its own line each round
+            from sweep import progress
 
-        progress.plan(sweep_dir, progress.grid_jobs(config))
+            progress.plan(sweep_dir, progress.grid_jobs(config))
 
     def _refuse_another_grid(self, config: DictConfig, sweep_dir: Path) -> None:
         from sweep.errors import exit_with

@@ -29,12 +29,13 @@ def grid_choices(distribution: Any) -> list[Any]:
     return OptunaSweeperImpl._to_grid_sampler_choices(distribution)
 
 
-def grid_jobs(arguments: list[str]) -> list[list[str]]:
-    """The jobs' overrides Hydra's basic sweeper makes of these overrides (comma lists, ranges)."""
+def grid_jobs(arguments: list[str], config_loader: Any = None) -> list[list[str]]:
+    """The jobs' overrides Hydra's basic sweeper makes of these overrides (comma lists, ranges, and
+    with a config loader `glob(...)` over a group's options)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(arguments)
+    parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(arguments)
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
