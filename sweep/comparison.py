@@ -11,8 +11,9 @@ import pandas as pd
 
 from sweep.errors import UserError
 from sweep.outcomes import METRICS, OBJECTIVES, Metric, Status, metric
+from sweep.race import Race
 from sweep.results import overrides_dict
-from sweep.statistics import FactorVerdict, aggregate, best_settings, compare_at_best, compare_factor
+from sweep.statistics import FactorVerdict, aggregate, best_settings, ci95, compare_at_best, compare_factor
 from sweep.summary import Sweep, best_run, param_columns
 
 ALL = "all"  # the one level when nothing was swept
@@ -35,6 +36,8 @@ class Comparison:
     at_best: dict[str, pd.DataFrame] = field(default_factory=dict)
     rerun: str | None = None
     best_run: pd.Series | None = None  # the completed run with the best objective, if any
+    race: Race | None = None  # a race's record: the verdicts then compare its survivors only
+    race_table: pd.DataFrame | None = None
 
     @property
     def shown_keys(self) -> list[str]:
@@ -155,12 +158,41 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str |
         c.table.insert(1, "state", c.table["trial"].map(first["state"]))
     else:
         seed = ["seed"] if "seed" in runs.columns else []
-        c.verdicts = [v for k in keys if (v := compare_factor(runs, k, [o for o in keys if o != k] + seed, m))]
+        if len(sweeps) == 1 and sweeps[0].race is not None:  # eliminated settings ran fewer seeds: not pooled
+            c.race, c.race_table = sweeps[0].race, race_table(sweeps[0].race)
+            c.table["race"] = _race_outcomes(c.table, runs, keys)
+        tested = runs if c.race is None else runs[runs.eliminated_after.isna()]
+        c.verdicts = [v for k in keys if (v := compare_factor(tested, k, [o for o in keys if o != k] + seed, m))]
         if len(keys) > 1:
-            c.at_best = {k: best_settings(runs, k, [o for o in keys if o != k], m) for k in keys}
-            c.best_verdicts = [v for k in keys if (v := compare_at_best(runs, k, [o for o in keys if o != k], m))]
+            c.at_best = {k: best_settings(tested, k, [o for o in keys if o != k], m) for k in keys}
+            c.best_verdicts = [v for k in keys if (v := compare_at_best(tested, k, [o for o in keys if o != k], m))]
     objective_table = table if m == objective else aggregate(runs, keys or [ALL], objective) if keys else None
     c.rerun = rerun_command(runs, objective_table if objective_table is not None else table, keys)
     best = best_run(runs, objective.name)
     c.best_run = None if best is None else runs.loc[best]
     return c
+
+
+def race_table(race: Race) -> pd.DataFrame:
+    """A race's settings, best mean first: seeds run, the objective's mean with its 95% interval
+    over those seeds, and where each ended (eliminated after round k, with the adjusted p-value or
+    the failure, or survived)."""
+    rows = []
+    for e in race.entries:
+        low, high = ci95(pd.Series(e.values, dtype=float))
+        ended = "survived" if e.alive else f"eliminated after round {e.eliminated_after}: {e.reason}"
+        rows.append({"setting": race.label(e), "seeds_run": race.seeds_run(e), "mean": e.mean(), "ci95_low": low,
+                     "ci95_high": high, "outcome": ended})  # fmt: skip
+    table = pd.DataFrame(rows)
+    return table.sort_values("mean", ascending=not race.higher_is_better, na_position="last", kind="stable")
+
+
+def _race_outcomes(table: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Per level of the comparison table: `survived`, or `eliminated` when every run of it was."""
+    out = []
+    for row in table.to_dict("records"):
+        mask = pd.Series(True, index=runs.index)
+        for k in keys:
+            mask &= (runs[k] == row[k]) | (runs[k].isna() & pd.isna(row[k]))
+        out.append("eliminated" if runs.loc[mask, "eliminated_after"].notna().all() else "survived")
+    return out

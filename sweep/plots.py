@@ -98,7 +98,7 @@ def _clip_outliers(ax, name: str) -> None:
 
 def metric_by_level(comparison: pd.DataFrame, by: list[str], metric: str, path: Path) -> Path | None:
     """Each level's mean metric with its t-distribution 95% interval; a level with one run is a
-    hollow dot marked `n = 1`, as it has no interval."""
+    hollow dot marked `n = 1`, as it has no interval. A race's eliminated levels are grey."""
     table = comparison.dropna(subset=["mean"]).iloc[::-1].reset_index(drop=True)
     if table.empty:
         return None
@@ -108,8 +108,15 @@ def metric_by_level(comparison: pd.DataFrame, by: list[str], metric: str, path: 
     low = (table["mean"] - table["ci95_low"]).fillna(0)
     high = (table["ci95_high"] - table["mean"]).fillna(0)
     y = pd.Series(range(len(table)))
-    ax.errorbar(table["mean"][~single], y[~single], xerr=[low[~single], high[~single]], fmt="o", capsize=4)
-    ax.scatter(table["mean"][single], y[single], facecolors="none", edgecolors="C0")
+    out = table["race"] == "eliminated" if "race" in table else pd.Series(False, index=table.index)
+    for shown, colour, label in ((~out, "C0", "survived" if out.any() else None), (out, "0.6", "eliminated")):
+        if (shown & ~single).any():
+            keep = shown & ~single
+            ax.errorbar(table["mean"][keep], y[keep], xerr=[low[keep], high[keep]], fmt="o", capsize=4, color=colour,
+                        label=label)  # fmt: skip
+        ax.scatter(table["mean"][shown & single], y[shown & single], facecolors="none", edgecolors=colour)
+    if out.any():
+        ax.legend(title="race", fontsize="small")
     for i in y[single]:
         ax.annotate("n = 1", (table["mean"][i], i), textcoords="offset points", xytext=(6, 4), fontsize="small")
     ax.set_yticks(range(len(table)), labels)

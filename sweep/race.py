@@ -171,10 +171,14 @@ class Race:
         shown = [o for o, k in zip(entry.overrides, keys) if len({_value(e, k) for e in self.entries}) > 1]
         return " ".join(shown or entry.overrides) or "(no overrides)"
 
+    def seeds_run(self, entry: Entry) -> int:
+        """The seeds a setting trained: those with a value, and the run that eliminated a failing one."""
+        return len(entry.values) + (not entry.alive and entry.p is None)
+
     @property
     def runs(self) -> int:
-        """Runs with a result: every seed a setting ran, and the run that eliminated a failing one."""
-        return sum(len(e.values) + (not e.alive and e.p is None) for e in self.entries)
+        """The race's runs with a result."""
+        return sum(self.seeds_run(e) for e in self.entries)
 
     @property
     def over(self) -> bool:

@@ -50,7 +50,11 @@ def draw(c: Comparison, out: Path) -> tuple[list[Path], list[Path]]:
     parameter), each search's history and importances; then the best run's own pictures."""
     from sweep import plots
 
-    pngs = [plots.learning_curves(c.runs, c.keys, out / "learning_curves.png", colour_by=c.objective.column)]
+    if c.race is not None:  # a race's runs by how their setting ended
+        survived = c.runs.assign(race=c.runs.eliminated_after.isna().map({True: "survived", False: "eliminated"}))
+        pngs = [plots.learning_curves(survived, ["race"], out / "learning_curves.png")]
+    else:
+        pngs = [plots.learning_curves(c.runs, c.keys, out / "learning_curves.png", colour_by=c.objective.column)]
     if c.search:
         params = [p for p in param_columns(c.runs) if p not in ("trial", "seed")]
         scales = {k: v for s in c.sweeps if s.study is not None for k, v in plots.log_scales(s.study).items()}
@@ -113,6 +117,39 @@ def _search_text(c: Comparison) -> list[str]:
     return text
 
 
+def _race_text(c: Comparison) -> list[str]:
+    race = c.race
+    full = len(race.entries) * race.max_seeds
+    test = {"t": "a paired t-test", "friedman": "Friedman's rank test (Conover's post-hoc)",
+            "wilcoxon": "Wilcoxon's signed-rank test"}[race.test]  # fmt: skip
+    text = [
+        "## The race",
+        "",
+        f"{len(race.entries)} settings raced over seeds {race.seed}..{race.seed + race.max_seeds - 1}, one a round: "
+        f"from {race.min_seeds} seeds on, each was compared with the leader (the best mean over the seeds all "
+        f"survivors ran) by {test}, one-sided and paired by seed, p-values Holm-adjusted within the round; a setting "
+        f"whose adjusted p was below {race.level:.2g} trained no more seeds. That level is the same at every look, "
+        f"set so that a race among identical settings eliminates any in at most {race.alpha:.0%} of races (by "
+        f"simulation). A failed or diverged run eliminates its setting. The race took {race.runs} of the {full} runs "
+        f"the full grid over {race.max_seeds} seeds would ({race.runs / full:.0%}), over {race.rounds} rounds.",
+        "",
+        markdown_table(c.race_table),
+        "",
+    ]
+    alive = race.survivors
+    leader = race.leader()
+    if len(alive) == 1 and leader is not None:
+        text += [f"**Winner: {code(race.label(leader))}**, {c.objective.name} {leader.mean():.4g} over "
+                 f"{len(leader.values)} seeds: every other setting was eliminated.", ""]  # fmt: skip
+    elif alive:
+        names = ", ".join(code(race.label(e)) for e in alive)
+        text += [f"**{len(alive)} settings are not distinguishable at {race.rounds} seeds:** {names}. The leader, "
+                 f"{code(race.label(leader))}, is ahead by less than the race could tell apart.", ""]  # fmt: skip
+    else:
+        text += ["**Every setting was eliminated by a failed or diverged run.**", ""]
+    return text
+
+
 def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
     """report.md's text."""
     counts = c.runs.status.value_counts().to_dict()
@@ -138,7 +175,12 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
     if c.search:
         text += _search_text(c)
     else:
+        if c.race is not None:
+            text += _race_text(c)
         text += ["## Comparison", "", markdown_table(c.table), "", "## Is the difference real?", ""]
+        if c.race is not None:
+            text += ["Over the settings still in the race at its end (the eliminated ones ran fewer seeds; the race "
+                     "table above says how far behind they were).", ""]  # fmt: skip
         if c.best_verdicts:
             text += [
                 "### Each level at its best setting of the others",

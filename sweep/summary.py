@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from sweep.outcomes import COMPARISON_COLUMNS, METRICS, Status
+from sweep.race import Race
 from sweep.results import SUMMARY_COLUMNS, RunResult, atomic_write, overrides_dict
 from sweep.search.study import STUDY_REF_FILE, StudyRef, trial_number
 from sweep.text import printable
@@ -23,6 +24,7 @@ log = logging.getLogger("sweep")
 
 SUMMARY_FILE = "summary.csv"
 TRIAL_COLUMNS = ["trial", "state"]  # Optuna sweeps only
+RACE_COLUMNS = ["seeds_run", "eliminated_after"]  # races only: the run's setting's seeds, and its last round
 # True for a run whose best epoch was its last, at max_epochs: it had not converged, so its numbers
 # understate what its setting can do.
 STILL_IMPROVING = "still_improving"
@@ -41,6 +43,7 @@ class Sweep:
     study: Any = None
     objective: str = "val_acc"  # what the sweep's runs were selected by, from their result.json
     fixed: dict[str, str] = field(default_factory=dict)  # overrides every run shares (not swept)
+    race: Race | None = None  # the race, when the sweep was one (search=race)
 
     @property
     def overrides(self) -> list[dict[str, str]]:
@@ -154,8 +157,8 @@ def load_study(sweep_dir: Path, storage: str | None = None):
 
 # Columns of the summary's and the comparison's own: a swept key of the same name (from someone's
 # sweep dir) gets a column of its own, `override:KEY`, rather than overwriting one.
-RESERVED = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *SUMMARY_COLUMNS, STILL_IMPROVING, "error",
-            *COMPARISON_COLUMNS}  # fmt: skip
+RESERVED = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *RACE_COLUMNS, *SUMMARY_COLUMNS, STILL_IMPROVING,
+            "error", *COMPARISON_COLUMNS}  # fmt: skip
 
 
 def _column(key: str) -> str:
@@ -164,7 +167,8 @@ def _column(key: str) -> str:
 
 def param_columns(table: pd.DataFrame) -> list[str]:
     """The swept-parameter columns of a summary table."""
-    fixed = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *SUMMARY_COLUMNS, STILL_IMPROVING, "error"}
+    fixed = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *RACE_COLUMNS, *SUMMARY_COLUMNS, STILL_IMPROVING,
+             "error"}  # fmt: skip
     return [c for c in table.columns if c not in fixed]
 
 
@@ -199,9 +203,17 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
     for row, p in zip(rows, params):
         row |= {k: p.get(k) for k in swept}
 
+    race = _read_race(sweep_dir)
+    if race is not None:
+        entries = {e.dir: e for e in race.entries}
+        for row, run_dir in zip(rows, run_dirs):
+            entry = entries.get(run_dir.relative_to(sweep_dir).parts[0])
+            if entry is not None:
+                row |= {"seeds_run": race.seeds_run(entry), "eliminated_after": entry.eliminated_after}
+
     has_trials = any("trial" in r for r in rows)
-    columns = ["run"] + (TRIAL_COLUMNS if has_trials else []) + swept + SUMMARY_COLUMNS + [STILL_IMPROVING, "error"]
-    table = pd.DataFrame(rows, columns=columns)
+    columns = ["run"] + (TRIAL_COLUMNS if has_trials else []) + swept + (RACE_COLUMNS if race else [])
+    table = pd.DataFrame(rows, columns=columns + SUMMARY_COLUMNS + [STILL_IMPROVING, "error"])
     for column in SUMMARY_COLUMNS[2:]:  # numbers, NaN where a run has none (not None)
         table[column] = pd.to_numeric(table[column])
     for key in swept:  # "1e-3" from the command line is a number in the table
@@ -210,10 +222,21 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
             table[key] = numeric
     if has_trials:
         table["trial"] = table["trial"].astype("Int64")
+    if race is not None:
+        table[RACE_COLUMNS] = table[RACE_COLUMNS].apply(pd.to_numeric)  # a survivor's round: NaN, shown `-`
     objective = next((o for o in objectives if o in METRICS), "val_acc")
     common = set.intersection(*(set(p.items()) for p in params)) if params else set()
     fixed = {k: v for k, v in common if k not in swept}
-    return Sweep(sweep_dir, table, run_dirs, raw, study, objective, fixed)
+    return Sweep(sweep_dir, table, run_dirs, raw, study, objective, fixed, race)
+
+
+def _read_race(sweep_dir: Path) -> Race | None:
+    """The sweep dir's race record; None (with a one-line warning when it is damaged) otherwise."""
+    try:
+        return Race.read(sweep_dir)
+    except ValueError as e:
+        log.warning("warning: %s; the race's columns are left out", e)
+        return None
 
 
 def sort_by_objective(table: pd.DataFrame, objective: str = "val_acc") -> pd.DataFrame:
