@@ -233,6 +233,8 @@ def after_trial(
         said = f"{objective} {t.value:.4f}" if len(t.values) == 1 else f"{objective} {t.values}"
     elif state == "FAIL":
         said = f"FAIL: {str(t.user_attrs.get('fail_reason', ''))[:80]}"
+    elif state == "PRUNED" and "prune_reason" in t.user_attrs:  # raced out: stopped adding seeds
+        said = f"PRUNED {str(t.user_attrs['prune_reason'])[:100]}"
     else:
         said = state
     try:

@@ -87,7 +87,8 @@ def markdown_table(table: pd.DataFrame) -> str:
 def _search_text(c: Comparison) -> list[str]:
     states = c.runs.drop_duplicates("trial")["state"].value_counts().to_dict() if "state" in c.runs else {}
     pruned = c.runs[c.runs.status == Status.PRUNED]
-    ranked = c.table[c.table["mean"].notna()]  # completed trials: a pruned one's value is not a final one
+    # completed trials: a pruned one's value is not a final one, nor one that raced out over fewer seeds
+    ranked = c.table[c.table["mean"].notna() & (c.table.get("state", pd.Series(index=c.table.index)) != "PRUNED")]
     unranked = len(c.table) - len(ranked)
     text = [
         "## Top trials",

@@ -54,6 +54,9 @@ class TrialSearch:
         pruner: Any = None,
         repeats: int = 1,
         heartbeat_interval: int = 30,
+        race: bool = False,
+        min_seeds: int = 3,
+        alpha: float = 0.05,
     ) -> None:
         checks = [
             ("repeats", repeats, isinstance(repeats, int) and 1 <= repeats <= 1000, "an integer in [1, 1000]"),
@@ -68,6 +71,10 @@ class TrialSearch:
              "auto, minimize or maximize"),
             ("storage", storage, storage is None or storage_kind(storage) is not None,
              "null (SQLite in the sweep dir), an sqlite://, postgresql://, mysql:// URL, or journal:///path"),
+            ("race", race, isinstance(race, bool), "true or false"),
+            ("min_seeds", min_seeds, not race or (isinstance(min_seeds, int) and 2 <= min_seeds <= repeats),
+             f"an integer in [2, hydra.sweeper.repeats={repeats}]: a race compares trials over their seeds"),
+            ("alpha", alpha, isinstance(alpha, (int, float)) and 0 < alpha < 1, "a number in (0, 1)"),
         ]  # fmt: skip
         for key, value, ok, allowed in checks:
             if not ok:
@@ -76,6 +83,7 @@ class TrialSearch:
         self.n_trials, self.n_jobs = n_trials, n_jobs or (os.cpu_count() or 1)
         self.max_failure_rate, self.params = max_failure_rate, params
         self.repeats, self.heartbeat_interval = repeats, heartbeat_interval
+        self.race, self.min_seeds, self.alpha = race, min_seeds, float(alpha)
         self.batch_defaults: list[str] = []  # Optuna 5's defaults for batched asks, set when n_jobs > 1
         # a function (config, trial) that samples more, as hydra-optuna-sweeper's custom_search_space
         self.extend = instantiate({"_target_": custom_search_space, "_partial_": True}) if custom_search_space else None
@@ -124,8 +132,8 @@ class TrialSearch:
         try:
             while count.finished < n_trials:
                 trials = self._ask(study, min(self.n_jobs, n_trials - count.finished), space)
-                run_dirs = self._launch(study, storage, trials, space, sweep_dir)
-                outcomes = [self._tell(study, t, run_dirs[t.number], sweep_dir) for t in trials]
+                run_dirs, stopped = self._launch(study, storage, trials, space, sweep_dir)
+                outcomes = [self._tell(study, t, run_dirs[t.number], sweep_dir, stopped.get(t.number)) for t in trials]
                 count.add(outcomes)
                 self._say(study, trials, count, bar)
                 if count.failed / count.finished > self.max_failure_rate:
@@ -185,33 +193,78 @@ class TrialSearch:
 
     def _launch(
         self, study: optuna.Study, storage: Any, trials: list[optuna.Trial], space: _Space, sweep_dir: Path
-    ) -> dict[int, list[Path]]:
-        """Run the trials' jobs (one a seed with repeats) as one batch through Hydra's launcher,
-        with their heartbeats; return each trial's run dirs. A stop fails the batch's trials at once."""
-        jobs, run_dirs = [], {t.number: [] for t in trials}
+    ) -> tuple[dict[int, list[Path]], dict[int, str]]:
+        """Run the trials' jobs (one a seed with repeats) through Hydra's launcher, with their
+        heartbeats: as one batch, or with `race` a seed at a time, a trial dropping out once it is
+        significantly behind the best completed trial. Return each trial's run dirs, and why each
+        trial that raced out did. A stop fails the batch's trials at once."""
+        run_dirs: dict[int, list[Path]] = {t.number: [] for t in trials}
         seeds = [None] if space.seed is None else list(range(space.seed, space.seed + self.repeats))
-        for trial in trials:
-            values = {**trial.params, **space.fixed}
-            for seed in seeds:
-                subdir = trial_dir(trial.number, seed)
-                jobs.append(
-                    tuple(f"{name}={value}" for name, value in values.items())
-                    + tuple(space.deletions)
-                    + (f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_ENV}={borrowed.trial_id(trial)}")
-                    + (() if seed is None else (f"seed={seed}",))
-                    + (() if seed in (None, space.seed) else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
-                )
-                run_dirs[trial.number].append(sweep_dir / subdir)
+        rounds = [[s] for s in seeds] if self.race else [seeds]
+        racing, stopped = list(trials), {}
+        incumbent = _incumbent(study, self.directions) if self.race else None
         try:
             with _Heartbeat(storage, [borrowed.trial_id(t) for t in trials]):
-                self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats)
+                for i, batch in enumerate(rounds):
+                    jobs = []
+                    for trial in racing:
+                        for seed in batch:
+                            subdir = trial_dir(trial.number, seed)
+                            jobs.append(self._job(trial, space, seed, subdir))
+                            run_dirs[trial.number].append(sweep_dir / subdir)
+                    self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats + i * len(trials))
+                    if self.race:
+                        racing = self._race(racing, run_dirs, incumbent, stopped)
         except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: no trial is left RUNNING for a later start
             for trial in trials:
                 if borrowed.stored_trial(study, borrowed.trial_id(trial)).state == TrialState.RUNNING:
                     trial.set_user_attr("fail_reason", f"interrupted by {describe(stop)}")
                     _tell(study, trial, state=TrialState.FAIL)
             raise
-        return run_dirs
+        return run_dirs, stopped
+
+    def _job(self, trial: optuna.Trial, space: _Space, seed: int | None, subdir: str) -> tuple[str, ...]:
+        """One run's overrides: the trial's values, its folder, its link to the trial, its seed."""
+        return (
+            tuple(f"{name}={value}" for name, value in {**trial.params, **space.fixed}.items())
+            + tuple(space.deletions)
+            + (f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_ENV}={borrowed.trial_id(trial)}")
+            + (() if seed is None else (f"seed={seed}",))
+            + (() if seed in (None, space.seed) else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
+        )
+
+    def _race(
+        self, racing: list[optuna.Trial], run_dirs: dict[int, list[Path]], incumbent: tuple | None, stopped: dict
+    ) -> list[optuna.Trial]:
+        """The trials that go on to their next seed: those whose last run completed and that are not
+        significantly behind the incumbent (the best completed trial) on the seeds both ran."""
+        import numpy as np
+
+        from sweep.race import nominal_level, p_values
+
+        column = METRICS[self.config.objective].column
+        sign = 1.0 if self.directions[0] == "maximize" else -1.0
+        level = nominal_level(2, self.min_seeds, self.repeats, self.alpha, "t")
+        going = []
+        for trial in racing:
+            results = [RunResult.read(d) for d in run_dirs[trial.number]]
+            if results[-1].status is not Status.COMPLETED:  # failed or pruned: _tell says which
+                continue
+            n = len(results)
+            if incumbent is None or n < self.min_seeds or n == self.repeats:
+                going.append(trial)
+                continue
+            number, best = incumbent
+            x = sign * np.array([best[:n], [r.value(column) for r in results]])
+            p = float(p_values(x[None], np.array([0]), "t")[0, 1])
+            if p < level:
+                stopped[trial.number] = (
+                    f"after {n} of {self.repeats} seeds, behind trial {number} by "
+                    f"{x[0].mean() - x[1].mean():.3g} on the same seeds (p={p:.2g} < {level:.2g})"
+                )
+            else:
+                going.append(trial)
+        return going
 
     def _say(self, study: optuna.Study, trials: list[optuna.Trial], count: _Count, bar: Any) -> None:
         """A progress line for each trial of the batch that just ended."""
@@ -254,13 +307,23 @@ class TrialSearch:
             n_trials = min(n_trials, max(0, math.prod(len(v) for v in grid.values()) - n_existing))
         return sampler, n_trials
 
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, run_dirs: list[Path], sweep_dir: Path) -> bool:
-        """Store the trial's outcome from its runs' results; False when it failed."""
+    def _tell(
+        self, study: optuna.Study, trial: optuna.Trial, run_dirs: list[Path], sweep_dir: Path, raced_out: str | None
+    ) -> bool:
+        """Store the trial's outcome from its runs' results; False when it failed. A trial that raced
+        out is PRUNED with the mean over the seeds it ran, and says why."""
         results = [RunResult.read(d) for d in run_dirs]
         trial.set_user_attr("runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
         column = METRICS[self.config.objective].column
         if all(r.status.usable for r in results):
-            _tell(study, trial, sum(r.value(column) for r in results) / len(results))
+            values = [r.value(column) for r in results]
+            trial.set_user_attr("seed_values", values)
+            if raced_out is not None:
+                trial.set_user_attr("mean_over_seeds", sum(values) / len(values))
+                trial.set_user_attr("prune_reason", raced_out)
+                _tell(study, trial, state=TrialState.PRUNED)
+                return True
+            _tell(study, trial, sum(values) / len(values))
             return True
         if all(r.status.trained for r in results):
             _tell(study, trial, state=TrialState.PRUNED)
@@ -317,6 +380,19 @@ class _Count:
     def add(self, told: list[bool]) -> None:
         self.finished += len(told)
         self.failed += told.count(False)
+
+
+def _incumbent(study: optuna.Study, directions: list[str]) -> tuple[int, list[float]] | None:
+    """The best completed trial's number and objective at each seed, or None before there is one."""
+    if len(directions) != 1:
+        return None
+    try:
+        best = study.best_trial
+    except ValueError:  # no trial completed yet
+        return None
+    values = best.user_attrs.get("seed_values")
+    ok = isinstance(values, list) and values and all(isinstance(v, (int, float)) for v in values)
+    return (best.number, [float(v) for v in values]) if ok else None
 
 
 def _has_running(study: optuna.Study) -> bool:

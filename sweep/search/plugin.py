@@ -30,6 +30,11 @@ class TrialSweeperConf(OptunaSweeperConf):
     pruner: Any = None
     # Each trial trains with this many seeds (seed, seed+1, ...) and reports their mean.
     repeats: int = 1
+    # With repeats: train a trial's seeds one at a time and stop adding seeds once it is significantly
+    # worse than the best completed trial on the seeds both ran (sweep.race's test and level); PRUNED.
+    race: bool = False
+    min_seeds: int = 3  # seeds a racing trial trains before it is compared
+    alpha: float = 0.05  # chance that a trial as good as the best is stopped early
     # Seconds between a running trial's heartbeats; a trial silent for twice as long (its
     # process was killed) is marked FAIL when a sweeper next starts on the study.
     heartbeat_interval: int = 30
