@@ -89,7 +89,7 @@ def _signed_rank_tail(n: int) -> np.ndarray:
 
 
 def pick_test(test: str, settings: int) -> str:
-    """The test `auto` means for a race of this many settings: ranks over few settings are too
+    """The test `auto` means at a look with this many settings left: ranks over few settings are too
     coarse (two settings' ranks are a sign test, which cannot reach a corrected level in 10 seeds)."""
     if test != "auto":
         return test
@@ -151,7 +151,7 @@ class Race:
     min_seeds: int = 3
     max_seeds: int = 10
     alpha: float = 0.05
-    test: str = "t"
+    test: str = "t"  # or `auto`: Friedman while FRIEDMAN_FROM settings are left, the t-test after
     higher_is_better: bool = True
     seed: int = 0  # round k trains seed `seed + k`
     rounds: int = 0
@@ -159,7 +159,12 @@ class Race:
 
     def __post_init__(self) -> None:
         if math.isnan(self.level):
-            self.level = nominal_level(len(self.entries), self.min_seeds, self.max_seeds, self.alpha, self.test)
+            self.level = self.level_for(pick_test(self.test, len(self.entries)))
+
+    def level_for(self, test: str) -> float:
+        """The level a look with `test` uses: calibrated for the race's full field, so it holds for
+        every look before a first elimination; after one, for fewer settings, it errs on the safe side."""
+        return nominal_level(len(self.entries), self.min_seeds, self.max_seeds, self.alpha, test)
 
     @property
     def survivors(self) -> list[Entry]:
@@ -211,13 +216,15 @@ class Race:
         sign = 1.0 if self.higher_is_better else -1.0
         lead = alive.index(leader)
         x = sign * np.array([e.values for e in alive])
-        p = p_values(x[None], np.array([lead]), self.test)[0]
+        test = pick_test(self.test, len(alive))
+        level = self.level if test == pick_test(self.test, len(self.entries)) else self.level_for(test)
+        p = p_values(x[None], np.array([lead]), test)[0]
         others = [i for i in range(len(alive)) if i != lead]
         adjusted = holm([float(p[i]) for i in others])
         out = []
         for i, p in zip(others, adjusted):
             entry = alive[i]
-            if p < self.level:
+            if p < level:
                 entry.eliminated_after, entry.p = self.rounds, p
                 entry.reason = f"behind {self.label(leader)} by {x[lead].mean() - x[i].mean():.3g}, p={p:.2g}"
                 out.append(entry)
@@ -269,7 +276,7 @@ class Race:
                                      p=e.get("p")))  # fmt: skip
         keys = {"min_seeds": int, "max_seeds": int, "rounds": int, "seed": int, "alpha": float, "level": float}
         ok = ok and all(type(raw.get(k)) is t or (t is float and number(raw.get(k))) for k, t in keys.items())
-        ok = ok and raw.get("test") in TESTS and isinstance(raw.get("higher_is_better"), bool)
+        ok = ok and raw.get("test") in (*TESTS, "auto") and isinstance(raw.get("higher_is_better"), bool)
         if not ok:
             raise ValueError("fields missing or of the wrong type")
         return cls(entries, **{k: raw[k] for k in (*keys, "test", "higher_is_better")})

@@ -92,7 +92,7 @@ class RaceSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> None:
         """Expand the grid, then run rounds until the race is over; race.json after each round."""
         from sweep.outcomes import METRICS
-        from sweep.race import Entry, Race, pick_test
+        from sweep.race import Entry, Race
         from sweep.results import atomic_write
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -101,11 +101,11 @@ class RaceSweeper(Sweeper):
         atomic_write(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as the basic sweeper does
         metric = METRICS[self.config.objective]
         race = Race([Entry(s, str(i)) for i, s in enumerate(settings)], self.min_seeds, self.max_seeds, self.alpha,
-                    pick_test(self.test, len(settings)), metric.higher_is_better, seed)  # fmt: skip
+                    self.test, metric.higher_is_better, seed)  # fmt: skip
         log.info(
-            "Race of %d settings over seeds %d..%d: each compared with the leader from %d seeds on (%s test, "
+            "Race of %d settings over seeds %d..%d: each compared with the leader from %d seeds on (test %s, "
             "Holm within a round, level %.2g a look: %.0f%% false eliminations among identical settings)",
-            len(settings), seed, seed + self.max_seeds - 1, self.min_seeds, race.test, race.level, 100 * self.alpha,
+            len(settings), seed, seed + self.max_seeds - 1, self.min_seeds, self.test, race.level, 100 * self.alpha,
         )  # fmt: skip
         started, launched, ended = time.time(), 0, ""
         while not race.over:

@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 from sweep.comparison import Comparison, compare, report_metric  # noqa: E402
 from sweep.errors import UserError, exit_with  # noqa: E402
 from sweep.outcomes import METRICS, Status  # noqa: E402
+from sweep.race import FRIEDMAN_FROM  # noqa: E402
 from sweep.results import atomic_write  # noqa: E402
 from sweep.summary import Sweep, build_summary, find_runs, param_columns, still_improving_line  # noqa: E402
 from sweep.text import code, code_block  # noqa: E402
@@ -122,7 +123,9 @@ def _race_text(c: Comparison) -> list[str]:
     race = c.race
     full = len(race.entries) * race.max_seeds
     test = {"t": "a paired t-test", "friedman": "Friedman's rank test (Conover's post-hoc)",
-            "wilcoxon": "Wilcoxon's signed-rank test"}[race.test]  # fmt: skip
+            "wilcoxon": "Wilcoxon's signed-rank test",
+            "auto": f"Friedman's rank test (Conover's post-hoc) while {FRIEDMAN_FROM} or more settings were left and a "
+                    "paired t-test after"}[race.test]  # fmt: skip
     text = [
         "## The race",
         "",

@@ -1,0 +1,184 @@
+"""Racing a grid over seeds (search=race) and racing an Optuna trial's repeats (race=true): the
+race's statistics on simulated races, then real races on digits through the command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import app
+
+from sweep.race import RACE_FILE, Entry, Race, nominal_level, one_sided_p
+from sweep.summary import build_summary
+
+RACE = ("-m", "search=race", "data=digits", "epochs=1", "patience=5")
+
+
+def _race(k: int, test: str, **settings) -> Race:
+    return Race([Entry([f"x={i}"], str(i)) for i in range(k)], test=test, **settings)
+
+
+def _run(race: Race, values: np.ndarray) -> Race:
+    """Race settings whose objective at round r is values[setting, r] (NaN: the run diverged)."""
+    while not race.over:
+        col = values[[int(e.dir) for e in race.survivors], race.rounds]
+        race.record(["its run diverged" if math.isnan(v) else float(v) for v in col])
+    return race
+
+
+# ----------------------------------------------------------------------------- the statistics
+
+
+@pytest.mark.parametrize("test", ["t", "friedman"])
+def test_a_race_among_identical_settings_eliminates_none_in_95_percent_of_races(test):
+    # fresh draws (not the calibration's), heavy-tailed noise around a seed effect all settings share
+    rng = np.random.default_rng(7)
+    races, k = 600, 5
+    eliminated = 0
+    for _ in range(races):
+        values = rng.normal(0, 1, size=(1, 8)) + 0.3 * rng.standard_t(4, size=(k, 8))
+        race = _run(_race(k, test, min_seeds=3, max_seeds=8), values)
+        eliminated += len(race.survivors) < k
+    assert eliminated / races <= 0.05
+    # looking after every round at the plain level would not be safe: the calibration is doing work
+    naive = sum(
+        len(_run(_race(k, test, min_seeds=3, max_seeds=8, level=0.05), rng.normal(size=(k, 8))).survivors) < k
+        for _ in range(200)
+    )
+    assert naive / 200 > 0.10
+
+
+def test_the_level_is_the_simulated_quantile_and_smaller_for_more_settings_and_looks():
+    assert nominal_level(4, 3, 10, 0.05, "t") < nominal_level(2, 3, 10, 0.05, "t") < 0.05
+    assert nominal_level(2, 3, 10, 0.05, "t") < nominal_level(2, 3, 4, 0.05, "t")
+    # Pocock's constant for a one-sided look at ~8 looks is near 0.007 (the race picks its leader, so
+    # its two-sided 0.0125 halves): the simulation agrees with the textbook to its own error
+    assert 0.004 < nominal_level(2, 3, 10, 0.05, "t") < 0.009
+
+
+def test_paired_p_values_match_scipy():
+    from scipy import stats
+
+    d = np.array([0.3, -0.1, 0.5, 0.7, 0.2, 0.9])
+    assert one_sided_p(d, "t") == pytest.approx(stats.ttest_1samp(d, 0, alternative="greater").pvalue)
+    assert one_sided_p(d, "wilcoxon") == pytest.approx(stats.wilcoxon(d, alternative="greater").pvalue)
+    assert one_sided_p(np.array([0.2, 0.2, 0.2]), "t") == 0.0  # the same lead at every seed
+    assert one_sided_p(np.zeros(3), "t") == 1.0
+
+
+def test_a_clear_loser_goes_at_min_seeds_a_close_second_and_a_diverging_setting_do_not_linger():
+    rng = np.random.default_rng(0)
+    seeds = rng.normal(0, 0.01, size=(1, 10))
+    values = np.vstack([0.95 + seeds[0], 0.95 + seeds[0], 0.40 + seeds[0], [math.nan] * 10]) + rng.normal(
+        0, 0.005, size=(4, 10)
+    )
+    race = _run(_race(4, "t", min_seeds=3, max_seeds=10), values)
+    best, close, loser, broken = race.entries
+    assert broken.eliminated_after == 1 and broken.reason == "its run diverged" and broken.p is None
+    assert loser.eliminated_after == 3 and loser.p < race.level and "by 0.5" in loser.reason
+    assert best.alive and close.alive and race.rounds == 10
+    assert race.runs == 1 + 3 + 10 + 10 and [race.seeds_run(e) for e in race.entries] == [10, 10, 3, 1]
+
+
+def test_a_damaged_race_file_is_one_warning_and_the_summary_stands(tmp_path, caplog):
+    (tmp_path / RACE_FILE).write_text(json.dumps({"entries": [{"overrides": "rm -rf", "dir": 3}]}))
+    assert build_summary(tmp_path).race is None
+    assert "race.json: not a race record" in caplog.text
+
+
+# ----------------------------------------------------------------------------- races through the command
+
+
+@pytest.mark.slow
+def test_a_race_eliminates_a_clear_loser_and_a_diverging_setting_and_reports_its_survivors(tmp_path):
+    sweep_dir = tmp_path / "race"
+    ran = app(*RACE, "lr=1e-3,3e-3,1e-5,1e5", "hydra.sweeper.max_seeds=4", f"hydra.sweep.dir={sweep_dir}",
+              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    lines = [line for line in ran.stdout.splitlines() if line.startswith("round ")]
+    assert lines[0].startswith("round 1/4: 4 → 3 settings (eliminated lr=100000.0: its seed 0 run diverged")
+    assert lines[2].startswith("round 3/4: 3 → 2 settings (eliminated lr=1e-05: −0.")
+    assert "race over after 4 rounds (hydra.sweeper.max_seeds=4 reached): 2 settings not distinguishable" in ran.stdout
+
+    table = pd.read_csv(sweep_dir / "summary.csv")
+    per_setting = table.groupby("lr").agg(runs=("run", "size"), seeds_run=("seeds_run", "first"),
+                                          eliminated_after=("eliminated_after", "first"))  # fmt: skip
+    assert per_setting.loc[1e5].tolist() == [1, 1, 1]
+    assert per_setting.loc[1e-5].tolist() == [3, 3, 3]
+    assert per_setting.loc[1e-3, "runs"] == 4 and math.isnan(per_setting.loc[1e-3, "eliminated_after"])
+    assert sorted(table[table.lr == 3e-3].seed) == [0, 1, 2, 3]  # seed + round, paired across settings
+
+    report = (sweep_dir / "report.md").read_text()
+    race_section = report.split("## The race")[1].split("## Comparison")[0]
+    assert "| lr=100000.0 | 1 | – | – | – | eliminated after round 1: its seed 0 run diverged" in race_section
+    assert "eliminated after round 3: behind lr=" in race_section
+    assert "2 settings are not distinguishable at 4 seeds" in race_section
+    assert "12 of the 16 runs" in race_section
+    assert "Over the settings still in the race" in report  # the verdicts compare only the survivors
+    assert (sweep_dir / "val_acc_by_level.png").exists() and (sweep_dir / "learning_curves.png").exists()
+
+
+@pytest.mark.slow
+def test_a_race_resumes_from_its_results_and_another_grid_there_is_refused(tmp_path):
+    sweep_dir = tmp_path / "race"
+    args = (*RACE, "lr=1e-3,2e-3", f"hydra.sweep.dir={sweep_dir}")
+    assert app(*args, "hydra.sweeper.min_seeds=2", "hydra.sweeper.max_seeds=2", cwd=tmp_path).returncode == 0
+    # as if killed mid-round: one run of round 2 never finished
+    (sweep_dir / "1" / "seed_1" / "result.json").unlink()
+    kept = (sweep_dir / "0" / "seed_0" / "result.json").stat().st_mtime_ns
+    ran = app(*args, "hydra.sweeper.min_seeds=2", "hydra.sweeper.max_seeds=3", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert (sweep_dir / "0" / "seed_0" / "result.json").stat().st_mtime_ns == kept  # replayed, not re-run
+    assert "skipped 3 finished runs" in ran.stdout
+    race = Race.read(sweep_dir)
+    assert race.rounds == 3 and [len(e.values) for e in race.survivors][0] == 3
+
+    other = app(*RACE, "lr=1e-2,1e-5", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1
+    assert "holds another sweep" in other.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("hydra.sweeper.min_seeds=5", "error: hydra.sweeper.min_seeds=5: must be at most hydra.sweeper.max_seeds=4"),
+        ("hydra.sweeper.alpha=1.5", "error: hydra.sweeper.alpha=1.5: must be a number in (0, 1)"),
+        ("seed=0,1", "error: seed=0,1: a race draws its own seeds, one a round (seed, seed+1, ...)"),
+        ("hydra.sweeper.test=anova", "error: hydra.sweeper.test=anova: must be one of auto, t, wilcoxon, friedman"),
+    ],
+)
+def test_bad_race_settings_are_one_line(tmp_path, override, line):
+    ran = app(*RACE, "lr=1e-3,1e-2", "hydra.sweeper.max_seeds=4", override, f"hydra.sweep.dir={tmp_path}/s",
+              cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 2 and ran.stderr.startswith(line) and ran.stderr.count("\n") == 1, ran.stderr
+    assert not list((tmp_path / "s").glob("*/seed_*"))  # nothing trained
+
+
+@pytest.mark.slow
+def test_an_optuna_trial_clearly_behind_the_best_stops_adding_seeds(tmp_path):
+    import optuna
+
+    sweep_dir = tmp_path / "search"
+    ran = app("-m", "search=optuna", "data=digits", "epochs=1", "hydra.sweeper.repeats=4", "hydra.sweeper.race=true",
+              'hydra.sweeper.params={lr:"choice(0.001,0.00001)",batch_size:"choice(64)",dropout:"choice(0.2)"}',
+              "hydra/sweeper/sampler=grid", "hydra.sweeper.sampler.seed=1", "hydra.sweeper.n_trials=2",
+              "hydra.callbacks.summary.report=false", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    best, slow = study.trials
+    assert best.state.name == "COMPLETE" and best.params["lr"] == 0.001 and len(best.user_attrs["runs"]) == 4
+    assert slow.state.name == "PRUNED" and len(slow.user_attrs["runs"]) == 3  # its fourth seed never ran
+    assert slow.user_attrs["prune_reason"].startswith("after 3 of 4 seeds, behind trial 0 by 0.")
+    assert slow.user_attrs["mean_over_seeds"] == pytest.approx(np.mean(slow.user_attrs["seed_values"]))
+    assert "PRUNED after 3 of 4 seeds" in ran.stdout
+    assert not (sweep_dir / "trial_0001" / "seed_3").exists()
+
+
+def test_an_optuna_race_needs_repeats(tmp_path):
+    ran = app("-m", "search=optuna", "data=digits", "hydra.sweeper.race=true", f"hydra.sweep.dir={tmp_path}/s",
+              cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 2
+    assert ran.stderr.startswith("error: hydra.sweeper.min_seeds=3: must be an integer in [2, hydra.sweeper.repeats=1]")
