@@ -19,6 +19,7 @@ ENTRY_POINTS = {
     "serve.py",
     "callbacks.py",
     "search/plugin.py",
+    "race_sweeper.py",
     "errors.py",
 }  # errors.py defines the exit
 
@@ -69,10 +70,12 @@ def test_only_entry_points_exit_and_read_hydras_config():
             assert "HydraConfig.get" not in calls, f"{path} reads HydraConfig; take plain values from run.py"
 
 
-def test_the_plugin_module_imports_nothing_heavy():
+def test_the_plugin_modules_import_nothing_heavy():
+    # Hydra imports both at its plugin scan, for every command
     code = (
-        "import sys, sweep.search.plugin; "
-        "print(sorted(m for m in ('torch', 'optuna', 'pandas', 'sweep.search.engine') if m in sys.modules))"
+        "import sys, sweep.search.plugin, sweep.race_sweeper; "
+        "print(sorted(m for m in ('torch', 'optuna', 'pandas', 'scipy', 'sweep.search.engine', 'sweep.race') "
+        "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

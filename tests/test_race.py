@@ -32,6 +32,7 @@ def _run(race: Race, values: np.ndarray) -> Race:
 # ----------------------------------------------------------------------------- the statistics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("test", ["t", "friedman"])
 def test_a_race_among_identical_settings_eliminates_none_in_95_percent_of_races(test):
     # fresh draws (not the calibration's), heavy-tailed noise around a seed effect all settings share
