@@ -142,6 +142,15 @@ def test_a_race_resumes_from_its_results_and_another_grid_there_is_refused(tmp_p
     assert "holds another sweep" in other.stderr
 
 
+@pytest.mark.slow
+def test_a_race_stops_before_a_round_would_pass_its_budget(tmp_path):
+    sweep_dir = tmp_path / "race"
+    ran = app(*RACE, "lr=1e-3,2e-3", "hydra.sweeper.max_runs=5", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "race over after 2 rounds (hydra.sweeper.max_runs=5 would be passed by the next round)" in ran.stdout
+    assert len(list(sweep_dir.glob("*/seed_*/result.json"))) == 4
+
+
 @pytest.mark.parametrize(
     ("override", "line"),
     [
