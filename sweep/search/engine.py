@@ -251,7 +251,8 @@ class TrialSearch:
             if results[-1].status is not Status.COMPLETED:  # failed or pruned: _tell says which
                 continue
             n = len(results)
-            if incumbent is None or n < self.min_seeds or n == self.repeats:
+            # (an incumbent with fewer seeds: the study's earlier invocations had fewer repeats)
+            if incumbent is None or n < self.min_seeds or n == self.repeats or len(incumbent[1]) < n:
                 going.append(trial)
                 continue
             number, best = incumbent
