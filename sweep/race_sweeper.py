@@ -194,14 +194,15 @@ def _lead(race: Any, entry: Any) -> float:
 def _end_line(race: Any, ended: str, objective: str) -> str:
     """How the race ended, its winner or the settings it could not tell apart, and what it cost."""
     alive = race.survivors
+    rounds = f"{race.rounds} round{'s' if race.rounds > 1 else ''}"
     why = ended or ("one setting left" if len(alive) == 1 else f"hydra.sweeper.max_seeds={race.max_seeds} reached")
     full = len(race.entries) * race.max_seeds
     cost = f"{race.runs} runs of the {full} the full grid over {race.max_seeds} seeds takes ({race.runs / full:.0%})"
     leader = race.leader()
     if leader is None:
-        return f"race over after {race.rounds} rounds ({why}): every setting failed; {cost}"
+        return f"race over after {rounds} ({why}): every setting failed; {cost}"
     best = f"{race.label(leader)} ({objective} {leader.mean():.4f} over {len(leader.values)} seeds)"
     if len(alive) == 1:
-        return f"race over after {race.rounds} rounds ({why}): winner {best}; {cost}"
-    return (f"race over after {race.rounds} rounds ({why}): {len(alive)} settings not distinguishable at "
+        return f"race over after {rounds} ({why}): winner {best}; {cost}"
+    return (f"race over after {rounds} ({why}): {len(alive)} settings not distinguishable at "
             f"{race.rounds} seeds, leader {best}; {cost}")  # fmt: skip

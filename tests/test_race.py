@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import app
+from conftest import REPO, app, cli
 
 from sweep.race import RACE_FILE, Entry, Race, nominal_level, one_sided_p
 from sweep.summary import build_summary
@@ -123,19 +127,25 @@ def test_a_race_eliminates_a_clear_loser_and_a_diverging_setting_and_reports_its
 
 
 @pytest.mark.slow
-def test_a_race_resumes_from_its_results_and_another_grid_there_is_refused(tmp_path):
+def test_a_race_stops_at_its_budget_goes_on_when_run_again_and_refuses_another_grid(tmp_path):
     sweep_dir = tmp_path / "race"
-    args = (*RACE, "lr=1e-3,2e-3", f"hydra.sweep.dir={sweep_dir}")
-    assert app(*args, "hydra.sweeper.min_seeds=2", "hydra.sweeper.max_seeds=2", cwd=tmp_path).returncode == 0
-    # as if killed mid-round: one run of round 2 never finished
-    (sweep_dir / "1" / "seed_1" / "result.json").unlink()
+    args = (
+        *RACE,
+        "lr=1e-3,2e-3",
+        "hydra.sweeper.min_seeds=2",
+        "hydra.sweeper.max_seeds=2",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    ran = app(*args, "hydra.sweeper.max_runs=3", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "race over after 1 round (hydra.sweeper.max_runs=3 would be passed by the next round)" in ran.stdout
+    assert sorted(p.parent.name for p in sweep_dir.glob("*/seed_*/result.json")) == ["seed_0", "seed_0"]
     kept = (sweep_dir / "0" / "seed_0" / "result.json").stat().st_mtime_ns
-    ran = app(*args, "hydra.sweeper.min_seeds=2", "hydra.sweeper.max_seeds=3", cwd=tmp_path)
+
+    ran = app(*args, cwd=tmp_path)  # the budget lifted: the race goes on from its finished round
     assert ran.returncode == 0, ran.stderr
     assert (sweep_dir / "0" / "seed_0" / "result.json").stat().st_mtime_ns == kept  # replayed, not re-run
-    assert "skipped 3 finished runs" in ran.stdout
-    race = Race.read(sweep_dir)
-    assert race.rounds == 3 and [len(e.values) for e in race.survivors][0] == 3
+    assert "skipped 2 finished runs" in ran.stdout and Race.read(sweep_dir).rounds == 2
 
     other = app(*RACE, "lr=1e-2,1e-5", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert other.returncode == 2 and other.stderr.count("\n") == 1
@@ -143,12 +153,30 @@ def test_a_race_resumes_from_its_results_and_another_grid_there_is_refused(tmp_p
 
 
 @pytest.mark.slow
-def test_a_race_stops_before_a_round_would_pass_its_budget(tmp_path):
+def test_a_race_killed_mid_round_resumes_where_it_stopped(tmp_path):
     sweep_dir = tmp_path / "race"
-    ran = app(*RACE, "lr=1e-3,2e-3", "hydra.sweeper.max_runs=5", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
-    assert ran.returncode == 0, ran.stderr
-    assert "race over after 2 rounds (hydra.sweeper.max_runs=5 would be passed by the next round)" in ran.stdout
-    assert len(list(sweep_dir.glob("*/seed_*/result.json"))) == 4
+    # the second setting trains 12 epochs a seed: long enough to be killed in the middle of round 2
+    args = (*RACE, "epochs=1,12", "patience=1000", "hydra.sweeper.min_seeds=2", "hydra.sweeper.max_seeds=2",
+            f"hydra.sweep.dir={sweep_dir}", "hydra.callbacks.summary.report=false")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(REPO / "sweep" / "run.py"), *args], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while not (sweep_dir / "1" / "seed_1" / "metrics.csv").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert Race.read(sweep_dir).rounds == 1  # round 2 never closed
+    assert not (sweep_dir / "1" / "seed_1" / "result.json").exists()
+    finished = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/seed_*/result.json")}
+    assert len(finished) == 3
+
+    ran = cli(*args, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # no finished run trained again
+    assert "round 2/2: 2 → " in ran.stdout
+    race = Race.read(sweep_dir)
+    assert race.rounds == 2 and sum(len(e.values) for e in race.entries) == 4
+    assert len(pd.read_csv(sweep_dir / "summary.csv")) == 4
 
 
 @pytest.mark.parametrize(
