@@ -27,6 +27,8 @@ TESTS = ("t", "wilcoxon", "friedman")  # the paired one-sided tests a race can u
 FRIEDMAN_FROM = 4  # `auto`: Friedman's rank test from this many settings, the paired t-test below
 SIMULATIONS = 20_000  # simulated null races that set the level; its FWER is then within ~0.3 points
 MAX_RACE_BYTES = 16 * 2**20
+MAX_SEEDS = 1000  # hydra.sweeper.max_seeds's bound
+MAX_SETTINGS = 100_000
 
 
 def p_values(x: np.ndarray, lead: np.ndarray, test: str = "t") -> np.ndarray:
@@ -139,10 +141,6 @@ class Entry:
         return float(np.mean(self.values[:n])) if self.values else math.nan
 
 
-def _value(entry: Entry, key: str) -> str | None:
-    return next((o.split("=", 1)[1] for o in entry.overrides if o.split("=", 1)[0] == key), None)
-
-
 @dataclass
 class Race:
     """A race's settings and state. `rounds` counts the rounds whose runs all have results."""
@@ -172,9 +170,20 @@ class Race:
 
     def label(self, entry: Entry) -> str:
         """A setting as a reader tells it from the others: its overrides of the keys the grid varies."""
-        keys = [o.split("=", 1)[0] for o in entry.overrides]
-        shown = [o for o, k in zip(entry.overrides, keys) if len({_value(e, k) for e in self.entries}) > 1]
+        shown = [o for o in entry.overrides if o.split("=", 1)[0] in self._varying]
         return " ".join(shown or entry.overrides) or "(no overrides)"
+
+    @functools.cached_property
+    def _varying(self) -> set[str]:
+        """The keys whose value differs between the race's settings (or that some settings lack)."""
+        values: dict[str, set[str]] = {}
+        held: dict[str, int] = {}
+        for e in self.entries:
+            for o in e.overrides:
+                key = o.split("=", 1)[0]
+                values.setdefault(key, set()).add(o)
+                held[key] = held.get(key, 0) + 1
+        return {k for k in values if len(values[k]) > 1 or held[k] < len(self.entries)}
 
     def seeds_run(self, entry: Entry) -> int:
         """The seeds a setting trained: those with a value, and the run that eliminated a failing one."""
@@ -279,4 +288,16 @@ class Race:
         ok = ok and raw.get("test") in (*TESTS, "auto") and isinstance(raw.get("higher_is_better"), bool)
         if not ok:
             raise ValueError("fields missing or of the wrong type")
+        # within what a race can be, so that reading one never sets off a calibration or a huge table
+        ok = (
+            2 <= raw["min_seeds"] <= raw["max_seeds"] <= MAX_SEEDS
+            and 0 <= raw["rounds"] <= raw["max_seeds"]
+            and 0 < raw["alpha"] < 1
+            and 0 < raw["level"] <= 1
+            and len(entries) <= MAX_SETTINGS
+            and all(len(e.values) <= raw["rounds"] for e in entries)
+            and all(e.eliminated_after is None or 1 <= e.eliminated_after <= raw["rounds"] for e in entries)
+        )
+        if not ok:
+            raise ValueError("values out of range")
         return cls(entries, **{k: raw[k] for k in (*keys, "test", "higher_is_better")})

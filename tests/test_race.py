@@ -88,8 +88,20 @@ def test_a_clear_loser_goes_at_min_seeds_a_close_second_and_a_diverging_setting_
     assert race.runs == 1 + 3 + 10 + 10 and [race.seeds_run(e) for e in race.entries] == [10, 10, 3, 1]
 
 
-def test_a_damaged_race_file_is_one_warning_and_the_summary_stands(tmp_path, caplog):
-    (tmp_path / RACE_FILE).write_text(json.dumps({"entries": [{"overrides": "rm -rf", "dir": 3}]}))
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"entries": [{"overrides": "rm -rf", "dir": 3}]},
+        {"level": math.nan, "max_seeds": 10**9},  # would set off a calibration the size of the machine
+        {"rounds": 1},  # fewer rounds than a setting has values
+    ],
+)
+def test_a_damaged_race_file_is_one_warning_and_the_summary_stands(tmp_path, caplog, change):
+    race = _run(_race(3, "t", min_seeds=2, max_seeds=3), np.arange(9, dtype=float).reshape(3, 3))
+    race.write(tmp_path)
+    assert Race.read(tmp_path) == race  # what `write` writes reads back
+    raw = json.loads((tmp_path / RACE_FILE).read_text())
+    (tmp_path / RACE_FILE).write_text(json.dumps(raw | change))
     assert build_summary(tmp_path).race is None
     assert "race.json: not a race record" in caplog.text
 
