@@ -28,6 +28,7 @@ def _save(fig, path: Path) -> Path:
 
 
 MAX_LEGEND = 10  # more levels than this are coloured on a scale, not listed
+RACE_COLOURS = {"survived": "C0", "eliminated": "0.6"}  # a race's settings, in every plot
 
 
 def level_labels(table: pd.DataFrame, by: list[str]) -> pd.Series:
@@ -40,9 +41,12 @@ def level_labels(table: pd.DataFrame, by: list[str]) -> pd.Series:
     return cells.agg(", ".join, axis=1)
 
 
-def learning_curves(runs: pd.DataFrame, by: list[str], path: Path, colour_by: str | None = None) -> Path | None:
-    """val_loss and val_acc per epoch, one line per run: one colour per level of `by` with a legend,
-    or, with more levels than a legend can hold, coloured by the run's `colour_by` value on a scale."""
+def learning_curves(
+    runs: pd.DataFrame, by: list[str], path: Path, colour_by: str | None = None, palette: dict | None = None
+) -> Path | None:
+    """val_loss and val_acc per epoch, one line per run: one colour per level of `by` with a legend
+    (`palette` fixes them), or, with more levels than a legend can hold, coloured by the run's
+    `colour_by` value on a scale."""
     labels = level_labels(runs, by)
     many = labels.nunique() > MAX_LEGEND and colour_by is not None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
@@ -51,7 +55,7 @@ def learning_curves(runs: pd.DataFrame, by: list[str], path: Path, colour_by: st
         norm = matplotlib.colors.Normalize(values.min(), values.max())
         colour = {i: plt.cm.viridis(norm(v)) if pd.notna(v) else (0.6, 0.6, 0.6, 0.5) for i, v in values.items()}
     else:
-        palette = {lvl: plt.cm.tab10(i % 10) for i, lvl in enumerate(sorted(labels.unique()))}
+        palette = palette or {lvl: plt.cm.tab10(i % 10) for i, lvl in enumerate(sorted(labels.unique()))}
         colour = {i: palette[label] for i, label in labels.items()}
     drawn = set()
     for i, row in runs.iterrows():
@@ -109,7 +113,8 @@ def metric_by_level(comparison: pd.DataFrame, by: list[str], metric: str, path: 
     high = (table["ci95_high"] - table["mean"]).fillna(0)
     y = pd.Series(range(len(table)))
     out = table["race"] == "eliminated" if "race" in table else pd.Series(False, index=table.index)
-    for shown, colour, label in ((~out, "C0", "survived" if out.any() else None), (out, "0.6", "eliminated")):
+    for shown, label in ((~out, "survived"), (out, "eliminated")):
+        colour, label = RACE_COLOURS[label], label if out.any() else None
         if (shown & ~single).any():
             keep = shown & ~single
             ax.errorbar(table["mean"][keep], y[keep], xerr=[low[keep], high[keep]], fmt="o", capsize=4, color=colour,

@@ -53,7 +53,7 @@ def draw(c: Comparison, out: Path) -> tuple[list[Path], list[Path]]:
 
     if c.race is not None:  # a race's runs by how their setting ended
         survived = c.runs.assign(race=c.runs.eliminated_after.isna().map({True: "survived", False: "eliminated"}))
-        pngs = [plots.learning_curves(survived, ["race"], out / "learning_curves.png")]
+        pngs = [plots.learning_curves(survived, ["race"], out / "learning_curves.png", palette=plots.RACE_COLOURS)]
     else:
         pngs = [plots.learning_curves(c.runs, c.keys, out / "learning_curves.png", colour_by=c.objective.column)]
     if c.search:

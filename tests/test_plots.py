@@ -102,3 +102,27 @@ def test_one_diverging_run_does_not_squash_the_other_curves(figures, tmp_path):
     loss, acc = fig.axes[:2]
     assert loss.get_ylim()[1] < 4 and loss.get_ylabel() == "val_loss (2 points above, off the axis)"
     assert all(float(t).is_integer() for ax in (loss, acc) for t in ax.get_xticks())
+
+
+def test_a_races_eliminated_settings_are_grey_in_both_plots(figures, tmp_path):
+    import matplotlib.colors as mcolors
+
+    table = pd.DataFrame({"lr": [1e-3, 1e-2, 1e-5], "mean": [0.9, 0.88, 0.3], "ci95_low": [0.89, 0.86, 0.2],
+                          "ci95_high": [0.91, 0.9, 0.4], "n_completed": [5, 5, 3],
+                          "race": ["survived", "survived", "eliminated"]})  # fmt: skip
+    plots.metric_by_level(table, ["lr"], "val_acc", tmp_path / "m.png")
+    rows = []
+    for i, outcome in enumerate(["survived", "eliminated"]):
+        run_dir = tmp_path / str(i)
+        run_dir.mkdir()
+        pd.DataFrame({"epoch": [1, 2], "val_loss": [1.0, 0.5], "val_acc": [0.5, 0.6]}).to_csv(run_dir / "metrics.csv")
+        rows.append({"run_dir": str(run_dir), "race": outcome})
+    plots.learning_curves(pd.DataFrame(rows), ["race"], tmp_path / "l.png", palette=plots.RACE_COLOURS)
+    by_level, curves = figures
+    legend = {t.get_text(): h for t, h in zip(by_level.axes[0].get_legend().texts,
+                                             by_level.axes[0].get_legend().legend_handles)}  # fmt: skip
+    assert set(legend) == {"survived", "eliminated"}
+    grey = mcolors.to_rgba(plots.RACE_COLOURS["eliminated"])
+    assert mcolors.to_rgba(legend["eliminated"].get_color()) == grey
+    lines = {line.get_label(): mcolors.to_rgba(line.get_color()) for line in curves.axes[0].get_lines()}
+    assert lines["eliminated"] == grey and lines["survived"] != grey
