@@ -195,7 +195,8 @@ def _end_line(race: Any, ended: str, objective: str) -> str:
     """How the race ended, its winner or the settings it could not tell apart, and what it cost."""
     alive = race.survivors
     rounds = f"{race.rounds} round{'s' if race.rounds > 1 else ''}"
-    why = ended or ("one setting left" if len(alive) == 1 else f"hydra.sweeper.max_seeds={race.max_seeds} reached")
+    left = "no setting left" if not alive else "one setting left" if len(alive) == 1 else None
+    why = ended or left or f"hydra.sweeper.max_seeds={race.max_seeds} reached"
     full = len(race.entries) * race.max_seeds
     cost = f"{race.runs} runs of the {full} the full grid over {race.max_seeds} seeds takes ({race.runs / full:.0%})"
     leader = race.leader()

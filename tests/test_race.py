@@ -191,6 +191,15 @@ def test_a_race_killed_mid_round_resumes_where_it_stopped(tmp_path):
     assert len(pd.read_csv(sweep_dir / "summary.csv")) == 4
 
 
+@pytest.mark.slow
+def test_a_race_whose_every_setting_diverges_says_so_and_exits_1(tmp_path):
+    ran = app(*RACE, "lr=1e5,1e6", "hydra.sweeper.max_seeds=3", f"hydra.sweep.dir={tmp_path}/s", cwd=tmp_path)
+    assert ran.returncode == 1
+    assert "round 1/3: 2 → 0 settings (eliminated lr=100000.0: its seed 0 run diverged" in ran.stdout
+    assert "race over after 1 round (no setting left): every setting failed; 2 runs of the 6" in ran.stdout
+    assert "2 of 2 runs failed or diverged; none completed" in ran.stdout
+
+
 @pytest.mark.parametrize(
     ("override", "line"),
     [
