@@ -58,7 +58,8 @@ def test_a_run_that_finished_its_last_epoch_is_never_pruned():
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-def test_a_stale_trial_whose_runs_completed_is_reconciled_complete_not_failed(tmp_path):
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_a_stale_trial_whose_runs_completed_is_reconciled_complete_not_failed(tmp_path, repeats):
     import json
 
     from conftest import wait_for_stale
@@ -69,17 +70,21 @@ def test_a_stale_trial_whose_runs_completed_is_reconciled_complete_not_failed(tm
     ref = StudyRef()
     study = ref.create(ref.open(tmp_path, heartbeat_interval=1), ["maximize"])
     finished, lost = study.ask(), study.ask()  # both RUNNING: their sweeper was SIGKILLed
+    seeds = [None] if repeats == 1 else list(range(repeats))
     for trial in (finished, lost):
         study._storage.record_heartbeat(trial._trial_id)
-        (tmp_path / trial_dir(trial.number)).mkdir()
-    # a launcher's worker finished the first trial's run after the sweeper died; the second never did
-    (tmp_path / trial_dir(finished.number) / "result.json").write_text(
-        json.dumps({"status": "completed", "best_val_acc": 0.97})
-    )
+    # a launcher's worker finished the first trial's runs after the sweeper died; the second's last
+    # never ran (with repeats: a racing trial between two of its seeds)
+    for trial, done in ((finished, seeds), (lost, seeds[:-1])):
+        for seed in done:
+            (tmp_path / trial_dir(trial.number, seed)).mkdir(parents=True)
+            (tmp_path / trial_dir(trial.number, seed) / "result.json").write_text(
+                json.dumps({"status": "completed", "best_val_acc": 0.97})
+            )
     wait_for_stale(study)  # two heartbeats missed (the database keeps whole seconds)
-    _reconcile_finished(study, tmp_path, "best_val_acc")
+    _reconcile_finished(study, tmp_path, "best_val_acc", repeats)
     _fail_stale_trials(study)
-    states = {t.number: (t.state.name, t.value) for t in study.trials}
+    states = {t.number: (t.state.name, t.value and round(t.value, 9)) for t in study.trials}
     assert states == {finished.number: ("COMPLETE", 0.97), lost.number: ("FAIL", None)}
 
 

@@ -159,7 +159,7 @@ class TrialSearch:
             why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
             raise UserError(f"hydra.sweeper.storage={ref.url(sweep_dir)}: cannot be opened ({why})") from None
         ref.write(sweep_dir)
-        _reconcile_finished(study, sweep_dir, METRICS[self.config.objective].column)
+        _reconcile_finished(study, sweep_dir, METRICS[self.config.objective].column, self.repeats)
         _fail_stale_trials(study)
         return study, storage
 
@@ -412,16 +412,17 @@ def _tell(
             raise
 
 
-def _reconcile_finished(study: optuna.Study, sweep_dir: Path, column: str) -> None:
+def _reconcile_finished(study: optuna.Study, sweep_dir: Path, column: str, repeats: int = 1) -> None:
     """A stale RUNNING trial whose runs all completed (its sweeper was killed while a launcher's
-    workers finished them) is told COMPLETE from its results, not failed."""
+    workers finished them) is told COMPLETE from its results, not failed: all `repeats` of them (a
+    racing trial killed between its seeds has fewer, and a complete trial has all its seeds)."""
     storage = borrowed.storage(study)
     for trial_id in borrowed.stale_trial_ids(study):
         trial = storage.get_trial(trial_id)
         folder = sweep_dir / trial_dir(trial.number)
         run_dirs = sorted(folder.glob("seed_*")) or [folder]
         found = [RunResult.read(d) for d in run_dirs]
-        if all(r.status is Status.COMPLETED for r in found):
+        if len(found) == repeats and all(r.status is Status.COMPLETED for r in found):
             storage.set_trial_user_attr(trial_id, "runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
             value = sum(r.value(column) for r in found) / len(found)
             storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [value])
