@@ -1,7 +1,8 @@
 """What racing over seeds saves, and what it risks, on a real grid.
 
 The grid optimizer=adam,sgd,rmsprop × lr=1e-4,1e-3,1e-2,1e-1 on digits (3 epochs), 10 seeds, run in
-full once (120 runs). Then:
+full once (120 runs; a sweep dir already holding it is resumed, so its time is then not the grid's).
+Then:
 - replays: the race from many seed orders, on the full grid's own per-seed results (exact: a race
   only chooses which of the known runs it would have run), for each test;
 - real races: `search=race` through the command, twice (the default test, and the paired t-test).
@@ -65,8 +66,8 @@ def main() -> None:
     args = parser.parse_args()
 
     grid_dir = args.out / "grid"
-    seconds = command(*GRID, f"seed=range(0,{SEEDS})", f"hydra.sweep.dir={grid_dir}",
-                      "hydra.callbacks.summary.report=false")  # fmt: skip
+    grid_seconds = command(*GRID, f"seed=range(0,{SEEDS})", f"hydra.sweep.dir={grid_dir}",
+                           "hydra.callbacks.summary.report=false")  # fmt: skip
     table = pd.read_csv(grid_dir / "summary.csv")
     table["setting"] = setting(table)
     names = sorted(table.setting.unique())
@@ -78,7 +79,7 @@ def main() -> None:
     total_epochs = int(table.epochs_run.sum())
     means = {n: np.mean(list(values[n].values())) for n in names}
     best = max((n for n in names if not math.isnan(means[n])), key=means.get)
-    print(f"full grid: {len(table)} runs, {total_epochs} epochs, {seconds:.0f} s; best {best} ({means[best]:.4f})")
+    print(f"full grid: {len(table)} runs, {total_epochs} epochs, {grid_seconds:.0f} s; best {best} ({means[best]:.4f})")
     top = sorted((n for n in names if not math.isnan(means[n])), key=means.get, reverse=True)[:5]
     print("  top 5 means: " + ", ".join(f"{n} {means[n]:.4f}" for n in top))
 
@@ -107,9 +108,10 @@ def main() -> None:
         race = Race.read(race_dir)
         ran = pd.read_csv(race_dir / "summary.csv")
         leader = race.leader()
+        kept = any(e.overrides[-2:] == best.split() for e in race.survivors)
         print(f"{test:>9}: {race.runs / len(table):.0%} of the runs, {ran.epochs_run.sum() / total_epochs:.0%} of the "
-              f"epochs, {seconds:.0f} s; best survived: {any(e.overrides[-2:] == best.split() for e in race.survivors)}"
-              f"; leader {race.label(leader)} ({leader.mean():.4f}), {len(race.survivors)} left")  # fmt: skip
+              f"epochs, {seconds:.0f} s ({seconds / grid_seconds:.2f}x the full grid's time); best survived: {kept}; "
+              f"leader {race.label(leader)} ({leader.mean():.4f}), {len(race.survivors)} left")  # fmt: skip
 
 
 if __name__ == "__main__":
