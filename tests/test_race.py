@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, app, cli
+from conftest import REPO, app
 
 from sweep.race import RACE_FILE, Entry, Race, nominal_level, one_sided_p
 from sweep.summary import build_summary
@@ -182,7 +182,7 @@ def test_a_race_killed_mid_round_resumes_where_it_stopped(tmp_path):
     finished = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/seed_*/result.json")}
     assert len(finished) == 3
 
-    ran = cli(*args, cwd=tmp_path)
+    ran = app(*args, cwd=tmp_path)  # the resume is not about the process: in this one
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # no finished run trained again
     assert "round 2/2: 2 → " in ran.stdout
