@@ -140,8 +140,9 @@ class RaceSweeper(Sweeper):
         return list({tuple(s): s for s in settings}.values()), seed
 
     def _round(self, race: Any, alive: list, sweep_dir: Path, column: str) -> tuple[list[float | str], int]:
-        """Train this round's seed for every survivor (runs a killed race finished are read, not run
-        again); return each one's objective, or why it has none, and how many runs were launched."""
+        """Train this round's seed for every survivor (runs a killed race completed are read, not run
+        again; the others run again, as in a resumed grid); return each one's objective, or why it
+        has none, and how many runs were launched."""
         from sweep.outcomes import Status
         from sweep.results import RunResult
 
@@ -151,7 +152,7 @@ class RaceSweeper(Sweeper):
         todo = [
             (*job, f"hydra.sweep.subdir={d.relative_to(sweep_dir)}")
             for job, d in zip(jobs, dirs)
-            if RunResult.read(d, job).status in (Status.INCOMPLETE, Status.INTERRUPTED)
+            if RunResult.read(d, job).status is not Status.COMPLETED
         ]
         if todo:
             self.launcher.launch(todo, initial_job_idx=race.rounds * len(race.entries))
