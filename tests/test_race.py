@@ -153,11 +153,15 @@ def test_a_race_stops_at_its_budget_goes_on_when_run_again_and_refuses_another_g
     assert "race over after 1 round (hydra.sweeper.max_runs=3 would be passed by the next round)" in ran.stdout
     assert sorted(p.parent.name for p in sweep_dir.glob("*/seed_*/result.json")) == ["seed_0", "seed_0"]
     kept = (sweep_dir / "0" / "seed_0" / "result.json").stat().st_mtime_ns
+    # the other's run failed for a passing reason (a full disk): as in a grid, a resume runs it again
+    failed = sweep_dir / "1" / "seed_0" / "result.json"
+    failed.write_text(json.dumps(json.loads(failed.read_text()) | {"status": "failed", "error": "OSError: disk full"}))
 
     ran = app(*args, cwd=tmp_path)  # the budget lifted: the race goes on from its finished round
     assert ran.returncode == 0, ran.stderr
     assert (sweep_dir / "0" / "seed_0" / "result.json").stat().st_mtime_ns == kept  # replayed, not re-run
-    assert "skipped 2 finished runs" in ran.stdout and Race.read(sweep_dir).rounds == 2
+    assert json.loads(failed.read_text())["status"] == "completed"
+    assert "skipped 1 finished run " in ran.stdout and Race.read(sweep_dir).rounds == 2
 
     other = app(*RACE, "lr=1e-2,1e-5", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert other.returncode == 2 and other.stderr.count("\n") == 1
