@@ -126,14 +126,15 @@ def _race_text(c: Comparison) -> list[str]:
             "wilcoxon": "Wilcoxon's signed-rank test",
             "auto": f"Friedman's rank test (Conover's post-hoc) while {FRIEDMAN_FROM} or more settings were left and a "
                     "paired t-test after"}[race.test]  # fmt: skip
+    own = " (the t-test at its own level, set the same way)" if race.test == "auto" else ""
     text = [
         "## The race",
         "",
         f"{len(race.entries)} settings raced over seeds {race.seed}..{race.seed + race.max_seeds - 1}, one a round: "
         f"from {race.min_seeds} seeds on, each was compared with the leader (the best mean over the seeds all "
         f"survivors ran) by {test}, one-sided and paired by seed, p-values Holm-adjusted within the round; a setting "
-        f"whose adjusted p was below {race.level:.2g} trained no more seeds. That level is the same at every look, "
-        f"set so that a race among identical settings eliminates any in at most {race.alpha:.0%} of races (by "
+        f"whose adjusted p was below {race.level:.2g}{own} trained no more seeds. That level is the same at every "
+        f"look, set so that a race among identical settings eliminates any in at most {race.alpha:.0%} of races (by "
         f"simulation). A failed or diverged run eliminates its setting. The race took {race.runs} of the {full} runs "
         f"the full grid over {race.max_seeds} seeds would ({race.runs / full:.0%}), over {race.rounds} rounds.",
         "",
