@@ -5,8 +5,9 @@ significantly worse trains no more seeds. A failed or diverged run eliminates it
 
 Looking again after every round would inflate false eliminations, so the level each look uses is
 one constant (Pocock's idea) calibrated by simulating races among identical settings: a race
-whose settings are all alike eliminates none with probability 1 − alpha (exact for normal noise;
-the paired test does not see the seeds' shared effect). Plain data and arithmetic: the sweeper
+whose settings are all alike eliminates none with probability 1 − alpha (exact for normal noise
+with the t-test, for any noise with Friedman's ranks or Wilcoxon's signs; the paired tests do not
+see the seeds' shared effect). Plain data and arithmetic: the sweeper
 (`sweep.race_sweeper`), the Optuna search's `race=true` and the benchmark's replays share it."""
 
 from __future__ import annotations
@@ -56,17 +57,16 @@ def p_values(x: np.ndarray, lead: np.ndarray, test: str = "t") -> np.ndarray:
 
 def one_sided_p(d: np.ndarray, test: str = "t") -> np.ndarray:
     """P-values, over the last axis, that the paired differences `d` (leader minus challenger, the
-    better direction positive) are centred above zero. Differences with no spread: 0 when all are
-    the same positive lead, else 1."""
+    better direction positive) are centred above zero. For the t-test, differences with no spread
+    give 0 when all are the same positive lead (t's limit), else 1."""
     d = np.asarray(d, dtype=float)
+    if test == "wilcoxon":
+        return _signed_rank_p(d)
     n = d.shape[-1]
     mean, sd = d.mean(-1), d.std(-1, ddof=1)
     flat = sd <= 1e-12 * np.maximum(1.0, np.abs(mean))
-    if test == "wilcoxon":
-        p = _signed_rank_p(d)
-    else:
-        with np.errstate(all="ignore"):
-            p = stats.t.sf(mean / (np.where(flat, 1.0, sd) / math.sqrt(n)), n - 1)
+    with np.errstate(all="ignore"):
+        p = stats.t.sf(mean / (np.where(flat, 1.0, sd) / math.sqrt(n)), n - 1)
     return np.where(flat, np.where(mean > 0, 0.0, 1.0), np.nan_to_num(p, nan=1.0))
 
 

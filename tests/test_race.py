@@ -70,8 +70,9 @@ def test_paired_p_values_match_scipy():
     d = np.array([0.3, -0.1, 0.5, 0.7, 0.2, 0.9])
     assert one_sided_p(d, "t") == pytest.approx(stats.ttest_1samp(d, 0, alternative="greater").pvalue)
     assert one_sided_p(d, "wilcoxon") == pytest.approx(stats.wilcoxon(d, alternative="greater").pvalue)
-    assert one_sided_p(np.array([0.2, 0.2, 0.2]), "t") == 0.0  # the same lead at every seed
-    assert one_sided_p(np.zeros(3), "t") == 1.0
+    assert one_sided_p(np.array([0.2, 0.2, 0.2]), "t") == 0.0  # the same lead at every seed: t's limit
+    assert one_sided_p(np.array([0.2, 0.2, 0.2]), "wilcoxon") == 1 / 8  # signs: 3 of 3 positive
+    assert one_sided_p(np.zeros(3), "t") == 1.0 and one_sided_p(np.zeros(3), "wilcoxon") == 1.0
 
 
 def test_a_clear_loser_goes_at_min_seeds_a_close_second_and_a_diverging_setting_do_not_linger():
