@@ -23,7 +23,6 @@ from omegaconf import DictConfig, OmegaConf
 from sweep.errors import UserError, exit_with
 
 log = logging.getLogger("sweep")
-TESTS = ("auto", "t", "wilcoxon", "friedman")  # sweep.race.TESTS and auto; no scipy at the plugin scan
 
 
 @dataclass
@@ -42,6 +41,9 @@ ConfigStore.instance().store(group="hydra/sweeper", name="race", node=RaceSweepe
 
 def check_settings(min_seeds: Any, max_seeds: Any, alpha: Any, max_runs: Any, test: Any) -> None:
     """The race's settings, or the one-line error naming the first bad one."""
+    from sweep.race import TESTS  # here, not at the top: Hydra's plugin scan must not import scipy
+
+    tests = ("auto", *TESTS)
 
     def integer(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
@@ -54,7 +56,7 @@ def check_settings(min_seeds: Any, max_seeds: Any, alpha: Any, max_runs: Any, te
         ("alpha", alpha, isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 < alpha < 1,
          "a number in (0, 1)"),
         ("max_runs", max_runs, max_runs is None or (integer(max_runs) and max_runs >= 1), "null or an integer >= 1"),
-        ("test", test, test in TESTS, f"one of {', '.join(TESTS)}"),
+        ("test", test, test in tests, f"one of {', '.join(tests)}"),
     ]  # fmt: skip
     for key, value, ok, allowed in checks:
         if not ok:

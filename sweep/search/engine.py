@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import yaml
 from hydra.utils import instantiate
@@ -201,7 +202,7 @@ class TrialSearch:
         run_dirs: dict[int, list[Path]] = {t.number: [] for t in trials}
         seeds = [None] if space.seed is None else list(range(space.seed, space.seed + self.repeats))
         rounds = [[s] for s in seeds] if self.race else [seeds]
-        racing, stopped = list(trials), {}
+        racing, stopped, values = list(trials), {}, {}
         incumbent = _incumbent(study, self.directions) if self.race else None
         try:
             with _Heartbeat(storage, [borrowed.trial_id(t) for t in trials]):
@@ -214,7 +215,7 @@ class TrialSearch:
                             run_dirs[trial.number].append(sweep_dir / subdir)
                     self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats + i * len(trials))
                     if self.race:
-                        racing = self._race(racing, run_dirs, incumbent, stopped)
+                        racing = self._race(racing, run_dirs, values, incumbent, stopped)
         except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: no trial is left RUNNING for a later start
             for trial in trials:
                 if borrowed.stored_trial(study, borrowed.trial_id(trial)).state == TrialState.RUNNING:
@@ -234,35 +235,35 @@ class TrialSearch:
         )
 
     def _race(
-        self, racing: list[optuna.Trial], run_dirs: dict[int, list[Path]], incumbent: tuple | None, stopped: dict
-    ) -> list[optuna.Trial]:
-        """The trials that go on to their next seed: those whose last run completed and that are not
-        significantly behind the incumbent (the best completed trial) on the seeds both ran."""
-        import numpy as np
-
-        from sweep.race import nominal_level, p_values
+        self, racing: list[optuna.Trial], run_dirs: dict[int, list[Path]], values: dict[int, list[float]],
+        incumbent: tuple | None, stopped: dict,
+    ) -> list[optuna.Trial]:  # fmt: skip
+        """The trials that go on to their next seed: those whose newest run completed (its value
+        joins `values`) and that are not significantly behind the incumbent (the best completed
+        trial) on the seeds both ran."""
+        from sweep.race import nominal_level, one_sided_p
 
         column = METRICS[self.config.objective].column
         sign = 1.0 if self.directions[0] == "maximize" else -1.0
         level = nominal_level(2, self.min_seeds, self.repeats, self.alpha, "t")
         going = []
         for trial in racing:
-            results = [RunResult.read(d) for d in run_dirs[trial.number]]
-            if results[-1].status is not Status.COMPLETED:  # failed or pruned: _tell says which
+            newest = RunResult.read(run_dirs[trial.number][-1])
+            if newest.status is not Status.COMPLETED:  # failed or pruned: _tell says which
                 continue
-            n = len(results)
+            mine = values.setdefault(trial.number, [])
+            mine.append(newest.value(column))
+            n = len(mine)
             # (an incumbent with fewer seeds: the study's earlier invocations had fewer repeats)
             if incumbent is None or n < self.min_seeds or n == self.repeats or len(incumbent[1]) < n:
                 going.append(trial)
                 continue
             number, best = incumbent
-            x = sign * np.array([best[:n], [r.value(column) for r in results]])
-            p = float(p_values(x[None], np.array([0]), "t")[0, 1])
+            lead = sign * (sum(best[:n]) - sum(mine)) / n
+            p = float(one_sided_p(sign * (np.array(best[:n]) - np.array(mine)), "t"))
             if p < level:
-                stopped[trial.number] = (
-                    f"after {n} of {self.repeats} seeds, behind trial {number} by "
-                    f"{x[0].mean() - x[1].mean():.3g} on the same seeds (p={p:.2g} < {level:.2g})"
-                )
+                stopped[trial.number] = (f"after {n} of {self.repeats} seeds, behind trial {number} by {lead:.3g} "
+                                         f"on the same seeds (p={p:.2g} < {level:.2g})")  # fmt: skip
             else:
                 going.append(trial)
         return going
