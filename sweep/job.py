@@ -1,15 +1,17 @@
-"""One Hydra job: build data, model, optimizer and scheduler from the composed (and validated)
-config, train, and write the run's results. A run that raises or diverges is a result, never a
-crashed sweep; a user error (missing data) is raised for the entry point to report."""
+"""One Hydra job, in named steps: claim the run dir → build the parts (data, model, loss, optimizer
+and scheduler, from the composed and validated config) → fit (the loop, `sweep.train.fit`, with
+the epoch's listeners) → finish (test the best weights, write best.pt, the run's `RunResult`). A
+run that raises or diverges is a result, never a crashed sweep; a user error (missing data) is
+raised for the entry point (the task function, `sweep.run.task`) to report."""
 
 from __future__ import annotations
 
 import logging
 import math
 import traceback
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from hydra.utils import instantiate, to_absolute_path
@@ -17,11 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sweep import rules
-from sweep.backbones import pretrained
+from sweep.backbones import frozen_features, pretrained
 from sweep.checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
+from sweep.data import Data
 from sweep.device import ThreadsFollower, configure_cpu, pick_device, pick_precision, pick_threads
 from sweep.errors import UserError
-from sweep.features import frozen_features
+from sweep.files import claim
 from sweep.loggers import Loggers
 from sweep.losses import wants_log_probs
 from sweep.models import ModelSpec, build, check_trainable
@@ -31,18 +34,18 @@ from sweep.results import (
     METRICS_FILE,
     RESULT_FILE,
     THREADS_FOLLOW,
+    Evaluation,
     RunRecord,
     RunResult,
-    claim_run_dir,
     epochs_written,
     make_record,
     write_metrics,
 )
 from sweep.scores import class_scores
-from sweep.search.trial_link import TrialRef, connect
+from sweep.search.trial_link import TrialLink, TrialRef, connect
 from sweep.snapshot import LastSnapshot
 from sweep.stops import describe
-from sweep.train import Schedule, Settings, Snapshots, evaluate, fit, predict
+from sweep.train import Fit, Schedule, Settings, evaluate, fit, predict
 
 log = logging.getLogger("sweep")
 SCHEDULE_KEYS = ("interval", "monitor")  # how the loop steps a scheduler; not the scheduler's own arguments
@@ -61,7 +64,7 @@ def clear_stale(run_dir: Path, overrides: list[str]) -> RunResult | None:
     return None
 
 
-def run(
+def run_job(
     cfg: DictConfig,
     run_dir: Path,
     overrides: list[str],
@@ -76,17 +79,17 @@ def run(
     threads = pick_threads(cfg.threads, parallel_jobs)
     configure_cpu(threads)
     precision = pick_precision(cfg.precision, device)
-    claim = claim_run_dir(run_dir)
-    if claim is None:  # two resumers of one grid: the run is the other's
+    held = claim(run_dir)
+    if held is None:  # two resumers of one grid: the run is the other's
         log.warning("skipped: %s is being trained by another process; that one will finish it", run_dir)
         return math.nan
-    with claim:  # held until the run's files are written
+    with held:  # until the run's files are written
         policy = THREADS_FOLLOW if cfg.threads == "auto" and device.type == "cpu" else "fixed"
         record = make_record(overrides, cfg.seed, cfg.objective, None, str(device), precision, threads, policy)
-        return _run(cfg, run_dir, overrides, device, record, parallel_jobs, trial, loggers)
+        return _run_claimed(cfg, run_dir, overrides, device, record, parallel_jobs, trial, loggers)
 
 
-def _run(
+def _run_claimed(
     cfg: DictConfig,
     run_dir: Path,
     overrides: list[str],
@@ -96,8 +99,8 @@ def _run(
     trial: TrialRef | None,
     loggers: Loggers | None,
 ) -> float:
-    """`run`, once this process holds the run dir."""
-    precision = record.precision
+    """`run_job`, once this process holds the run dir: build, fit, finish, and write the result,
+    whatever happened."""
     finished = clear_stale(run_dir, overrides)
     if finished is not None:
         log.info("skipped: %s finished before with the same overrides", run_dir)
@@ -105,12 +108,15 @@ def _run(
     link = connect(trial) if trial is not None else None
     snapshots = LastSnapshot(run_dir, overrides)
     record = replace(record, trial=link and link.number)
+    name = f"run {run_dir.name}" if parallel_jobs and parallel_jobs > 1 else ""  # lines of runs side by side
+    # threads=auto on a CPU follows the cores other processes leave free, from now on
+    follower = ThreadsFollower(torch.get_num_threads()) if record.threads_policy == THREADS_FOLLOW else None
     try:
-        name = f"run {run_dir.name}" if parallel_jobs and parallel_jobs > 1 else ""  # lines of runs side by side
-        # threads=auto on a CPU follows the cores other processes leave free, from now on
-        follower = ThreadsFollower(torch.get_num_threads()) if record.threads_policy == THREADS_FOLLOW else None
-        outcome = _train(cfg, _load_data(cfg), device, precision, run_dir, link, snapshots, name, follower, loggers)
-        result = RunResult.finished(record, **outcome)
+        parts = build_parts(cfg, load_data(cfg), device)
+        listeners = EpochListeners(run_dir, METRICS[cfg.objective].name, loggers, follower, link)
+        fitted = fit(parts.trained, parts.train_data, parts.make_optimizer, parts.schedule, parts.loss_fn,
+                     _settings(cfg, record.precision, name), listeners, snapshots)  # fmt: skip
+        result = finish(run_dir, parts, fitted, record, follower, name)
     except UserError:  # every run of a sweep would fail alike: the entry point tells the user once
         raise
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the run is a row saying so, then the stop goes on
@@ -130,19 +136,41 @@ def _run(
     return result.objective_value
 
 
+# ----------------------------------------------------------------------------- build the parts
+
+
+@dataclass
+class Parts:
+    """What a run trains, built from the config: the whole model (what best.pt holds) on the data
+    as it reads it, and what the loop trains on what (the head alone over cached features when
+    the backbone is frozen)."""
+
+    spec: ModelSpec
+    model: nn.Module
+    data: Data
+    trained: nn.Module
+    train_data: Data
+    loss_fn: nn.Module
+    log_probs: bool
+    make_optimizer: Callable
+    schedule: Schedule
+    normalization: str  # "data", or the weights' (their source)
+
+
 def _node(cfg: DictConfig) -> dict:
     """A config group's node as plain values, without the rules declared beside its keys."""
     return rules.strip(OmegaConf.to_container(cfg, resolve=True))
 
 
-def _load_data(cfg: DictConfig):
+def load_data(cfg: DictConfig) -> Data:
+    """The data set the config names, its subset drawn (an index into the decoded split, not a copy)."""
     data_cfg = _node(cfg.data)
     if cfg.split_per_seed and "split_seed" in data_cfg:  # repeats then also measure the split's noise
         data_cfg["split_seed"] = cfg.seed
     for key in ("root", "annotations_file", "img_dir"):  # relative to where the user ran the command
         if data_cfg.get(key):
             data_cfg[key] = to_absolute_path(data_cfg[key])
-    subset = data_cfg.pop("subset", None)  # every data set's: an index into the decoded split, not a copy
+    subset = data_cfg.pop("subset", None)
     try:
         data = instantiate(data_cfg)
     except Exception as e:
@@ -161,11 +189,15 @@ def _schedule(scheduler_cfg: DictConfig, steps_per_epoch: int) -> Schedule:
     return Schedule(instantiate(kwargs, _convert_="all"), **how)
 
 
-def _model(model_cfg: DictConfig, data, device: torch.device, log_probs: bool):
+def build_parts(cfg: DictConfig, data: Data, device: torch.device) -> Parts:
     """The model the config describes, for this data, on `device`, with its pretrained weights if it
-    names any; and the data as it reads it (its channels, normalised as its weights were, or by
-    the data's own statistics). Checked before it takes memory: the input it reads, its size."""
-    node = _node(model_cfg)
+    names any, and the data as it reads it (its channels, normalised as its weights were, or by
+    the data's own statistics); checked before it takes memory. Then the loss, optimizer and
+    scheduler. A frozen backbone's features are computed once for the sweep (`frozen_features`)."""
+    torch.manual_seed(cfg.seed)
+    loss_fn = instantiate(_node(cfg.loss))
+    log_probs = wants_log_probs(loss_fn)
+    node = _node(cfg.model)
     weights = pretrained(node.get("name"), node.pop("weights", None))
     cache_features = node.pop("cache_features", True)  # how to train, not what the model is
     spec = ModelSpec.of(instantiate(node, _convert_="all"))
@@ -176,31 +208,22 @@ def _model(model_cfg: DictConfig, data, device: torch.device, log_probs: bool):
     if weights is not None:
         (model[0] if log_probs else model).load_backbone(weights.state, weights.source)
     # channels-last convolutions: ~1.3x faster a step here (oneDNN's native layout; tensor cores' on GPUs)
-    return spec, model.to(device, memory_format=torch.channels_last), data, weights, cache_features
-
-
-def _train(
-    cfg: DictConfig,
-    data,
-    device: torch.device,
-    precision: str,
-    run_dir: Path,
-    trial,
-    snapshots: Snapshots,
-    name: str,
-    follower: ThreadsFollower | None = None,
-    loggers: Loggers | None = None,
-) -> dict[str, Any]:
-    torch.manual_seed(cfg.seed)
-    loss_fn = instantiate(_node(cfg.loss))
-    log_probs = wants_log_probs(loss_fn)
-    spec, model, data, weights, cache_features = _model(cfg.model, data, device, log_probs)
+    model = model.to(device, memory_format=torch.channels_last)
     core = model[0] if log_probs else model
-    trained, train_data = model, data  # what the loop trains, on what
-    if getattr(core, "frozen", False) and cfg.augment == "none" and cache_features:  # once for the sweep
+    trained, train_data = model, data
+    if getattr(core, "frozen", False) and cfg.augment == "none" and cache_features:
         train_data = frozen_features(core.backbone, data, spec.args.get("name", spec.kind))
         trained = nn.Sequential(core.head, nn.LogSoftmax(dim=1)) if log_probs else core.head
-    settings = Settings(
+    return Parts(
+        spec, model, data, trained, train_data, loss_fn, log_probs,
+        make_optimizer=instantiate(_node(cfg.optimizer), _convert_="all"),
+        schedule=_schedule(cfg.scheduler, math.ceil(len(data.x_train) / cfg.batch_size)),
+        normalization="data" if weights is None else f"the weights' ({weights.source})",
+    )  # fmt: skip
+
+
+def _settings(cfg: DictConfig, precision: str, name: str) -> Settings:
+    return Settings(
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
         patience=cfg.patience,
@@ -212,57 +235,66 @@ def _train(
         precision=precision,
         name=name,
     )
-    objective = METRICS[cfg.objective].name
 
-    def on_epoch(history: list[dict], last: bool) -> bool:
-        write_metrics(run_dir, history)
-        if loggers is not None:
-            loggers.epoch(history[-1])
-        if follower is not None and not last:
-            follower.follow()
-        return trial is not None and trial.should_prune(history[-1][objective], history[-1]["epoch"], last)
 
-    schedule = _schedule(cfg.scheduler, math.ceil(len(data.x_train) / cfg.batch_size))
-    make_optimizer = instantiate(_node(cfg.optimizer), _convert_="all")
-    if follower is not None:
-        follower.follow()  # the load while the data loaded: the first epoch's threads
-    result = fit(trained, train_data, make_optimizer, schedule, loss_fn, settings, on_epoch, snapshots)
-    write_metrics(run_dir, result.history)  # a resumed run's, and an epoch that diverged before the hook
+# ----------------------------------------------------------------------------- fit: the epoch's listeners
 
-    test_loss = test_acc = math.nan
-    scores: dict[str, Any] = {}
-    if result.best_epoch:
-        test_loss, test_acc = evaluate(trained, train_data.x_test, train_data.y_test, loss_fn)
-        predicted = predict(trained, train_data.x_test)
-        scores = class_scores(data.y_test.cpu().numpy(), predicted.cpu().numpy(), data.classes)
-        state = {k: v.cpu() for k, v in model.state_dict().items()}  # loads anywhere, GPU or not
-        ckpt = Checkpoint(spec, state, data.shape, data.classes, log_probs, data.mean, data.std, data.class_names)
-        write_checkpoint(run_dir, ckpt)
+
+@dataclass
+class EpochListeners:
+    """What hears of each epoch the loop ends (its `on_epoch` hook): the run's metrics.csv, the
+    experiment trackers, the thread follower, and the Optuna trial, which may stop the run."""
+
+    run_dir: Path
+    objective: str  # the metrics-row key the trial is told
+    loggers: Loggers | None
+    follower: ThreadsFollower | None
+    trial: TrialLink | None
+
+    def __post_init__(self) -> None:
+        if self.follower is not None:
+            self.follower.follow()  # the load while the data loaded: the first epoch's threads
+
+    def __call__(self, history: list[dict], last: bool) -> bool:
+        """Hear of the epoch `history[-1]` (`last`: the run ends with it anyway); True to prune."""
+        write_metrics(self.run_dir, history)
+        if self.loggers is not None:
+            self.loggers.epoch(history[-1])
+        if self.follower is not None and not last:
+            self.follower.follow()
+        row = history[-1]
+        return self.trial is not None and self.trial.should_prune(row[self.objective], row["epoch"], last)
+
+
+# ----------------------------------------------------------------------------- finish
+
+
+def finish(run_dir: Path, parts: Parts, fitted: Fit, record: RunRecord, follower: ThreadsFollower | None,
+           name: str = "") -> RunResult:  # fmt: skip
+    """After the loop: metrics.csv as the fit ended it (a resumed run's, and an epoch that diverged
+    before the hook), the test split scored once on the best weights with best.pt beside it, and
+    the run's result."""
+    write_metrics(run_dir, fitted.history)
+    test = Evaluation()
+    if fitted.best_epoch:
+        data, trained = parts.data, parts.trained
+        loss, acc = evaluate(trained, parts.train_data.x_test, parts.train_data.y_test, parts.loss_fn)
+        predicted = predict(trained, parts.train_data.x_test)
+        test = Evaluation(loss, acc, **class_scores(data.y_test.cpu().numpy(), predicted.cpu().numpy(), data.classes))
+        state = {k: v.cpu() for k, v in parts.model.state_dict().items()}  # loads anywhere, GPU or not
+        write_checkpoint(run_dir, Checkpoint(parts.spec, state, data.shape, data.classes, parts.log_probs, data.mean,
+                                             data.std, data.class_names))  # fmt: skip
     log.info(
         "%s%s after %d epochs (%s): best epoch %d, val_loss %.4f, val_acc %.4f, test_acc %.4f",
-        f"{name}: " if name else "",
-        result.status,
-        len(result.history),
-        result.stop_reason,
-        result.best_epoch,
-        result.best_val_loss,
-        result.best_val_acc,
-        test_acc,
+        f"{name}: " if name else "", fitted.status, len(fitted.history), fitted.stop_reason, fitted.best_epoch,
+        fitted.best_val_loss, fitted.best_val_acc, test.test_acc,
+    )  # fmt: skip
+    return RunResult.from_fit(
+        record,
+        fitted,
+        test,
+        class_names=tuple(parts.data.class_names),
+        train_images=len(parts.data.x_train),
+        normalization=parts.normalization,
+        threads_used=tuple(follower.used[: len(fitted.history)]) if follower else None,
     )
-    return {
-        "status": result.status,
-        "stop_reason": result.stop_reason,
-        "epochs_run": len(result.history),
-        "best_epoch": result.best_epoch,
-        "best_val_loss": result.best_val_loss,
-        "best_val_acc": result.best_val_acc,
-        "test_loss": test_loss,
-        "test_acc": test_acc,
-        "train_time_s": round(result.train_time_s, 3),
-        "divergence": result.divergence,
-        **scores,
-        "class_names": tuple(data.class_names),
-        "train_images": len(data.x_train),
-        "normalization": "data" if weights is None else f"the weights' ({weights.source})",
-        "threads_used": tuple(follower.used[: len(result.history)]) if follower else None,
-    }

@@ -11,14 +11,25 @@ import functools
 import io
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from sweep.files import (
+    Check,
+    atomic_write,
+    checked,
+    enum,
+    from_fields,
+    item_text,
+    list_of,
+    mapping,
+    number,
+    one_of,
+    read_json,
+    text,
+)
 from sweep.outcomes import METRICS, OBJECTIVES, Status, StopReason
 
 METRICS_FILE, RESULT_FILE = "metrics.csv", "result.json"
@@ -28,53 +39,16 @@ RESULT_FORMAT = 2  # 1: the same keys without `format` (read alike)
 MAX_RESULT_BYTES = 16 * 2**20  # a result.json is a few KB; a bigger one is not read
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Files are created 0666 less the umask, as open() and Hydra's own files are (mkstemp's 0600
-# would hide results from teammates on a shared sweep dir). Read once: os.umask can only be read by setting it.
-FILE_MODE = 0o666 & ~_umask()
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def overrides_dict(overrides: list[str]) -> dict[str, str]:
     """Command-line overrides as key -> value as typed (`+lr=1e-3` -> `lr: 1e-3`); deletions dropped."""
     return dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~"))
 
 
-LOCK_FILE = ".lock"  # a run dir's claim: held while a process trains the run
-
-
-def claim_run_dir(run_dir: Path) -> Any:
-    """Claim `run_dir` for this process while it trains (an exclusive `flock`, which the kernel
-    releases when the process ends, however it ends); None when another process holds it. The
-    claim lasts as long as the returned file object lives."""
-    import fcntl
-
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    f = open(Path(run_dir) / LOCK_FILE, "a")  # noqa: SIM115 - held open for the run's lifetime
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    return f
+def varying_keys(settings: list[dict[str, object]]) -> list[str]:
+    """The keys whose value differs between these settings (or that some of them lack), in the
+    order they first appear: what a sweep varies, as opposed to what it holds fixed."""
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    return [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1 or any(k not in s for s in settings)]
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -92,95 +66,29 @@ def epochs_written(run_dir: Path) -> int:
 
 
 # ----------------------------------------------------------------------------- the schema of result.json
-# Each field's check: it takes the JSON value and returns the typed one, or raises ValueError
-# saying what the field must be. None (null) is allowed wherever a run may have no value.
+
+_COUNT, _SCORE, _LOSS = number(0, 2**31, integer=True), number(0.0, 1.0), number(0.0)
 
 
-def _number(lo: float = -math.inf, hi: float = math.inf, integer: bool = False) -> Callable[[Any], Any]:
-    def check(v: Any) -> Any:
-        if v is None:
-            return math.nan if not integer else None
-        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or not lo <= v <= hi:
-            kind = "an integer" if integer else "a finite number"
-            raise ValueError(f"must be {kind} in [{lo:g}, {hi:g}]")
-        return v if integer else float(v)
-
-    return check
-
-
-def _text(v: Any) -> str | None:
-    if v is not None and not isinstance(v, str):
-        raise ValueError("must be text")
-    return v
-
-
-def _item_text(v: Any) -> str:
-    if not isinstance(v, str):
-        raise ValueError("must be a list of text")
-    return v
-
-
-def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def check(v: Any) -> Any:
-        if v is None:
-            return None
-        if not isinstance(v, list):
-            raise ValueError("must be a list")
-        return tuple(item(x) for x in v)
-
-    return check
-
-
-def _mapping(v: Any) -> dict | None:
-    if v is not None and not isinstance(v, dict):
-        raise ValueError("must be an object")
-    return v
-
-
-def _enum(kind: type) -> Callable[[Any], Any]:
-    def check(v: Any) -> Any:
-        if v is None:
-            return None
-        try:
-            return kind(v)
-        except ValueError:
-            raise ValueError(f"must be one of {', '.join(e.value for e in kind)}") from None
-
-    return check
-
-
-_COUNT, _SCORE, _LOSS = _number(0, 2**31, integer=True), _number(0.0, 1.0), _number(0.0)
-
-
-def _objective(v: Any) -> str | None:
-    if v is not None and v not in OBJECTIVES:
-        raise ValueError(f"must be one of {', '.join(OBJECTIVES)}")
-    return v
-
-
-def _summary(check: Callable[[Any], Any], default: Any = None) -> Any:
+def _summary(check: Check, default: Any = None) -> Any:
     """A field the summary table shows as a column of the same name."""
-    return field(default=default, metadata={"check": check, "column": True})
-
-
-def _field(check: Callable[[Any], Any], default: Any = None) -> Any:
-    return field(default=default, metadata={"check": check})
+    return checked(check, default, column=True)
 
 
 @dataclass(frozen=True)
 class RunRecord:
     """How a run was made: what every result carries, whatever its outcome."""
 
-    overrides: tuple[str, ...] = _field(_list_of(_item_text), ())
-    seed: int | None = _field(_number(-(2**63), 2**63, integer=True))
-    objective: str = _field(_objective, "val_acc")
-    device: str | None = _field(_text)
-    precision: str | None = _field(_text)
-    threads: int | None = _field(_number(1, 2**20, integer=True))  # the run's share; auto may use fewer
-    threads_policy: str | None = _field(_text)  # THREADS_FOLLOW (threads=auto on a CPU) or "fixed"
-    trial: int | None = _field(_number(0, 2**63, integer=True))
-    versions: dict | None = _field(_mapping)
-    git: dict | None = _field(_mapping)
+    overrides: tuple[str, ...] = checked(list_of(item_text), ())
+    seed: int | None = checked(number(-(2**63), 2**63, integer=True))
+    objective: str = checked(one_of(*OBJECTIVES), "val_acc")
+    device: str | None = checked(text)
+    precision: str | None = checked(text)
+    threads: int | None = checked(number(1, 2**20, integer=True))  # the run's share; auto may use fewer
+    threads_policy: str | None = checked(text)  # THREADS_FOLLOW (threads=auto on a CPU) or "fixed"
+    trial: int | None = checked(number(0, 2**63, integer=True))
+    versions: dict | None = checked(mapping)
+    git: dict | None = checked(mapping)
 
     @property
     def params(self) -> dict[str, str]:
@@ -188,12 +96,23 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """The best weights' scores on the test split (NaN and None before a run has best weights)."""
+
+    test_loss: float = math.nan
+    test_acc: float = math.nan
+    test_macro_f1: float = math.nan
+    test_class_acc: list[float | None] | None = None
+    confusion_matrix: list[list[int]] | None = None
+
+
+@dataclass(frozen=True)
 class RunResult:
     """The schema of `result.json`: how the run ended, its early-stopped metrics, why it failed or
     diverged, its per-class test scores and its record. Metrics a run does not have are NaN."""
 
-    status: Status = _summary(_enum(Status), Status.INCOMPLETE)
-    stop_reason: StopReason | None = _summary(_enum(StopReason))
+    status: Status = _summary(enum(Status), Status.INCOMPLETE)
+    stop_reason: StopReason | None = _summary(enum(StopReason))
     epochs_run: int = _summary(_COUNT, 0)
     best_epoch: int = _summary(_COUNT, 0)
     best_val_loss: float = _summary(_LOSS, math.nan)
@@ -201,24 +120,37 @@ class RunResult:
     test_loss: float = _summary(_LOSS, math.nan)
     test_acc: float = _summary(_SCORE, math.nan)
     test_macro_f1: float = _summary(_SCORE, math.nan)
-    train_time_s: float = _summary(_number(0.0), math.nan)
-    error: str | None = _field(_text)  # one line: why it failed, or why it is incomplete
-    divergence: str | None = _field(_text)
-    traceback: str | None = _field(_text)
-    test_class_acc: tuple[float | None, ...] | None = _field(_list_of(lambda v: None if v is None else _SCORE(v)))
-    confusion_matrix: tuple[tuple[int, ...], ...] | None = _field(_list_of(_list_of(_COUNT)))
-    class_names: tuple[str, ...] | None = _field(_list_of(_item_text))
-    train_images: int | None = _field(_number(0, 2**40, integer=True))  # the training split's size (data.subset)
-    threads_used: tuple[int, ...] | None = _field(_list_of(_number(1, 2**20, integer=True)))  # threads=auto: per epoch
-    normalization: str | None = _field(_text)  # "data" (the training split's statistics) or the weights'
+    train_time_s: float = _summary(number(0.0), math.nan)
+    error: str | None = checked(text)  # one line: why it failed, or why it is incomplete
+    divergence: str | None = checked(text)
+    traceback: str | None = checked(text)
+    test_class_acc: tuple[float | None, ...] | None = checked(list_of(lambda v: None if v is None else _SCORE(v)))
+    confusion_matrix: tuple[tuple[int, ...], ...] | None = checked(list_of(list_of(_COUNT)))
+    class_names: tuple[str, ...] | None = checked(list_of(item_text))
+    train_images: int | None = checked(number(0, 2**40, integer=True))  # the training split's size (data.subset)
+    threads_used: tuple[int, ...] | None = checked(list_of(number(1, 2**20, integer=True)))  # threads=auto: per epoch
+    normalization: str | None = checked(text)  # "data" (the training split's statistics) or the weights'
     record: RunRecord = field(default_factory=RunRecord)
 
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def finished(cls, record: RunRecord, **outcome: Any) -> RunResult:
-        """A run that trained: `outcome` holds the status, stop reason and metrics."""
-        return cls(record=record, **outcome)
+    def from_fit(cls, record: RunRecord, fit: Any, test: Evaluation, **facts: Any) -> RunResult:
+        """A run that trained: how its fit ended (a `sweep.train.Fit`), its best weights' scores on the
+        test split, and `facts` about its data (class_names, train_images, normalization, threads_used)."""
+        return cls(
+            fit.status,
+            fit.stop_reason,
+            len(fit.history),
+            fit.best_epoch,
+            fit.best_val_loss,
+            fit.best_val_acc,
+            train_time_s=round(fit.train_time_s, 3),
+            divergence=fit.divergence,
+            **dataclasses.asdict(test),
+            **facts,
+            record=record,
+        )
 
     @classmethod
     def failed(cls, record: RunRecord, error: str, traceback: str | None = None) -> RunResult:
@@ -284,17 +216,7 @@ class RunResult:
         if raw.get("format", 1) not in (1, RESULT_FORMAT):
             raise ValueError(f"format {raw.get('format')!r} is not one this version reads (1 or {RESULT_FORMAT})")
 
-        def typed(kind: type) -> dict[str, Any]:
-            values = {}
-            for f in dataclasses.fields(kind):
-                if f.name in raw and "check" in f.metadata:
-                    try:
-                        values[f.name] = f.metadata["check"](raw[f.name])
-                    except (ValueError, TypeError) as e:
-                        raise ValueError(f"{f.name}: {e}") from None
-            return {k: v for k, v in values.items() if v is not None}  # null: the field's default
-
-        outcome, record = typed(cls), typed(RunRecord)
+        outcome, record = from_fields(cls, raw), from_fields(RunRecord, raw)
         if "status" not in outcome:
             raise ValueError("status: missing")
         return cls(**outcome, record=RunRecord(**record))
@@ -306,14 +228,11 @@ class RunResult:
         `incomplete` with an error naming the file and why."""
         path = Path(run_dir) / RESULT_FILE
         try:
-            if path.stat().st_size > MAX_RESULT_BYTES:
-                raise ValueError(f"larger than {MAX_RESULT_BYTES // 2**20} MiB")
-            result = cls.from_json(json.loads(path.read_text()))
+            result = cls.from_json(read_json(path, MAX_RESULT_BYTES))
         except FileNotFoundError:
             return cls.incomplete()
-        except (OSError, ValueError, RecursionError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-            why = " ".join(str(e).split())[:200] or type(e).__name__
-            return cls.incomplete(f"{path}: unreadable ({why})")
+        except (OSError, ValueError) as e:
+            return cls.incomplete(f"{path}: unreadable ({e})")
         if overrides is not None and overrides_dict(list(result.record.overrides)) != overrides_dict(overrides):
             return cls.incomplete(f"{path} is another run's (overrides {' '.join(result.record.overrides)})")
         return result

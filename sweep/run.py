@@ -20,13 +20,14 @@ import hydra  # noqa: E402
 from hydra.utils import execution_whitelist  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from sweep import TRUSTED_TARGETS  # noqa: E402
+from sweep.trust import TRUSTED_TARGETS  # noqa: E402
 
 CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: `sweep-run` imports this file as a module
 
 
 @hydra.main(config_path=str(CONF), config_name="config", execution_whitelist=TRUSTED_TARGETS)
-def train(cfg: DictConfig) -> float:
+def task(cfg: DictConfig) -> float:
+    """Hydra's task function: one job (`sweep.job.run_job`), its user errors one line, its line of progress."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -45,7 +46,7 @@ def train(cfg: DictConfig) -> float:
         validate(cfg)  # before importing torch: a typo costs the user no start-up time
         if single:
             print(f"run dir: {run_dir}", flush=True)
-        from sweep.job import run
+        from sweep.job import run_job
         from sweep.progress import bars_wanted, runs_bar
         from sweep.search.trial_link import trial_ref
 
@@ -53,14 +54,14 @@ def train(cfg: DictConfig) -> float:
         grid_bar = bars_wanted(cfg.progress) and not single and trial is None and jobs in (None, 1)  # one process
         loggers = _loggers(cfg, hc, run_dir, overrides, single, trial is not None)
         with execution_whitelist(TRUSTED_TARGETS), runs_bar(Path(hc.sweep.dir), grid_bar):  # again: for launchers
-            value = run(cfg, run_dir, overrides, jobs, trial, loggers)
+            value = run_job(cfg, run_dir, overrides, jobs, trial, loggers)
     except UserError as e:
         if TRIAL_ENV not in os.environ:
             _forget(run_dir, hc.job.name)
             exit_with(e)
         # a value the search sampled (lr=interval(-1,1) drew -0.3): this trial fails, not the search
         from sweep.results import RunResult, make_record
-        from sweep.search.study import trial_number
+        from sweep.search.folders import trial_number
 
         record = make_record(overrides, cfg.get("seed"), cfg.get("objective"), trial_number(run_dir))
         RunResult.failed(record, str(e)).write(run_dir)
@@ -87,7 +88,7 @@ def _loggers(cfg: DictConfig, hc: DictConfig, run_dir: Path, overrides: list[str
     from sweep import rules
     from sweep.loggers import Loggers, LoggerSettings, RunInfo, flatten
     from sweep.results import overrides_dict
-    from sweep.search.study import trial_number
+    from sweep.search.folders import trial_number
 
     settings = LoggerSettings.of(cfg.get("logger"))
     if not settings.wanted:
@@ -105,7 +106,7 @@ def _forget(run_dir: Path, job_name: str) -> None:
     summary lists a run that never was (and the default dated folder, if that leaves it empty)."""
     import shutil
 
-    from sweep.results import LOCK_FILE
+    from sweep.files import LOCK_FILE
 
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", LOCK_FILE, f"{job_name}.log"}:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -127,7 +128,7 @@ def main() -> None:
     stops.install()
     stops.mark_sweeper()
     try:
-        train()
+        task()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM, after the run and the sweep wrote what they had
         print(f"interrupted ({stops.describe(stop)}): finished runs are kept; run the same command to resume",
               file=sys.stderr, flush=True)  # fmt: skip

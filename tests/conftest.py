@@ -18,7 +18,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import execution_whitelist
 
-from sweep import TRUSTED_TARGETS
+from sweep.trust import TRUSTED_TARGETS
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests/formats.py
@@ -37,14 +37,14 @@ def make_config(*overrides: str, config_dir: Path = REPO / "conf", return_hydra_
 def train(run_dir: Path, *overrides: str, config_dir: Path = REPO / "conf") -> tuple[float, dict]:
     """Run one job in this process, as `python sweep/run.py OVERRIDES` would (validated at the
     edge, then run); return its value and result.json."""
-    from sweep.job import run
+    from sweep.job import run_job
     from sweep.validate import validate
 
     cfg = make_config(*overrides, config_dir=config_dir)
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     with execution_whitelist(TRUSTED_TARGETS):
-        value = run(cfg, run_dir, list(overrides))
+        value = run_job(cfg, run_dir, list(overrides))
     return value, json.loads((run_dir / "result.json").read_text())
 
 

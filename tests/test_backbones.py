@@ -208,21 +208,21 @@ def test_a_users_own_model_kind_loads_in_report_predict_and_serve(tmp_path, monk
     from conftest import make_config, predict, report
     from hydra.utils import execution_whitelist
 
-    import sweep
-    from sweep.job import run
+    from sweep import trust
+    from sweep.job import run_job
     from sweep.models import MODELS
     from sweep.validate import validate
 
     (tmp_path / "mynets").mkdir()
     (tmp_path / "mynets" / "__init__.py").write_text(USER_KIND)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sweep, "USER_TARGETS", ("mynets.*",))
-    monkeypatch.setattr(sweep, "TRUSTED_TARGETS", sweep.TRUSTED_TARGETS + ("mynets.*",))
+    monkeypatch.setattr(trust, "USER_TARGETS", ("mynets.*",))
+    monkeypatch.setattr(trust, "TRUSTED_TARGETS", trust.TRUSTED_TARGETS + ("mynets.*",))
     overrides = (*TINY, "model._target_=mynets.TinyUser", "~model.hidden", "~model.batch_norm")
     cfg = make_config(*overrides)
     validate(cfg)
-    with execution_whitelist(sweep.TRUSTED_TARGETS):
-        run(cfg, tmp_path / "r", list(overrides))
+    with execution_whitelist(trust.TRUSTED_TARGETS):
+        run_job(cfg, tmp_path / "r", list(overrides))
     from PIL import Image
 
     Image.new("L", (8, 8), 128).save(tmp_path / "x.png")
@@ -230,7 +230,7 @@ def test_a_users_own_model_kind_loads_in_report_predict_and_serve(tmp_path, monk
         MODELS.pop("tiny_user", None)
         sys.modules.pop("mynets", None)
         if not fresh:
-            monkeypatch.setattr(sweep, "USER_TARGETS", ())
+            monkeypatch.setattr(trust, "USER_TARGETS", ())
             p = predict(tmp_path / "r", tmp_path / "x.png", cwd=tmp_path)
             assert p.returncode == 2 and "model kind 'tiny_user' is not registered" in p.stderr
             continue

@@ -52,16 +52,16 @@ def test_tensorboard_gets_one_log_dir_per_run_with_curves_and_hparams(tmp_path):
 def test_logging_never_changes_a_result(tmp_path):
     from hydra.utils import execution_whitelist
 
-    from sweep import TRUSTED_TARGETS
-    from sweep.job import run
+    from sweep.job import run_job
     from sweep.loggers import Loggers, LoggerSettings, RunInfo
+    from sweep.trust import TRUSTED_TARGETS
 
     _, plain = train(tmp_path / "plain", *TINY)
     tracked_dir = tmp_path / "tracked"
     tracked_dir.mkdir()
     loggers = Loggers(LoggerSettings(tensorboard=True), RunInfo(tracked_dir, None, {"lr": 1e-3}, {}))
     with execution_whitelist(TRUSTED_TARGETS):
-        run(make_config(*TINY, "logger=tensorboard"), tracked_dir, list(TINY), loggers=loggers)
+        run_job(make_config(*TINY, "logger=tensorboard"), tracked_dir, list(TINY), loggers=loggers)
     tracked = json.loads((tracked_dir / "result.json").read_text())
     assert [e.step for e in _events(tracked_dir / "tb").Scalars("val_loss")] == [1, 2]
     for key in ("best_val_loss", "best_val_acc", "test_loss", "test_acc", "best_epoch"):

@@ -17,11 +17,9 @@ def finished(run_dir, overrides, status="completed", acc=None, why=None):
     run_dir.mkdir(exist_ok=True)
     record = make_record(overrides, 0, "val_acc")
     if status == "diverged":
-        RunResult.finished(record, status=Status.DIVERGED, stop_reason=StopReason.DIVERGED, divergence=why).write(
-            run_dir
-        )
+        RunResult(record=record, status=Status.DIVERGED, stop_reason=StopReason.DIVERGED, divergence=why).write(run_dir)
     else:
-        RunResult.finished(record, status=Status(status), stop_reason=StopReason.MAX_EPOCHS, best_val_acc=acc).write(
+        RunResult(record=record, status=Status(status), stop_reason=StopReason.MAX_EPOCHS, best_val_acc=acc).write(
             run_dir
         )
 

@@ -31,8 +31,8 @@ def write(run_dir, content) -> None:
 
 def test_a_written_result_reads_back_as_it_was(tmp_path):
     record = make_record(["lr=1e-3", "+debug=tiny"], 3, "val_loss", trial=7, device="cpu", precision="bf16", threads=2)
-    result = RunResult.finished(
-        record, status=Status.COMPLETED, stop_reason=StopReason.EARLY_STOPPING, epochs_run=4, best_epoch=2,
+    result = RunResult(
+        record=record, status=Status.COMPLETED, stop_reason=StopReason.EARLY_STOPPING, epochs_run=4, best_epoch=2,
         best_val_loss=0.3, best_val_acc=0.9, test_loss=0.35, test_acc=0.88, test_macro_f1=0.87, train_time_s=1.5,
         test_class_acc=(1.0, None), confusion_matrix=((1, 0), (0, 0)), class_names=("x", "y"),
     )  # fmt: skip

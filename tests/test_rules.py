@@ -108,8 +108,8 @@ counter = itertools.count()
 def test_a_random_value_for_any_validated_key_trains_or_is_refused_in_one_line(tmp_path, case, value):
     from hydra.utils import execution_whitelist
 
-    from sweep import TRUSTED_TARGETS
-    from sweep.job import run
+    from sweep.job import run_job
+    from sweep.trust import TRUSTED_TARGETS
     from sweep.validate import validate
 
     select, key, _ = case
@@ -128,7 +128,7 @@ def test_a_random_value_for_any_validated_key_trains_or_is_refused_in_one_line(t
     run_dir.mkdir()
     try:
         with execution_whitelist(TRUSTED_TARGETS):
-            run(cfg, run_dir, [*TINY, *select, override])
+            run_job(cfg, run_dir, [*TINY, *select, override])
     except UserError as e:  # a cross-key check at build time (a kernel wider than the image): still one line
         assert "\n" not in str(e)
         return

@@ -36,15 +36,15 @@ def train(overrides: list[str], run_dir: Path, trial=None) -> dict:
     from conftest import make_config
     from hydra.utils import execution_whitelist
 
-    from sweep import TRUSTED_TARGETS
-    from sweep.job import run
+    from sweep.job import run_job
+    from sweep.trust import TRUSTED_TARGETS
     from sweep.validate import validate
 
     cfg = make_config(*overrides)
     validate(cfg)
     run_dir.mkdir(parents=True)
     with execution_whitelist(TRUSTED_TARGETS):
-        run(cfg, run_dir, overrides, 1, trial)
+        run_job(cfg, run_dir, overrides, 1, trial)
     return json.loads((run_dir / "result.json").read_text())
 
 
