@@ -5,22 +5,30 @@ its own learning-rate scale.
 
 A checkpoint stores the kind and its plain arguments (never the weights' source): `best.pt`
 rebuilds the architecture with random weights, then loads its own state dict, with no network.
+
+A frozen backbone's features are computed once for a sweep (`frozen_features`, at the end).
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from sweep.data import Data, cached, user_cache_dir
 from sweep.errors import UserError
 from sweep.models import load_weights, register_model
+
+log = logging.getLogger("sweep")
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's weights' transforms
 FREEZE = ("none", "backbone")
@@ -201,3 +209,51 @@ def pretrained(name: str, weights: str | None) -> Weights | None:
 
 def _pixels(values: Sequence[float]) -> tuple[float, ...]:
     return tuple(255.0 * v for v in values)
+
+
+# ----------------------------------------------------------------------------- frozen features
+# Frozen backbones computed once. With `model.freeze=backbone` and no augmentation, the
+# backbone's output for given weights and images is the same in every run of a sweep: it is
+# computed once (in fp32, in eval mode), cached like decoded data (checked, written atomically, a
+# few kept), and the runs train only the head on it. The cache's name is a digest of everything the
+# features depend on: the backbone's weights and buffers, the normalised images of every split, and
+# torch's and torchvision's versions; when any of them changes, the features are computed again.
+
+KEEP = 4  # feature caches kept in the user cache dir, the most recently used
+BATCH_VALUES = 2**23  # input values a backbone batch holds at most (~55 images at 3x224x224)
+SPLITS = ("train", "val", "test")
+
+
+def _digest(backbone: nn.Module, data: Data, name: str) -> str:
+    h = hashlib.sha256(f"{name}\0{version('torch')}\0{version('torchvision')}".encode())
+    for key, tensor in [*backbone.state_dict().items(), *(("x_" + s, getattr(data, "x_" + s)) for s in SPLITS)]:
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()[:24]
+
+
+@torch.no_grad()
+def _features(backbone: nn.Module, x: Tensor) -> Tensor:
+    step = max(1, BATCH_VALUES // max(1, x[0].numel()))
+    return torch.cat([backbone(x[i : i + step]).float().cpu() for i in range(0, len(x), step)])
+
+
+def frozen_features(backbone: nn.Module, data: Data, name: str) -> Data:
+    """`data` (prepared: normalised, on its device) with each split's images replaced by the
+    frozen `backbone`'s output for them, read from the cache or computed and cached."""
+    backbone.eval()
+    computed = []
+
+    def compute() -> dict[str, Tensor]:
+        computed.append(True)
+        log.info("features: computing %s's output for %d images (once; cached for the runs after)",
+                 name, sum(len(getattr(data, "x_" + s)) for s in SPLITS))  # fmt: skip
+        return {s: _features(backbone, getattr(data, "x_" + s)) for s in SPLITS}
+
+    key = _digest(backbone, data, name)
+    tensors = cached(user_cache_dir() / "features", f"features-{name}-{key}", compute, keep=KEEP)
+    if not computed:
+        log.info("features: %s's output read from the cache (%s)", name, key)
+    device = data.x_train.device
+    return replace(data, **{"x_" + s: tensors[s].to(device) for s in SPLITS})

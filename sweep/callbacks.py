@@ -29,6 +29,18 @@ def _is_race(config: DictConfig) -> bool:
     return str(config.hydra.sweeper.get("_target_", "")).endswith("RaceSweeper")
 
 
+def _grid_jobs(config: DictConfig) -> list[list[str]] | None:
+    """The jobs' overrides Hydra's basic sweeper makes of this config's overrides and sweeper
+    params; None when that takes the config loader (`glob(...)` over a group's options)."""
+    from sweep.search.borrowed import grid_jobs
+
+    params = config.hydra.sweeper.get("params") or {}
+    try:
+        return grid_jobs([f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task))
+    except Exception:  # noqa: BLE001 - the sweeper itself reports a bad override
+        return None
+
+
 class SummaryCallback(Callback):
     def __init__(self, report: bool = True, metric: str | None = None) -> None:
         self.report, self.metric = report, metric
@@ -48,7 +60,7 @@ class SummaryCallback(Callback):
         if not _is_race(config):  # a race says its own line each round
             from sweep import progress
 
-            progress.plan(sweep_dir, progress.grid_jobs(config))
+            progress.plan(sweep_dir, _grid_jobs(config))
 
     def _refuse_another_grid(self, config: DictConfig, sweep_dir: Path) -> None:
         from sweep.errors import exit_with

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from sweep.errors import UserError
+from sweep.files import atomic_write
 from sweep.models import Classifier, ModelSpec, build, load_weights, shapes
-from sweep.results import atomic_write
 
 CHECKPOINT_FILE = "best.pt"
 FORMAT = 2  # 1: the model as a Hydra config with a _target_ (refused: it named a callable)

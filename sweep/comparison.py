@@ -11,8 +11,8 @@ import pandas as pd
 
 from sweep.errors import UserError
 from sweep.outcomes import METRICS, OBJECTIVES, Metric, Status, metric
-from sweep.race import Race
 from sweep.results import overrides_dict
+from sweep.search.race import Race
 from sweep.statistics import FactorVerdict, aggregate, best_settings, ci95, compare_at_best, compare_factor
 from sweep.summary import Sweep, best_run, param_columns
 

@@ -199,7 +199,7 @@ def cached(root: str | Path, name: str, decode: Callable[[], dict], source: str 
     each write a whole file and the last rename wins, so no reader ever sees half of one. With
     `keep`, only that many caches of the same family (the name up to its last `-`) stay, the most
     recently used, so that decodes at other sizes do not pile up."""
-    from sweep.results import atomic_write
+    from sweep.files import atomic_write
 
     root = Path(root)
     places = [root / CACHE_DIR, user_cache_dir() / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]]

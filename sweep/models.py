@@ -105,25 +105,13 @@ def import_kinds(kind: str) -> None:
     predict and serve as in training. Nothing a file says is imported: only what this project or
     the user's environment names."""
     import importlib
-    import logging
 
-    from sweep import USER_TARGETS
+    from sweep.trust import import_user_packages
 
     if kind in LAZY_KINDS:
         importlib.import_module(LAZY_KINDS[kind])
         return
-    for entry in USER_TARGETS:
-        name = entry.removesuffix(".*")
-        for candidate in (name, name.rpartition(".")[0]) if not entry.endswith(".*") else (name,):
-            try:
-                importlib.import_module(candidate)
-                break
-            except ImportError:
-                continue
-            except Exception as e:  # noqa: BLE001 - the user's package failed: say so, go on without it
-                logging.getLogger("sweep").warning("warning: importing %s (SWEEP_TRUSTED_TARGETS) failed: %s: %s",
-                                                   candidate, type(e).__name__, e)  # fmt: skip
-                break
+    import_user_packages()
 
 
 def register_model(name: str):

@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sweep.results import METRICS_FILE, atomic_write  # noqa: E402
+from sweep.files import atomic_write  # noqa: E402
+from sweep.results import METRICS_FILE  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

@@ -95,7 +95,7 @@ def check_output(option: str, out: Path) -> None:
 
 
 def write_csv(rows: list[tuple[Path, list[tuple[str, float]]]], out: Path) -> None:
-    from sweep.results import atomic_write
+    from sweep.files import atomic_write
 
     k = len(rows[0][1])
     header = ["path", "label", "probability"] + [f"{c}_{r}" for r in range(2, k + 1) for c in ("label", "probability")]

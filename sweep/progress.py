@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweep.files import atomic_write, checked, from_fields, item_text, list_of, number, read_json, required
 from sweep.outcomes import METRICS, Status
-from sweep.results import RESULT_FILE, RunResult, atomic_write, overrides_dict
+from sweep.results import RESULT_FILE, RunResult, overrides_dict, varying_keys
 
 PLAN_FILE = ".progress.json"  # in the sweep dir: {"total": runs, "swept": keys, "started": unix time}
 
@@ -109,29 +110,29 @@ def eta(started: float, finished_now: int, remaining: int) -> float | None:
 # ----------------------------------------------------------------------------- grids
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A grid's plan: how many runs (None: not known), the keys it sweeps, when it started."""
+
+    total: int | None = checked(number(0, 2**40, integer=True))
+    swept: tuple[str, ...] = checked(list_of(item_text), ())
+    started: float = checked(required(number(0)))
+
+
 def plan(sweep_dir: Path, jobs: list[list[str]] | None) -> None:
     """Record, at the start of a grid, its runs' count, the keys it sweeps and when it started."""
-    first = overrides_dict(jobs[0]) if jobs else {}
-    swept = sorted({k for job in jobs or [] for k, v in overrides_dict(job).items() if v != first.get(k)})
+    swept = sorted(varying_keys([overrides_dict(job) for job in jobs or []]))
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     facts = {"total": len(jobs) if jobs is not None else None, "swept": swept, "started": time.time()}
     atomic_write(Path(sweep_dir) / PLAN_FILE, json.dumps(facts))
 
 
-def read_plan(sweep_dir: Path) -> dict[str, Any] | None:
+def read_plan(sweep_dir: Path) -> Plan | None:
     """The grid's plan, or None when there is none or it is not of the shape `plan` writes."""
     try:
-        p = json.loads((Path(sweep_dir) / PLAN_FILE).read_text())
-    except (OSError, ValueError, RecursionError):
+        return Plan(**from_fields(Plan, read_json(Path(sweep_dir) / PLAN_FILE, 1_000_000)))
+    except (OSError, ValueError, TypeError):
         return None
-    ok = (
-        isinstance(p, dict)
-        and (p.get("total") is None or (type(p["total"]) is int and p["total"] >= 0))
-        and isinstance(p.get("swept"), list)
-        and all(isinstance(k, str) for k in p["swept"])
-        and type(p.get("started")) in (int, float)
-    )
-    return p if ok else None
 
 
 def _job_order(name: str) -> tuple[int, str]:
@@ -152,7 +153,7 @@ def after_run(sweep_dir: Path, run_dir: Path, seconds: float, objective: str) ->
         if result.status is Status.INCOMPLETE:  # none yet, being written by another run, or damaged
             continue
         found[d.name] = result
-        if (d / RESULT_FILE).stat().st_mtime >= p["started"]:
+        if (d / RESULT_FILE).stat().st_mtime >= p.started:
             new.add(d.name)
     mine = found.get(Path(run_dir).name)
     if mine is None:
@@ -167,16 +168,16 @@ def after_run(sweep_dir: Path, run_dir: Path, seconds: float, objective: str) ->
     # (a resumed grid skips its finished runs in order: each counts once, when its turn comes)
     here = _job_order(Path(run_dir).name)
     done = len(new) + sum(1 for name in found if name not in new and _job_order(name) <= here)
-    total = p["total"] and max(p["total"], len(found))
+    total = p.total and max(p.total, len(found))
     return Line(
         done=done,
         total=total,
-        what=" ".join(f"{k}={v}" for k, v in mine.record.params.items() if k in p["swept"])
+        what=" ".join(f"{k}={v}" for k, v in mine.record.params.items() if k in p.swept)
         or shown(list(mine.record.overrides)),  # a one-run "grid": its overrides
         outcome=outcome(mine, objective),
         best=best,
         seconds=seconds,
-        eta=eta(p["started"], len(new), total - len(found)) if total else None,
+        eta=eta(p.started, len(new), total - len(found)) if total else None,
     )
 
 
@@ -184,7 +185,8 @@ def after_run(sweep_dir: Path, run_dir: Path, seconds: float, objective: str) ->
 def runs_bar(sweep_dir: Path, show: bool) -> Iterator[None]:
     """While a grid's run trains, on a terminal: a bar across the grid's runs, above the run's
     own bar over its epochs (tqdm stacks a bar opened inside another)."""
-    total = (read_plan(sweep_dir) or {}).get("total") if show else None
+    p = read_plan(sweep_dir) if show else None
+    total = p.total if p else None
     if not total:
         yield
         return
@@ -193,18 +195,6 @@ def runs_bar(sweep_dir: Path, show: bool) -> Iterator[None]:
     done = sum(1 for d in Path(sweep_dir).iterdir() if (d / RESULT_FILE).exists())
     with tqdm(total=total, initial=done, desc="runs", unit="run", leave=False):
         yield
-
-
-def grid_jobs(config: Any) -> list[list[str]] | None:
-    """The jobs' overrides Hydra's basic sweeper makes of this config's overrides and sweeper
-    params; None when that takes the config loader (`glob(...)` over a group's options)."""
-    from sweep.search.borrowed import grid_jobs as expand
-
-    params = config.hydra.sweeper.get("params") or {}
-    try:
-        return expand([f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task))
-    except Exception:  # noqa: BLE001 - the sweeper itself reports a bad override
-        return None
 
 
 # ----------------------------------------------------------------------------- searches
@@ -218,28 +208,3 @@ def trials_bar(total: int, show: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc="trials", unit="trial", leave=False)
-
-
-def after_trial(
-    study: Any, trial_id: int, objective: str, done: int, total: int, seconds: float, eta_s: float | None
-) -> Line:
-    """The line for a search's trial that was just told its outcome (`objective`: its value's name)."""
-    from sweep.search.borrowed import stored_trial
-
-    t = stored_trial(study, trial_id)
-    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-    state = t.state.name
-    if state == "COMPLETE":
-        said = f"{objective} {t.value:.4f}" if len(t.values) == 1 else f"{objective} {t.values}"
-    elif state == "FAIL":
-        said = f"FAIL: {str(t.user_attrs.get('fail_reason', ''))[:80]}"
-    elif state == "PRUNED" and "prune_reason" in t.user_attrs:  # raced out: stopped adding seeds
-        said = f"PRUNED {str(t.user_attrs['prune_reason'])[:100]}"
-    else:
-        said = state
-    try:
-        best = study.best_trial
-        best_said = f"{best.value:.4f}, trial {best.number}"
-    except (ValueError, RuntimeError):  # none complete yet, or several objectives
-        best_said = None
-    return Line(done, total, f"trial {t.number} {params}".strip(), said, best_said, seconds, eta_s)

@@ -24,9 +24,9 @@ import pandas as pd  # noqa: E402
 
 from sweep.comparison import Comparison, compare, report_metric  # noqa: E402
 from sweep.errors import UserError, exit_with  # noqa: E402
+from sweep.files import atomic_write  # noqa: E402
 from sweep.outcomes import METRICS, Status  # noqa: E402
-from sweep.race import FRIEDMAN_FROM  # noqa: E402
-from sweep.results import atomic_write  # noqa: E402
+from sweep.search.sequential import FRIEDMAN_FROM  # noqa: E402
 from sweep.summary import Sweep, build_summary, find_runs, param_columns, still_improving_line  # noqa: E402
 from sweep.text import code, code_block  # noqa: E402
 from sweep.text import markdown as md  # noqa: E402

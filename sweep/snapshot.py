@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from sweep.results import atomic_write
+from sweep.files import atomic_write
 from sweep.train import LoopState, Settings
 
 log = logging.getLogger("sweep")

@@ -15,9 +15,10 @@ import pandas as pd
 import yaml
 
 from sweep.outcomes import COMPARISON_COLUMNS, METRICS, Status
-from sweep.race import Race
 from sweep.results import SUMMARY_COLUMNS, RunResult, atomic_write, overrides_dict
-from sweep.search.study import STUDY_REF_FILE, StudyRef, trial_number
+from sweep.search.folders import trial_number
+from sweep.search.race import Race
+from sweep.search.study import STUDY_REF_FILE, StudyRef
 from sweep.text import printable
 
 log = logging.getLogger("sweep")

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from sweep import rules
 from sweep.errors import UserError
+from sweep.trust import allowed_target
 
 OUTPUT_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
 SCHEDULER_MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")  # metrics rows a scheduler may step on
@@ -28,14 +29,6 @@ def _check(cfg: DictConfig, key: str, ok, allowed: str) -> Any:
     if not good:
         raise UserError(f"{key}={value}: {allowed}")
     return value
-
-
-def allowed_target(target: str, whitelist: tuple[str, ...] | None = None) -> bool:
-    """Whether `whitelist` (default: the configs' one) names `target`, exactly or by a `package.*` entry."""
-    from sweep import TRUSTED_TARGETS
-
-    entries = TRUSTED_TARGETS if whitelist is None else whitelist
-    return any(target == t or (t.endswith(".*") and target.startswith(t[:-1])) for t in entries)
 
 
 def check_output_dirs(args: list[str]) -> None:
@@ -170,7 +163,7 @@ def _has_path(node: Any, parts: list[str]) -> bool:
 def check_command_line_targets(args: list[str]) -> None:
     """A `_target_` given on the command line, checked before Hydra composes anything, so that a
     refused one is one line (Hydra refuses it too, with a traceback, when it instantiates)."""
-    from sweep.search.trial_link import PRUNER_TARGETS, SAMPLER_TARGETS
+    from sweep.trust import PRUNER_TARGETS, SAMPLER_TARGETS
 
     for arg in args:
         key, _, value = arg.partition("=")

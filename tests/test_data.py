@@ -94,17 +94,17 @@ def test_a_cache_of_files_since_replaced_is_rebuilt(tmp_path):
 
 
 def test_a_read_only_data_root_caches_in_the_user_cache_dir(tmp_path, monkeypatch):
-    import sweep.results
+    import sweep.files
 
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "user-cache"))
-    real = sweep.results.atomic_write
+    real = sweep.files.atomic_write
 
     def refuse_under_root(path, data):  # as a read-only /datasets mount would (root ignores chmod)
         if (tmp_path / "data") in Path(path).parents:
             raise PermissionError(13, "Read-only file system", str(path))
         real(path, data)
 
-    monkeypatch.setattr(sweep.results, "atomic_write", refuse_under_root)
+    monkeypatch.setattr(sweep.files, "atomic_write", refuse_under_root)
     write_mnist(tmp_path / "data")
     data = torchvision_dataset("MNIST", root=str(tmp_path / "data"), download=False)
     [cache] = (tmp_path / "user-cache").rglob("MNIST.pt")

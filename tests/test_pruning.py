@@ -12,7 +12,7 @@ def test_the_median_pruner_waits_for_five_trials_and_three_epochs():
     from conftest import make_config
     from hydra.utils import instantiate
 
-    from sweep.search.trial_link import PRUNER_TARGETS
+    from sweep.trust import PRUNER_TARGETS
 
     cfg = make_config("search=optuna", "search/pruner=median", return_hydra_config=True)
     pruner = instantiate(cfg.hydra.sweeper.pruner, _execution_whitelist_=PRUNER_TARGETS)
@@ -64,8 +64,9 @@ def test_a_stale_trial_whose_runs_completed_is_reconciled_complete_not_failed(tm
 
     from conftest import wait_for_stale
 
-    from sweep.search.engine import _fail_stale_trials, _reconcile_finished
-    from sweep.search.study import StudyRef, trial_dir
+    from sweep.search.folders import trial_dir
+    from sweep.search.optuna_search import _fail_stale_trials, _reconcile_finished
+    from sweep.search.study import StudyRef
 
     ref = StudyRef()
     study = ref.create(ref.open(tmp_path, heartbeat_interval=1), ["maximize"])

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from conftest import REPO, app
 
-from sweep.race import RACE_FILE, Entry, Race, nominal_level, one_sided_p
+from sweep.search.race import RACE_FILE, Entry, Race
+from sweep.search.sequential import nominal_level, one_sided_p
 from sweep.summary import build_summary
 
 RACE = ("-m", "search=race", "data=digits", "epochs=1", "patience=5")

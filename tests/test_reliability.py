@@ -91,20 +91,20 @@ def test_a_new_run_removes_a_stale_result_before_it_starts(tmp_path):
 
 
 def test_files_others_read_honour_the_umask(tmp_path):
-    from sweep.results import atomic_write
+    from sweep.files import atomic_write
 
     old = os.umask(0o022)
     try:
         import importlib
 
-        import sweep.results
+        import sweep.files
 
-        importlib.reload(sweep.results)
-        sweep.results.atomic_write(tmp_path / "f.json", "{}")
+        importlib.reload(sweep.files)
+        sweep.files.atomic_write(tmp_path / "f.json", "{}")
         assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == 0o644
     finally:
         os.umask(old)
-        importlib.reload(sweep.results)
+        importlib.reload(sweep.files)
     assert atomic_write  # the module-level name still works
 
 

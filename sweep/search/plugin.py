@@ -1,11 +1,14 @@
-"""The Optuna sweeper Hydra loads for `search=optuna`: its config schema and a light class that
-hands the work to `sweep.search.engine`. It keeps hydra-optuna-sweeper's schema and override
-grammar (its parsing is reused, not rewritten) and adds pruning, resumable studies, stale-trial
-recovery and repeats over seeds.
+"""The sweepers Hydra loads: their config schemas and light classes that check the settings and
+hand the work to the search they name.
 
-Hydra imports this module at its plugin scan (the `hydra.plugins` entry point) for every command,
-so it imports only dataclasses; Optuna and the engine load when a search actually starts.
-"""
+- `sweep_optuna` (`search=optuna`): an Optuna search (`optuna_search`). It keeps
+  hydra-optuna-sweeper's schema and override grammar (its parsing is reused, not rewritten) and
+  adds pruning, resumable studies, stale-trial recovery, repeats over seeds and racing them.
+- `race` (`search=race`): the grid Hydra's basic sweeper would run, raced over seeds (`grid_race`).
+
+Hydra imports this module at its plugin scan (the `hydra.plugins` entry points) for every command,
+so it imports only dataclasses and Hydra; Optuna, scipy and the searches load when a sweep starts.
+A user error anywhere in a sweep is one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import DictConfig
 
 from sweep.errors import UserError, exit_with
+from sweep.search import settings
+from sweep.search.settings import ALPHA, HEARTBEAT_INTERVAL, MAX_SEEDS, MIN_SEEDS, REPEATS, TEST
 
 
 @dataclass
@@ -29,30 +34,37 @@ class TrialSweeperConf(OptunaSweeperConf):
     # An optuna.pruners config (`search/pruner=median|hyperband|successive_halving|none`).
     pruner: Any = None
     # Each trial trains with this many seeds (seed, seed+1, ...) and reports their mean.
-    repeats: int = 1
+    repeats: int = REPEATS
     # With repeats: train a trial's seeds one at a time and stop adding seeds once it is significantly
-    # worse than the best completed trial on the seeds both ran (sweep.race's test and level); PRUNED.
+    # worse than the best completed trial on the seeds both ran (sweep.search.race); PRUNED.
     race: bool = False
-    min_seeds: int = 3  # seeds a racing trial trains before it is compared
-    alpha: float = 0.05  # chance that a trial as good as the best is stopped early
+    min_seeds: int = MIN_SEEDS  # seeds a racing trial trains before it is compared
+    alpha: float = ALPHA  # chance that a trial as good as the best is stopped early
     # Seconds between a running trial's heartbeats; a trial silent for twice as long (its
     # process was killed) is marked FAIL when a sweeper next starts on the study.
-    heartbeat_interval: int = 30
+    heartbeat_interval: int = HEARTBEAT_INTERVAL
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="sweep_optuna", node=TrialSweeperConf, provider="sweep")
+@dataclass
+class RaceSweeperConf:
+    _target_: str = "sweep.search.plugin.RaceSweeper"
+    params: Any = None  # key: comma list, as the basic sweeper's `params`
+    min_seeds: int = MIN_SEEDS  # seeds every setting trains before any is eliminated
+    max_seeds: int = MAX_SEEDS  # the race ends when the survivors have this many
+    alpha: float = ALPHA  # chance that a race among identical settings eliminates any
+    max_runs: Any = None  # a budget of runs: the race ends before a round would pass it
+    test: str = TEST  # friedman (ranks, from 4 settings) or t (paired t-test, below); or wilcoxon
 
 
-class TrialSweeper(Sweeper):
-    """Hydra's entry to the search: a user error anywhere in it is one line and exit code 2."""
+store = ConfigStore.instance()
+store.store(group="hydra/sweeper", name="sweep_optuna", node=TrialSweeperConf, provider="sweep")
+store.store(group="hydra/sweeper", name="race", node=RaceSweeperConf, provider="sweep")
 
-    def __init__(self, **kwargs: Any) -> None:
-        from sweep.search.engine import TrialSearch
 
-        try:
-            self.search = TrialSearch(**kwargs)
-        except UserError as e:
-            exit_with(e)
+class _Guarded(Sweeper):
+    """Hydra's entry to a search: a user error anywhere in it is one line and exit code 2."""
+
+    search: Any
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -62,3 +74,26 @@ class TrialSweeper(Sweeper):
             self.search.sweep(arguments)
         except UserError as e:
             exit_with(e)
+
+
+class TrialSweeper(_Guarded):
+    def __init__(self, **kwargs: Any) -> None:
+        from sweep.search.optuna_search import TrialSearch
+
+        try:
+            self.search = TrialSearch(**kwargs)
+        except UserError as e:
+            exit_with(e)
+
+
+class RaceSweeper(_Guarded):
+    def __init__(self, params: Any = None, min_seeds: int = MIN_SEEDS, max_seeds: int = MAX_SEEDS, alpha: float = ALPHA,
+                 max_runs: int | None = None, test: str = TEST) -> None:  # fmt: skip
+        try:
+            settings.check({"min_seeds": min_seeds, "max_seeds": max_seeds, "alpha": alpha, "max_runs": max_runs,
+                            "test": test})  # fmt: skip
+        except UserError as e:
+            exit_with(e)
+        from sweep.search.grid_race import GridRace
+
+        self.search = GridRace(params, min_seeds, max_seeds, alpha, max_runs, test)

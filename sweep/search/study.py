@@ -1,6 +1,6 @@
-"""Where a study lives and how its runs are laid out: the storage URL, the default study name,
-opening a storage and a study, the sweep dir's record of which study it holds, and the trial
-folder names. The one module that knows these; Optuna is imported only when a study is opened."""
+"""Where a study lives: the storage URL, the default study name, opening a storage and a study,
+and the sweep dir's record of which study it holds. The one module that knows these; Optuna is
+imported only when a study is opened."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweep.files import atomic_write, checked, from_fields, read_json, text
+
 STUDY_FILE = "optuna.db"  # the default storage: SQLite in the sweep dir
 DEFAULT_STUDY = "sweep"
 STUDY_REF_FILE = "study.json"  # in the sweep dir: which study its trial folders belong to
-TRIAL_PREFIX = "trial_"
+MAX_REF_BYTES = 100_000
 
 
 def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
@@ -71,8 +73,8 @@ def open_storage(url: str, heartbeat_interval: int | None = None):
 class StudyRef:
     """Which study a sweep dir's trials belong to. `storage` None means the sweep dir's own SQLite file."""
 
-    storage: str | None = None
-    name: str = DEFAULT_STUDY
+    storage: str | None = checked(text)
+    name: str = checked(text, DEFAULT_STUDY)
 
     def url(self, sweep_dir: str | Path) -> str:
         return storage_url(self.storage, sweep_dir)
@@ -94,8 +96,6 @@ class StudyRef:
         return optuna.load_study(study_name=self.name, storage=storage, pruner=pruner)
 
     def write(self, sweep_dir: Path) -> None:
-        from sweep.results import atomic_write
-
         atomic_write(Path(sweep_dir) / STUDY_REF_FILE, json.dumps({"storage": self.storage, "name": self.name}) + "\n")
 
     @classmethod
@@ -103,15 +103,12 @@ class StudyRef:
         """The study a sweep dir holds, or None when it is not an Optuna search; ValueError when
         its study.json is not what `write` writes."""
         path = Path(sweep_dir) / STUDY_REF_FILE
-        if not path.exists():
-            return None
         try:
-            ref = json.loads(path.read_text()[:100_000])
-        except (OSError, ValueError, RecursionError) as e:
-            raise ValueError(f"{path}: unreadable ({type(e).__name__})") from None
-        if not isinstance(ref, dict) or not all(isinstance(ref.get(k), (str, type(None))) for k in ("storage", "name")):
-            raise ValueError(f'{path}: not a study reference ({{"storage": ..., "name": ...}})')
-        return cls(ref.get("storage"), ref.get("name") or DEFAULT_STUDY)
+            return cls(**from_fields(cls, read_json(path, MAX_REF_BYTES)))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise ValueError(f'{path}: not a study reference ({{"storage": ..., "name": ...}}): {e}') from None
 
     def inside(self, sweep_dir: Path) -> bool:
         """Whether the study is a file that exists inside `sweep_dir` (links followed): the only
@@ -128,16 +125,3 @@ class StudyRef:
             return resolved.is_file() and resolved.is_relative_to(Path(sweep_dir).resolve())
         except (OSError, ValueError):
             return False
-
-
-def trial_dir(number: int, seed: int | None = None) -> str:
-    """A trial's run dir relative to the sweep dir: `trial_0007`, or `trial_0007/seed_1` with repeats."""
-    return f"{TRIAL_PREFIX}{number:04d}" + ("" if seed is None else f"/seed_{seed}")
-
-
-def trial_number(run_dir: Path) -> int | None:
-    """The trial a run dir belongs to, from the folder names `trial_dir` gives; None outside a search."""
-    for part in reversed(Path(run_dir).parts):
-        if part.startswith(TRIAL_PREFIX) and part[len(TRIAL_PREFIX) :].isdigit():
-            return int(part[len(TRIAL_PREFIX) :])
-    return None

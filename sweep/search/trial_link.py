@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweep.search.study import DEFAULT_STUDY, StudyRef
+from sweep.trust import PRUNER_TARGETS
 
 TRIAL_ENV = "SWEEP_OPTUNA_TRIAL_ID"  # set for each job by the sweeper (hydra.job.env_set)
 REPORT_ENV = "SWEEP_OPTUNA_REPORTS"  # "0" for the repeats of a trial after its first seed
-PRUNER_TARGETS = ("optuna.pruners.*",)  # what a pruner config's `_target_` may name
-SAMPLER_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")  # and a sampler config's
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from sweep.race import Entry, Race  # noqa: E402
+from sweep.search.race import Entry, Race  # noqa: E402
 
 GRID = ["data=digits", "epochs=3", "optimizer=adam,sgd,rmsprop", "lr=1e-4,1e-3,1e-2,1e-1"]
 SEEDS = 10

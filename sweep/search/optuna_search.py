@@ -1,6 +1,7 @@
 """The Optuna search behind `search=optuna`: ask trials in batches, launch their jobs through
 Hydra's launcher with a link to the trial, and tell each trial what its runs' result.json files
-say (COMPLETE with the mean objective over seeds, PRUNED, or FAIL with the reason)."""
+say (COMPLETE with the mean objective over seeds, PRUNED, or FAIL with the reason). With
+`race=true` a trial's seeds run one at a time, under `sweep.search.race.behind_best`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import yaml
 from hydra.utils import instantiate
@@ -25,12 +25,16 @@ from optuna.trial import TrialState
 
 from sweep import progress
 from sweep.errors import UserError
+from sweep.files import atomic_write
 from sweep.outcomes import METRICS, Status
-from sweep.results import RunResult, atomic_write
-from sweep.search import borrowed
-from sweep.search.study import DEFAULT_STUDY, StudyRef, storage_kind, storage_url, trial_dir
-from sweep.search.trial_link import PRUNER_TARGETS, REPORT_ENV, SAMPLER_TARGETS, TRIAL_ENV
+from sweep.results import RunResult
+from sweep.search import borrowed, settings
+from sweep.search.folders import seed_dirs, trial_dir
+from sweep.search.race import behind_best
+from sweep.search.study import DEFAULT_STUDY, StudyRef, storage_kind, storage_url
+from sweep.search.trial_link import REPORT_ENV, TRIAL_ENV
 from sweep.stops import describe
+from sweep.trust import PRUNER_TARGETS, SAMPLER_TARGETS
 
 log = logging.getLogger("sweep")
 RESULTS_FILE = "optimization_results.yaml"
@@ -52,34 +56,17 @@ class TrialSearch:
         max_failure_rate: float,
         custom_search_space: str | None,
         params: DictConfig | None,
-        pruner: Any = None,
-        repeats: int = 1,
-        heartbeat_interval: int = 30,
-        race: bool = False,
-        min_seeds: int = 3,
-        alpha: float = 0.05,
+        pruner: Any,
+        repeats: int,
+        heartbeat_interval: int,
+        race: bool,
+        min_seeds: int,
+        alpha: float,
     ) -> None:
-        checks = [
-            ("repeats", repeats, isinstance(repeats, int) and 1 <= repeats <= 1000, "an integer in [1, 1000]"),
-            ("max_failure_rate", max_failure_rate, 0.0 <= max_failure_rate <= 1.0, "a number in [0, 1]"),
-            ("n_trials", n_trials, isinstance(n_trials, int) and n_trials >= 1, "an integer >= 1"),
-            ("n_jobs", n_jobs, n_jobs is None or (isinstance(n_jobs, int) and n_jobs >= 1),
-             "null (one a core) or an integer >= 1"),
-            ("heartbeat_interval", heartbeat_interval, isinstance(heartbeat_interval, int) and heartbeat_interval >= 1,
-             "an integer >= 1 (seconds)"),
-            ("direction", direction, direction in ("auto", "minimize", "maximize")
-             or (isinstance(direction, (list, ListConfig)) and all(d in ("minimize", "maximize") for d in direction)),
-             "auto, minimize or maximize"),
-            ("storage", storage, storage is None or storage_kind(storage) is not None,
-             "null (SQLite in the sweep dir), an sqlite://, postgresql://, mysql:// URL, or journal:///path"),
-            ("race", race, isinstance(race, bool), "true or false"),
-            ("min_seeds", min_seeds, not race or (isinstance(min_seeds, int) and 2 <= min_seeds <= repeats),
-             f"an integer in [2, hydra.sweeper.repeats={repeats}]: a race compares trials over their seeds"),
-            ("alpha", alpha, isinstance(alpha, (int, float)) and 0 < alpha < 1, "a number in (0, 1)"),
-        ]  # fmt: skip
-        for key, value, ok, allowed in checks:
-            if not ok:
-                raise UserError(f"hydra.sweeper.{key}={value}: must be {allowed}")
+        checked = ("repeats", "max_failure_rate", "n_trials", "n_jobs", "heartbeat_interval", "direction", "storage",
+                   "race", "min_seeds", "alpha")  # fmt: skip
+        given = locals()
+        settings.check({k: given[k] for k in checked}, EXTRA_RULES)
         self.sampler_cfg, self.direction, self.storage, self.study_name = sampler, direction, storage, study_name
         self.n_trials, self.n_jobs = n_trials, n_jobs or (os.cpu_count() or 1)
         self.max_failure_rate, self.params = max_failure_rate, params
@@ -241,11 +228,8 @@ class TrialSearch:
         """The trials that go on to their next seed: those whose newest run completed (its value
         joins `values`) and that are not significantly behind the incumbent (the best completed
         trial) on the seeds both ran."""
-        from sweep.race import nominal_level, one_sided_p
-
         column = METRICS[self.config.objective].column
-        sign = 1.0 if self.directions[0] == "maximize" else -1.0
-        level = nominal_level(2, self.min_seeds, self.repeats, self.alpha, "t")
+        higher = self.directions[0] == "maximize"
         going = []
         for trial in racing:
             newest = RunResult.read(run_dirs[trial.number][-1])
@@ -253,27 +237,19 @@ class TrialSearch:
                 continue
             mine = values.setdefault(trial.number, [])
             mine.append(newest.value(column))
-            n = len(mine)
-            # (an incumbent with fewer seeds: the study's earlier invocations had fewer repeats)
-            if incumbent is None or n < self.min_seeds or n == self.repeats or len(incumbent[1]) < n:
+            why = behind_best(incumbent, mine, higher, self.min_seeds, self.repeats, self.alpha)
+            if why is None:
                 going.append(trial)
-                continue
-            number, best = incumbent
-            lead = sign * (sum(best[:n]) - sum(mine)) / n
-            p = float(one_sided_p(sign * (np.array(best[:n]) - np.array(mine)), "t"))
-            if p < level:
-                stopped[trial.number] = (f"after {n} of {self.repeats} seeds, behind trial {number} by {lead:.3g} "
-                                         f"on the same seeds (p={p:.2g} < {level:.2g})")  # fmt: skip
             else:
-                going.append(trial)
+                stopped[trial.number] = why
         return going
 
     def _say(self, study: optuna.Study, trials: list[optuna.Trial], count: _Count, bar: Any) -> None:
         """A progress line for each trial of the batch that just ended."""
         left = progress.eta(count.started, count.finished, count.total - count.finished)
         for i, trial in enumerate(trials, start=count.finished - len(trials) + 1):
-            line = progress.after_trial(study, borrowed.trial_id(trial), self.config.objective, i, count.total,
-                                        time.time() - count.batch_started, left)  # fmt: skip
+            line = _trial_line(study, borrowed.trial_id(trial), self.config.objective, i, count.total,
+                               time.time() - count.batch_started, left)  # fmt: skip
             progress.say(line, bar)
         if bar is not None:
             bar.update(len(trials))
@@ -358,6 +334,51 @@ class TrialSearch:
         atomic_write(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
 
 
+def _is_direction(v: Any, s: dict) -> str | None:
+    ok = v in ("auto", "minimize", "maximize") or (
+        isinstance(v, (list, ListConfig)) and all(d in ("minimize", "maximize") for d in v)
+    )
+    return None if ok else "auto, minimize or maximize"
+
+
+def _is_storage(v: Any, s: dict) -> str | None:
+    if v is None or storage_kind(v) is not None:
+        return None
+    return "null (SQLite in the sweep dir), an sqlite://, postgresql://, mysql:// URL, or journal:///path"
+
+
+def _racing_seeds(v: Any, s: dict) -> str | None:
+    if not s["race"] or (isinstance(v, int) and 2 <= v <= s["repeats"]):
+        return None
+    return f"an integer in [2, hydra.sweeper.repeats={s['repeats']}]: a race compares trials over their seeds"
+
+
+EXTRA_RULES = {"direction": _is_direction, "storage": _is_storage, "min_seeds": _racing_seeds}
+
+
+def _trial_line(
+    study: Any, trial_id: int, objective: str, done: int, total: int, seconds: float, eta_s: float | None
+) -> progress.Line:
+    """The progress line for a trial that was just told its outcome (`objective`: its value's name)."""
+    t = borrowed.stored_trial(study, trial_id)
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+    state = t.state.name
+    if state == "COMPLETE":
+        said = f"{objective} {t.value:.4f}" if len(t.values) == 1 else f"{objective} {t.values}"
+    elif state == "FAIL":
+        said = f"FAIL: {str(t.user_attrs.get('fail_reason', ''))[:80]}"
+    elif state == "PRUNED" and "prune_reason" in t.user_attrs:  # raced out: stopped adding seeds
+        said = f"PRUNED {str(t.user_attrs['prune_reason'])[:100]}"
+    else:
+        said = state
+    try:
+        best = study.best_trial
+        best_said = f"{best.value:.4f}, trial {best.number}"
+    except (ValueError, RuntimeError):  # none complete yet, or several objectives
+        best_said = None
+    return progress.Line(done, total, f"trial {t.number} {params}".strip(), said, best_said, seconds, eta_s)
+
+
 @dataclass
 class _Space:
     """The search space: what is sampled, what is fixed, what is deleted, and the first seed of a
@@ -421,7 +442,7 @@ def _reconcile_finished(study: optuna.Study, sweep_dir: Path, column: str, repea
     for trial_id in borrowed.stale_trial_ids(study):
         trial = storage.get_trial(trial_id)
         folder = sweep_dir / trial_dir(trial.number)
-        run_dirs = sorted(folder.glob("seed_*")) or [folder]
+        run_dirs = seed_dirs(folder) or [folder]
         found = [RunResult.read(d) for d in run_dirs]
         if len(found) == repeats and all(r.status is Status.COMPLETED for r in found):
             storage.set_trial_user_attr(trial_id, "runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])

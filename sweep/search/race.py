@@ -1,0 +1,206 @@
+"""A race over seeds (F-Race's idea, irace's and SMAC's intensification), the grid race's state and
+the Optuna race's rule side by side, over `sweep.search.sequential`'s statistics.
+
+- `Race`: every surviving setting of a grid trains one more seed a round; from `min_seeds` on,
+  each is compared with the round's leader, paired by seed and one-sided, the round's p-values
+  Holm-adjusted at the calibrated level, and a setting significantly worse trains no more seeds.
+  A failed or diverged run eliminates its setting. `race.json` is its record.
+- `behind_best`: an Optuna trial's seeds, one at a time, against the best completed trial's.
+
+Plain data and arithmetic: the grid race (`grid_race`), the Optuna search's `race=true` and the
+benchmark's replays share it."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sweep.files import atomic_write, boolean, checked, from_fields, item_text, list_of, number, one_of, read_json, text
+from sweep.files import required as needed
+from sweep.results import overrides_dict, varying_keys
+from sweep.search.sequential import holm, nominal_level, one_sided_p, p_values, pick_test
+from sweep.search.settings import ALPHA, MAX_SEEDS, MIN_SEEDS, SEED_BOUND, TESTS
+
+RACE_FILE = "race.json"  # in the sweep dir: the race's settings, per-seed values and eliminations
+MAX_RACE_BYTES = 16 * 2**20
+MAX_SETTINGS = 100_000
+_ROUND = number(1, SEED_BOUND, integer=True)
+
+
+@dataclass
+class Entry:
+    """One setting of a race: its overrides (without the seed), its run folder, its objective at
+    each seed it ran (in round order) and, once eliminated, after which round and why."""
+
+    overrides: list[str] = checked(needed(list_of(item_text, MAX_SETTINGS)), [])
+    dir: str = checked(needed(text), "")
+    values: list[float] = checked(needed(list_of(needed(number()), SEED_BOUND)), [])
+    eliminated_after: int | None = checked(_ROUND)
+    reason: str = checked(needed(text), "")
+    p: float | None = checked(
+        lambda v: None if v is None else number(0, 1)(v)
+    )  # the Holm-adjusted p that eliminated it
+
+    @property
+    def alive(self) -> bool:
+        return self.eliminated_after is None
+
+    def mean(self, n: int | None = None) -> float:
+        return float(np.mean(self.values[:n])) if self.values else math.nan
+
+
+@dataclass
+class Race:
+    """A race's settings and state. `rounds` counts the rounds whose runs all have results."""
+
+    entries: list[Entry]
+    min_seeds: int = checked(needed(number(2, SEED_BOUND, integer=True)), MIN_SEEDS)
+    max_seeds: int = checked(needed(number(2, SEED_BOUND, integer=True)), MAX_SEEDS)
+    alpha: float = checked(needed(number(0, 1)), ALPHA)
+    test: str = checked(needed(one_of("auto", *TESTS)), "t")  # `auto`: Friedman from FRIEDMAN_FROM settings, then t
+    higher_is_better: bool = checked(needed(boolean), True)
+    seed: int = checked(needed(number(0, 2**63, integer=True)), 0)  # round k trains seed `seed + k`
+    rounds: int = checked(needed(number(0, SEED_BOUND, integer=True)), 0)
+    level: float = checked(needed(number(0, 1)), math.nan)
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.level):
+            self.level = self.level_for(pick_test(self.test, len(self.entries)))
+
+    def level_for(self, test: str) -> float:
+        """The level a look with `test` uses: calibrated for the race's full field, so it holds for
+        every look before a first elimination; after one, for fewer settings, it errs on the safe side."""
+        return nominal_level(len(self.entries), self.min_seeds, self.max_seeds, self.alpha, test)
+
+    @property
+    def survivors(self) -> list[Entry]:
+        return [e for e in self.entries if e.alive]
+
+    def label(self, entry: Entry) -> str:
+        """A setting as a reader tells it from the others: its overrides of the keys the grid varies."""
+        shown = [o for o in entry.overrides if o.lstrip("+").split("=", 1)[0] in self._varying]
+        return " ".join(shown or entry.overrides) or "(no overrides)"
+
+    @functools.cached_property
+    def _varying(self) -> set[str]:
+        return set(varying_keys([overrides_dict(e.overrides) for e in self.entries]))
+
+    def seeds_run(self, entry: Entry) -> int:
+        """The seeds a setting trained: those with a value, and the run that eliminated a failing one."""
+        return len(entry.values) + (not entry.alive and entry.p is None)
+
+    @property
+    def runs(self) -> int:
+        """The race's runs with a result."""
+        return sum(self.seeds_run(e) for e in self.entries)
+
+    @property
+    def over(self) -> bool:
+        return len(self.survivors) <= 1 or self.rounds >= self.max_seeds
+
+    def leader(self) -> Entry | None:
+        """The survivor with the best mean over the seeds all survivors ran."""
+        alive = [e for e in self.survivors if e.values]
+        sign = 1.0 if self.higher_is_better else -1.0
+        return max(alive, key=lambda e: sign * e.mean(self.rounds), default=None)
+
+    def record(self, outcomes: list[float | str]) -> list[Entry]:
+        """Close a round: each survivor's objective at this round's seed (a string: why its run has
+        none, which eliminates it), then the round's test; return the settings it eliminated."""
+        self.rounds += 1
+        out = []
+        for entry, outcome in zip(self.survivors, outcomes):
+            if isinstance(outcome, str):
+                entry.eliminated_after, entry.reason = self.rounds, outcome
+                out.append(entry)
+            else:
+                entry.values.append(float(outcome))
+        return out + self._test()
+
+    def _test(self) -> list[Entry]:
+        alive = self.survivors
+        if self.rounds < self.min_seeds or len(alive) < 2:
+            return []
+        leader = self.leader()
+        sign = 1.0 if self.higher_is_better else -1.0
+        lead = alive.index(leader)
+        x = sign * np.array([e.values for e in alive])
+        test = pick_test(self.test, len(alive))
+        level = self.level if test == pick_test(self.test, len(self.entries)) else self.level_for(test)
+        p = p_values(x[None], np.array([lead]), test)[0]
+        others = [i for i in range(len(alive)) if i != lead]
+        adjusted = holm([float(p[i]) for i in others])
+        out = []
+        for i, p in zip(others, adjusted):
+            entry = alive[i]
+            if p < level:
+                entry.eliminated_after, entry.p = self.rounds, p
+                entry.reason = f"behind {self.label(leader)} by {x[lead].mean() - x[i].mean():.3g}, p={p:.2g}"
+                out.append(entry)
+        return out
+
+    # ------------------------------------------------------------------ the file
+
+    def write(self, sweep_dir: Path) -> None:
+        atomic_write(Path(sweep_dir) / RACE_FILE, json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def read(cls, sweep_dir: Path) -> Race | None:
+        """The sweep dir's race, or None when it is not a race; ValueError naming the file when it is
+        not what `write` writes (someone's file: every field is checked)."""
+        path = Path(sweep_dir) / RACE_FILE
+        try:
+            return cls.from_json(read_json(path, MAX_RACE_BYTES))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a race record ({e})") from None
+
+    @classmethod
+    def from_json(cls, raw: object) -> Race:
+        """The race `raw` holds, within what a race can be, so that reading one never sets off a
+        calibration or a huge table; ValueError naming the first field that is not."""
+        entries = raw.get("entries") if isinstance(raw, dict) else None
+        if not isinstance(entries, list) or len(entries) > MAX_SETTINGS:
+            raise ValueError(f"entries: must be a list of at most {MAX_SETTINGS} settings")
+        race = cls([_entry(from_fields(Entry, e)) for e in entries], **from_fields(cls, raw))
+        ok = (
+            0 < race.alpha < 1
+            and race.min_seeds <= race.max_seeds
+            and race.rounds <= race.max_seeds
+            and race.level > 0
+            and all(len(e.values) <= race.rounds for e in race.entries)
+            and all(e.eliminated_after is None or e.eliminated_after <= race.rounds for e in race.entries)
+        )
+        if not ok:
+            raise ValueError("values out of range")
+        return race
+
+
+def _entry(fields: dict) -> Entry:
+    return Entry(**fields | {"overrides": list(fields["overrides"]), "values": list(fields["values"])})
+
+
+def behind_best(best: tuple[int, list[float]] | None, mine: list[float], higher_is_better: bool, min_seeds: int,
+                repeats: int, alpha: float) -> str | None:  # fmt: skip
+    """The Optuna race's rule: why a trial with values `mine` at its first seeds stops adding seeds,
+    or None while it goes on. It is compared from `min_seeds` on with `best` (the best completed
+    trial's number and values at each seed), on the seeds both ran, one-sided and paired, at the
+    level calibrated for 2 settings over its looks; a trial at its last seed, or a best with fewer
+    seeds (the study's earlier invocations had fewer repeats), is not compared."""
+    n = len(mine)
+    if best is None or n < min_seeds or n == repeats or len(best[1]) < n:
+        return None
+    number_, values = best
+    sign = 1.0 if higher_is_better else -1.0
+    d = sign * (np.array(values[:n]) - np.array(mine))
+    p, level = float(one_sided_p(d, "t")), nominal_level(2, min_seeds, repeats, alpha, "t")
+    if p >= level:
+        return None
+    lead = f"behind trial {number_} by {d.mean():.3g} on the same seeds"
+    return f"after {n} of {repeats} seeds, {lead} (p={p:.2g} < {level:.2g})"
