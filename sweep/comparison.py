@@ -11,7 +11,7 @@ import pandas as pd
 
 from sweep.errors import UserError
 from sweep.outcomes import METRICS, OBJECTIVES, Metric, Status, metric
-from sweep.results import overrides_dict
+from sweep.results import overrides_dict, varying_keys
 from sweep.search.race import Race
 from sweep.statistics import FactorVerdict, aggregate, best_settings, ci95, compare_at_best, compare_factor
 from sweep.summary import Sweep, best_run, param_columns
@@ -54,9 +54,7 @@ def differing_settings(sweeps: list[Sweep]) -> dict[str, list[str | None]]:
     in one, 5 in another): factors of the comparison, never noise to pool over."""
     if len(sweeps) < 2:
         return {}
-    keys = {k for s in sweeps for k in s.fixed}
-    values = {k: [s.fixed.get(k) for s in sweeps] for k in sorted(keys)}
-    return {k: v for k, v in values.items() if len(set(v)) > 1}
+    return {k: [s.fixed.get(k) for s in sweeps] for k in sorted(varying_keys([s.fixed for s in sweeps]))}
 
 
 def combine(sweeps: list[Sweep]) -> pd.DataFrame:

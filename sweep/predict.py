@@ -22,27 +22,6 @@ from sweep.text import printable  # noqa: E402
 BATCH = 256
 
 
-def resolve_run(source: Path, storage: str | None = None) -> tuple[Path, str | None]:
-    """The run dir to use: `source` itself, or the best run of the sweep dir `source`, with a line saying which."""
-    from sweep.checkpoint import CHECKPOINT_FILE
-
-    if (source / CHECKPOINT_FILE).is_file():
-        return source, None
-    from sweep.summary import best_run, build_summary, find_runs
-
-    if not source.is_dir() or not find_runs(source):
-        raise UserError(f"{source}: neither a run dir (with {CHECKPOINT_FILE}) nor a sweep dir (with run dirs)")
-    sweep = build_summary(source, storage)
-    table = sweep.table[[(d / CHECKPOINT_FILE).is_file() for d in sweep.run_dirs]]
-    best = best_run(table, sweep.objective)
-    if best is None:
-        raise UserError(f"{source}: no completed run with a {CHECKPOINT_FILE} in this sweep")
-    row = table.loc[best]
-    column = f"best_{sweep.objective}"
-    note = f"Using run {row.run} of {source}: the best {sweep.objective} ({row[column]:.4g}) of {len(sweep.table)} runs"
-    return sweep.run_dirs[best], note
-
-
 def image_paths(inputs: list[Path]) -> list[Path]:
     """The images named, and every image (by extension) under the folders named, in sorted order."""
     from sweep.images import image_extensions
@@ -124,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                 check_output(option, out)  # before the work, not after it
         if not args.inputs and not args.export:
             raise UserError("give images or folders to predict, or --export FORMAT OUT")
-        run_dir, note = resolve_run(args.source, args.storage)
+        from sweep.summary import best_run_dir
+
+        run_dir, note = best_run_dir(args.source, args.storage)
         if note:
             print(note, file=sys.stderr)
         if args.export:

@@ -27,6 +27,7 @@ from sweep.errors import UserError, exit_with  # noqa: E402
 from sweep.files import atomic_write  # noqa: E402
 from sweep.outcomes import METRICS, Status  # noqa: E402
 from sweep.search.sequential import FRIEDMAN_FROM  # noqa: E402
+from sweep.statistics import ALPHA, Contrast, FactorVerdict  # noqa: E402
 from sweep.summary import Sweep, build_summary, find_runs, param_columns, still_improving_line  # noqa: E402
 from sweep.text import code, code_block  # noqa: E402
 from sweep.text import markdown as md  # noqa: E402
@@ -83,6 +84,66 @@ def markdown_table(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(map(md, table.columns)) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- verdicts in words
+
+
+def _at(v: FactorVerdict, level: object) -> str:
+    setting = v.settings.get(level, {})
+    return f" at {', '.join(f'{md(k)}={md(x)}' for k, x in setting.items())}" if setting else ""
+
+
+def verdict_lines(v: FactorVerdict, metric: str) -> list[str]:
+    """A factor's verdict as Markdown list items, contrasts nested; levels and keys (others' values)
+    shown literally."""
+    mean = f"{v.best_mean:.4g} (n = {v.best_n})"
+    best = f"{code(v.best)}{_at(v, v.best)} has the best mean {metric}, {mean}."
+    if v.settings:
+        how = ("each level at its best setting of the others, picked on these same runs (so each lead is "
+               "the most the level can show here, and the best level's a little optimistic)")  # fmt: skip
+    elif v.averaged_over:
+        how = f"averaged over {', '.join(map(md, v.averaged_over))}: each level's runs at every value of them"
+    else:
+        how = ""
+    lines = [f"- **{md(v.factor)}**{f' ({how})' if how else ''}: {best}"]
+    for c in v.contrasts:
+        lines.append(f"  - against {code(c.level)}{_at(v, c.level)} ({c.mean:.4g}, n = {c.n}): "
+                     + _contrast_words(c, v))  # fmt: skip
+    return lines
+
+
+def _contrast_words(c: Contrast, v: FactorVerdict) -> str:
+    if c.test == "":
+        return (
+            f"ahead by {c.lead:.4g}, but with fewer than 2 completed runs on a side there is no telling it from "
+            "noise: repeat the runs over seeds (`seed=0,1,2`)."
+        )
+    how = (
+        f"paired over {c.n_pairs} runs matched on {', '.join(map(md, v.matched_on))}"
+        if c.n_pairs
+        else "Welch's t-test, runs unpaired"
+        + (f", averaged over {', '.join(map(md, v.averaged_over))}" if v.averaged_over else "")
+    )
+    if c.test == "no spread":
+        if c.lead == 0:
+            return f"a tie: every one of the {c.n_pairs} matched runs gave the same value ({how})."
+        return (
+            f"ahead by exactly {c.lead:.4g} in each of the {c.n_pairs} matched runs, with no spread to measure "
+            f"noise by ({how}); the seeds vary nothing here: set `split_per_seed=true` so that repeats also "
+            "resample the validation split."
+        )
+    if c.lead == 0:
+        return f"a tie, difference 0 (95% CI {c.ci_low:.3g} to {c.ci_high:.3g}; {how})."
+    verdict = (
+        f"outside noise (Holm-adjusted p = {c.p_holm:.3g} < {ALPHA})"
+        if c.real
+        else f"within noise (Holm-adjusted p = {c.p_holm:.3g}); more seeds would tell"
+    )
+    return f"ahead by {c.lead:.4g} (95% CI {c.ci_low:.3g} to {c.ci_high:.3g}; {how}): {verdict}."
+
+
+# ----------------------------------------------------------------------------- report.md
 
 
 def _search_text(c: Comparison) -> list[str]:
@@ -177,61 +238,67 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
         ]
     if line := still_improving_line(c.runs):
         text += [f"**Warning:** {line} Their numbers understate what their settings can do.", ""]
-    if c.search:
-        text += _search_text(c)
-    else:
-        if c.race is not None:
-            text += _race_text(c)
-        text += ["## Comparison", "", markdown_table(c.table), "", "## Is the difference real?", ""]
-        if c.race is not None:
-            text += ["Over the settings still in the race at its end (the eliminated ones ran fewer seeds; the race "
-                     "table above says how far behind they were).", ""]  # fmt: skip
-        if c.best_verdicts:
-            text += [
-                "### Each level at its best setting of the others",
-                "",
-                "The question a sweep asks of a factor: is its best level better than each other level, each at "
-                "its own best setting of the other swept keys? Runs paired by seed (a paired t-test; Welch's "
-                f"t-test where they cannot be paired), p-values Holm-adjusted over each factor's comparisons, at "
-                f"the {0.05:.0%} level. The best settings were picked on these same runs.",
-                "",
-            ]
-            for v in c.best_verdicts:
-                text += v.sentences(c.metric.name)
-            for key, table in c.at_best.items():
-                text += ["", f"Each {code(key)} at its best setting of the others:", "", markdown_table(table)]
-            text += ["", "### Averaged over the other keys", ""]
-        if c.verdicts:
-            text += [
-                "Each factor's best level against every other level over all its runs, averaged over the other "
-                "swept keys (a main effect: a level that is poor at one setting of them loses here even where it "
-                "is as good at its best), pairing runs that share every other swept value and the seed where they "
-                "can be paired (a paired t-test) and Welch's t-test otherwise; p-values are Holm-adjusted over each "
-                f"factor's comparisons, at the {0.05:.0%} level.",
-                "",
-            ]
-            for v in c.verdicts:
-                text += v.sentences(c.metric.name)
-        else:
-            text += ["- Only one level was compared: nothing to tell apart."]
+    text += _search_text(c) if c.search else _comparison_text(c)
     if c.rerun:
         text += ["", f"## Re-run the best setting (by {c.objective.name})", "", *code_block(c.rerun, "bash")]
     text += ["", "## Plots", ""] + [_picture(p) for p in pngs]
-    if c.best_run is not None:
-        o = c.objective
-        text += [
-            "",
-            "## The best run",
-            "",
-            f"{code(c.best_run.run_dir)}: {o.name} {c.best_run[o.column]:.4g}, "
-            f"test_acc {c.best_run.test_acc:.4g} (selected by {o.name}; the test split only reports).",
-            "",
-        ]
-        text += [_picture(p) for p in best_pngs]
+    text += _best_run_text(c, best_pngs)
     incomplete = c.runs[c.runs.status.isin([Status.INCOMPLETE, Status.FAILED])]
     if not incomplete.empty:
         text += ["", "## Runs without a result", "", markdown_table(incomplete[["run", "status", "error"]].fillna(""))]
     return "\n".join(text) + "\n"
+
+
+def _comparison_text(c: Comparison) -> list[str]:
+    """A grid's (or race's) comparison table and its verdicts: each level at its best setting of the
+    others first, then each factor averaged over the others."""
+    text = _race_text(c) if c.race is not None else []
+    text += ["## Comparison", "", markdown_table(c.table), "", "## Is the difference real?", ""]
+    if c.race is not None:
+        text += ["Over the settings still in the race at its end (the eliminated ones ran fewer seeds; the race "
+                 "table above says how far behind they were).", ""]  # fmt: skip
+    if c.best_verdicts:
+        text += [
+            "### Each level at its best setting of the others",
+            "",
+            "The question a sweep asks of a factor: is its best level better than each other level, each at "
+            "its own best setting of the other swept keys? Runs paired by seed (a paired t-test; Welch's "
+            f"t-test where they cannot be paired), p-values Holm-adjusted over each factor's comparisons, at "
+            f"the {ALPHA:.0%} level. The best settings were picked on these same runs.",
+            "",
+        ]
+        for v in c.best_verdicts:
+            text += verdict_lines(v, c.metric.name)
+        for key, table in c.at_best.items():
+            text += ["", f"Each {code(key)} at its best setting of the others:", "", markdown_table(table)]
+        text += ["", "### Averaged over the other keys", ""]
+    if not c.verdicts:
+        return text + ["- Only one level was compared: nothing to tell apart."]
+    text += [
+        "Each factor's best level against every other level over all its runs, averaged over the other "
+        "swept keys (a main effect: a level that is poor at one setting of them loses here even where it "
+        "is as good at its best), pairing runs that share every other swept value and the seed where they "
+        "can be paired (a paired t-test) and Welch's t-test otherwise; p-values are Holm-adjusted over each "
+        f"factor's comparisons, at the {ALPHA:.0%} level.",
+        "",
+    ]
+    for v in c.verdicts:
+        text += verdict_lines(v, c.metric.name)
+    return text
+
+
+def _best_run_text(c: Comparison, best_pngs: list[Path]) -> list[str]:
+    if c.best_run is None:
+        return []
+    o = c.objective
+    return [
+        "",
+        "## The best run",
+        "",
+        f"{code(c.best_run.run_dir)}: {o.name} {c.best_run[o.column]:.4g}, "
+        f"test_acc {c.best_run.test_acc:.4g} (selected by {o.name}; the test split only reports).",
+        "",
+    ] + [_picture(p) for p in best_pngs]
 
 
 def _picture(png: Path) -> str:

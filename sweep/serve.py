@@ -72,45 +72,87 @@ class Batcher:
             return self.model.probabilities(x)
 
 
-def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Any:
-    """The FastAPI app serving the run's best.pt."""
-    import numpy as np
-    import torch
-    from fastapi import FastAPI, File, Query, Request, UploadFile
-    from fastapi.exceptions import RequestValidationError
+def _refuse(status: int, why: str) -> Any:
     from fastapi.responses import JSONResponse
 
-    from sweep.checkpoint import load_checkpoint
-    from sweep.images import read_image
-    from sweep.results import RunResult
+    return JSONResponse({"error": " ".join(why.split())[:500]}, status_code=status)
 
-    ckpt = load_checkpoint(run_dir)
-    model = ckpt.model()
-    batcher = Batcher(model)
-    result = RunResult.read(run_dir)
-    channels, size = ckpt.in_shape[0], ckpt.in_shape[1:]
-    app = FastAPI(title="sweep-serve", docs_url=None, redoc_url=None)
 
-    def refuse(status: int, why: str) -> JSONResponse:
-        return JSONResponse({"error": " ".join(why.split())[:500]}, status_code=status)
+def _guard(app: Any, max_bytes: int) -> None:
+    """Refusals before a route runs, each one JSON line: a body too large (before it is read and
+    spooled), a request the routes cannot parse, and a failure (logged by uvicorn, never sent)."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
 
     @app.middleware("http")
-    async def _too_large(request: Request, call_next: Any) -> Any:  # before the body is read and spooled
+    async def _too_large(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_IMAGES * max_bytes + 2**20:
-            return refuse(413, f"a request of {length} bytes; at most {MAX_IMAGES} images of {max_bytes} bytes")
+            return _refuse(413, f"a request of {length} bytes; at most {MAX_IMAGES} images of {max_bytes} bytes")
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
-    async def _bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
+    async def _bad_request(request: Request, e: RequestValidationError) -> Any:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         hint = "; send images as multipart form fields named `image`" if where.startswith("body") else ""
-        return refuse(400 if where.startswith("body") else 422, f"{where}: {first.get('msg', 'not understood')}{hint}")
+        return _refuse(400 if where.startswith("body") else 422, f"{where}: {first.get('msg', 'not understood')}{hint}")
 
     @app.exception_handler(Exception)
-    async def _failed(request: Request, e: Exception) -> JSONResponse:  # logged by uvicorn, never sent
-        return refuse(500, f"the server failed on this request ({type(e).__name__})")
+    async def _failed(request: Request, e: Exception) -> Any:
+        return _refuse(500, f"the server failed on this request ({type(e).__name__})")
+
+
+async def decode_request(uploads: list[Any], in_shape: tuple[int, ...], max_bytes: int, max_pixels: int) -> Any:
+    """The uploads as one batch of images the model reads (read as predict.py reads them), or the
+    refusal naming the first that is not one."""
+    import numpy as np
+    import torch
+
+    from sweep.images import read_image
+
+    if len(uploads) > MAX_IMAGES:
+        return _refuse(413, f"{len(uploads)} images; at most {MAX_IMAGES} a request")
+    arrays = []
+    for upload in uploads:
+        name = upload.filename or "image"
+        data = await upload.read(max_bytes + 1)
+        if not data:
+            return _refuse(400, f"{name}: empty")
+        if len(data) > max_bytes:
+            return _refuse(413, f"{name}: over {max_bytes} bytes")
+        try:  # decoded in a worker thread: a large image does not hold up the other requests
+            arrays.append(
+                await asyncio.to_thread(read_image, io.BytesIO(data), in_shape[0], in_shape[1:], max_pixels, name)
+            )
+        except UserError as e:
+            return _refuse(413 if "pixels; at most" in str(e) else 400, str(e))
+    return torch.as_tensor(np.stack(arrays))
+
+
+def encode_response(ckpt: Any, uploads: list[Any], probs: Any, top_k: int) -> dict:
+    """Each image's most probable label (and, with `top_k` > 1, its `top_k` labels)."""
+    answers = []
+    for upload, top in zip(uploads, ckpt.top(probs, top_k)):
+        ranked = [{"label": label, "index": index, "probability": p} for label, index, p in top]
+        answers.append({"file": upload.filename, **ranked[0], **({"top_k": ranked} if top_k > 1 else {})})
+    return {"predictions": answers}
+
+
+def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Any:
+    """The FastAPI app serving the run's best.pt: a request is decoded, batched with the others
+    waiting, predicted and encoded."""
+    import torch
+    from fastapi import FastAPI, File, Query, UploadFile
+
+    from sweep.checkpoint import load_checkpoint
+    from sweep.results import RunResult
+
+    ckpt = load_checkpoint(run_dir)
+    batcher = Batcher(ckpt.model())
+    result = RunResult.read(run_dir)
+    app = FastAPI(title="sweep-serve", docs_url=None, redoc_url=None)
+    _guard(app, max_bytes)
 
     @app.get("/health")
     async def health() -> dict:
@@ -130,26 +172,10 @@ def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
 
     @app.post("/predict")
     async def predict(image: Annotated[list[UploadFile], File()], top_k: Annotated[int, Query(ge=1)] = 1) -> Any:
-        if len(image) > MAX_IMAGES:
-            return refuse(413, f"{len(image)} images; at most {MAX_IMAGES} a request")
-        arrays = []
-        for upload in image:
-            name = upload.filename or "image"
-            data = await upload.read(max_bytes + 1)
-            if not data:
-                return refuse(400, f"{name}: empty")
-            if len(data) > max_bytes:
-                return refuse(413, f"{name}: over {max_bytes} bytes")
-            try:  # decoded in a worker thread: a large image does not hold up the other requests
-                arrays.append(await asyncio.to_thread(read_image, io.BytesIO(data), channels, size, max_pixels, name))
-            except UserError as e:
-                return refuse(413 if "pixels; at most" in str(e) else 400, str(e))
-        probs = await batcher.probabilities(torch.as_tensor(np.stack(arrays)))
-        answers = []
-        for upload, top in zip(image, ckpt.top(probs, top_k)):
-            ranked = [{"label": label, "index": index, "probability": p} for label, index, p in top]
-            answers.append({"file": upload.filename, **ranked[0], **({"top_k": ranked} if top_k > 1 else {})})
-        return {"predictions": answers}
+        x = await decode_request(image, ckpt.in_shape, max_bytes, max_pixels)
+        if not isinstance(x, torch.Tensor):
+            return x  # the refusal
+        return encode_response(ckpt, image, await batcher.probabilities(x), top_k)
 
     return app
 
@@ -174,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError('sweep-serve needs FastAPI and uvicorn: pip install -e ".[serve]"') from None
         if not 0 <= args.port <= 65535 or args.max_bytes < 1 or args.max_pixels < 1:
             raise UserError("--port must be in [0, 65535], --max-bytes and --max-pixels at least 1")
-        from sweep.predict import resolve_run
+        from sweep.summary import best_run_dir
 
-        run_dir, note = resolve_run(args.source, args.storage)
+        run_dir, note = best_run_dir(args.source, args.storage)
         if note:
             print(note, file=sys.stderr)
         app = create_app(run_dir, args.max_bytes, args.max_pixels)

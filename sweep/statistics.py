@@ -12,8 +12,6 @@ import pandas as pd
 from scipy import stats
 
 from sweep.outcomes import COMPARISON_COLUMNS, Metric, Status
-from sweep.text import code
-from sweep.text import markdown as md
 
 ALPHA = 0.05
 NO_INTERVAL = "n = 1, no interval"
@@ -39,6 +37,13 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
+def completed(table: pd.DataFrame, column: str | None = None) -> pd.DataFrame:
+    """The completed runs of a summary table, with a value in `column` when one is named: the runs
+    every mean, test and ranking is over."""
+    done = table.status == Status.COMPLETED
+    return table[done & table[column].notna()] if column else table[done]
+
+
 def _level_dict(by: list[str], level: object) -> dict:
     return dict(zip(by, level if isinstance(level, tuple) else (level,)))
 
@@ -48,7 +53,7 @@ def aggregate(summary: pd.DataFrame, by: list[str], metric: Metric) -> pd.DataFr
     with a note where a level has one run (no interval) or identical values (a zero-width one)."""
     rows = []
     for level, group in summary.groupby(by, dropna=False, sort=True):
-        done = group[group.status == Status.COMPLETED]
+        done = completed(group)
         values = done[metric.column].astype(float)
         low, high = ci95(values)
         still = done.get("still_improving", pd.Series(False, index=done.index)).fillna(False).astype(bool)
@@ -82,7 +87,7 @@ def aggregate(summary: pd.DataFrame, by: list[str], metric: Metric) -> pd.DataFr
 def best_settings(summary: pd.DataFrame, factor: str, others: list[str], metric: Metric) -> pd.DataFrame:
     """Each level of `factor` at its best setting of the `others` (each optimizer at its best lr):
     the mean over seeds of every setting, the best one per level, ranked."""
-    done = summary[(summary.status == Status.COMPLETED) & summary[metric.column].notna()]
+    done = completed(summary, metric.column)
     keys = [factor] + others
     means = done.groupby(keys, dropna=False)[metric.column].agg(["mean", "count"]).reset_index()
     ascending = not metric.higher_is_better
@@ -126,57 +131,6 @@ class FactorVerdict:
     contrasts: list[Contrast] = field(default_factory=list)
     settings: dict = field(default_factory=dict)  # at each level's best setting: level -> {other key: value}
 
-    def _at(self, level: object) -> str:
-        setting = self.settings.get(level, {})
-        return f" at {', '.join(f'{md(k)}={md(v)}' for k, v in setting.items())}" if setting else ""
-
-    def sentences(self, metric: str) -> list[str]:
-        """The verdict as Markdown list items, contrasts nested; levels and keys (others' values) shown literally."""
-        mean = f"{self.best_mean:.4g} (n = {self.best_n})"
-        best = f"{code(self.best)}{self._at(self.best)} has the best mean {metric}, {mean}."
-        if self.settings:
-            how = ("each level at its best setting of the others, picked on these same runs (so each lead is "
-                   "the most the level can show here, and the best level's a little optimistic)")  # fmt: skip
-        elif self.averaged_over:
-            how = f"averaged over {', '.join(map(md, self.averaged_over))}: each level's runs at every value of them"
-        else:
-            how = ""
-        lines = [f"- **{md(self.factor)}**{f' ({how})' if how else ''}: {best}"]
-        for c in self.contrasts:
-            lines.append(f"  - against {code(c.level)}{self._at(c.level)} ({c.mean:.4g}, n = {c.n}): "
-                         + _contrast_words(c, self))  # fmt: skip
-        return lines
-
-
-def _contrast_words(c: Contrast, v: FactorVerdict) -> str:
-    if c.test == "":
-        return (
-            f"ahead by {c.lead:.4g}, but with fewer than 2 completed runs on a side there is no telling it from "
-            "noise: repeat the runs over seeds (`seed=0,1,2`)."
-        )
-    how = (
-        f"paired over {c.n_pairs} runs matched on {', '.join(map(md, v.matched_on))}"
-        if c.n_pairs
-        else "Welch's t-test, runs unpaired"
-        + (f", averaged over {', '.join(map(md, v.averaged_over))}" if v.averaged_over else "")
-    )
-    if c.test == "no spread":
-        if c.lead == 0:
-            return f"a tie: every one of the {c.n_pairs} matched runs gave the same value ({how})."
-        return (
-            f"ahead by exactly {c.lead:.4g} in each of the {c.n_pairs} matched runs, with no spread to measure "
-            f"noise by ({how}); the seeds vary nothing here: set `split_per_seed=true` so that repeats also "
-            "resample the validation split."
-        )
-    if c.lead == 0:
-        return f"a tie, difference 0 (95% CI {c.ci_low:.3g} to {c.ci_high:.3g}; {how})."
-    verdict = (
-        f"outside noise (Holm-adjusted p = {c.p_holm:.3g} < {ALPHA})"
-        if c.real
-        else f"within noise (Holm-adjusted p = {c.p_holm:.3g}); more seeds would tell"
-    )
-    return f"ahead by {c.lead:.4g} (95% CI {c.ci_low:.3g} to {c.ci_high:.3g}; {how}): {verdict}."
-
 
 def _paired(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], column: str) -> pd.Series | None:
     """Per matched pair, a's value minus b's, when every run on both sides has exactly one partner."""
@@ -214,7 +168,7 @@ def compare_factor(summary: pd.DataFrame, factor: str, others: list[str], m: Met
     """Every level of `factor` against its best level, over completed runs. Runs are paired when
     each run of both levels has exactly one partner with the same values of `others` (the other
     swept keys and the seed); p-values are Holm-adjusted over the factor's comparisons."""
-    done = summary[(summary.status == Status.COMPLETED) & summary[m.column].notna()]
+    done = completed(summary, m.column)
     means = done.groupby(factor, dropna=False)[m.column].mean().sort_values(ascending=not m.higher_is_better)
     if len(means) < 2:
         return None
@@ -232,7 +186,7 @@ def compare_at_best(summary: pd.DataFrame, factor: str, others: list[str], m: Me
     """The question a user asks of a factor: each of its levels at its own best setting of the
     `others` (each optimizer at its best lr), the best level against every other, paired by seed;
     p-values Holm-adjusted over the factor's comparisons. None when nothing else was swept."""
-    done = summary[(summary.status == Status.COMPLETED) & summary[m.column].notna()]
+    done = completed(summary, m.column)
     others = [k for k in others if k in done.columns and k not in (factor, "seed")]  # the seed pairs, never picks
     if not others or done.empty:
         return None

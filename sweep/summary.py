@@ -14,16 +14,20 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from sweep.errors import UserError
+from sweep.files import atomic_write, read_bounded
 from sweep.outcomes import COMPARISON_COLUMNS, METRICS, Status
-from sweep.results import SUMMARY_COLUMNS, RunResult, atomic_write, overrides_dict
+from sweep.results import SUMMARY_COLUMNS, RunResult, overrides_dict, varying_keys
 from sweep.search.folders import trial_number
 from sweep.search.race import Race
 from sweep.search.study import STUDY_REF_FILE, StudyRef
+from sweep.statistics import completed
 from sweep.text import printable
 
 log = logging.getLogger("sweep")
 
 SUMMARY_FILE = "summary.csv"
+MAX_YAML_BYTES = 10_000_000  # multirun.yaml and .hydra/overrides.yaml: a few KB from Hydra
 TRIAL_COLUMNS = ["trial", "state"]  # Optuna sweeps only
 RACE_COLUMNS = ["seeds_run", "eliminated_after"]  # races only: the run's setting's seeds, and its last round
 # True for a run whose best epoch was its last, at max_epochs: it had not converged, so its numbers
@@ -72,12 +76,12 @@ def find_runs(sweep_dir: Path) -> list[Path]:
 
 def _read_yaml(path: Path) -> Any:
     """A YAML file Hydra wrote, or None when it is missing or not YAML (a warning names it)."""
-    if not path.exists():
-        return None
     try:
-        return yaml.safe_load(path.read_text()[:10_000_000])
+        return yaml.safe_load(read_bounded(path, MAX_YAML_BYTES))
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError, yaml.YAMLError, RecursionError) as e:
-        log.warning("warning: %s: unreadable (%s); left out", path, type(e).__name__)
+        log.warning("warning: %s: unreadable (%s); left out", path, " ".join(str(e).split())[:100] or type(e).__name__)
         return None
 
 
@@ -198,9 +202,8 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
         rows.append(row)
 
     declared = declared_sweeps(_multirun_hydra_config(sweep_dir))
-    seen = list(dict.fromkeys(k for p in params for k in p))
-    varying = [k for k in seen if len({p.get(k) for p in params}) > 1]
-    swept = [k for k in declared if k in seen] + [k for k in varying if k not in declared]
+    seen = {k for p in params for k in p}
+    swept = [k for k in declared if k in seen] + [k for k in varying_keys(params) if k not in declared]
     for row, p in zip(rows, params):
         row |= {k: p.get(k) for k in swept}
 
@@ -249,9 +252,28 @@ def sort_by_objective(table: pd.DataFrame, objective: str = "val_acc") -> pd.Dat
 def best_run(table: pd.DataFrame, objective: str = "val_acc") -> int | None:
     """The row label of the completed run with the best objective (a validation metric: the test
     split never selects), or None when no run completed."""
-    m = METRICS[objective]
-    usable = table[(table.status == Status.COMPLETED) & table[m.column].notna()]
+    usable = completed(table, METRICS[objective].column)
     return None if usable.empty else sort_by_objective(usable, objective).index[0]
+
+
+def best_run_dir(source: Path, storage: str | None = None) -> tuple[Path, str | None]:
+    """The run dir `source` names: itself when it holds a `best.pt`, else the best run with one of
+    the sweep dir `source` (by the sweep's validation objective), with a line saying which."""
+    from sweep.checkpoint import CHECKPOINT_FILE
+
+    if (source / CHECKPOINT_FILE).is_file():
+        return source, None
+    if not source.is_dir() or not find_runs(source):
+        raise UserError(f"{source}: neither a run dir (with {CHECKPOINT_FILE}) nor a sweep dir (with run dirs)")
+    sweep = build_summary(source, storage)
+    table = sweep.table[[(d / CHECKPOINT_FILE).is_file() for d in sweep.run_dirs]]
+    best = best_run(table, sweep.objective)
+    if best is None:
+        raise UserError(f"{source}: no completed run with a {CHECKPOINT_FILE} in this sweep")
+    row = table.loc[best]
+    column = f"best_{sweep.objective}"
+    note = f"Using run {row.run} of {source}: the best {sweep.objective} ({row[column]:.4g}) of {len(sweep.table)} runs"
+    return sweep.run_dirs[best], note
 
 
 def still_improving_line(table: pd.DataFrame) -> str | None:

@@ -118,3 +118,33 @@ def test_only_borrowed_touches_optuna_and_hydra_private_insides():
                 owner = ast.unparse(node.value)
                 ours = owner in ("self", "cls", "os") or owner.startswith(("sweep", "self."))  # os._exit is public
                 assert ours, f"{path}: {ast.unparse(node)}"
+
+
+def test_the_search_wings_map_names_every_module_and_each_imports_only_those_below_it():
+    trees = modules()
+    doc = (PACKAGE / "search" / "__init__.py").read_text()
+    order = re.findall(r"^    (\w+)\.py ", doc, flags=re.M)
+    assert sorted(order) == sorted(p.removeprefix("search/").removesuffix(".py") for p in trees
+                                   if p.startswith("search/") and not p.endswith("__init__.py"))  # fmt: skip
+    for i, name in enumerate(order):
+        imported = {m.removeprefix("sweep.search.").split(".")[0] for m in sweep_imports(trees[f"search/{name}.py"])
+                    if m.startswith("sweep.search.")}  # fmt: skip
+        assert imported <= set(order[i + 1 :]), f"search/{name}.py imports {sorted(imported - set(order[i + 1 :]))}"
+
+
+def test_no_module_outside_the_search_wing_is_imported_by_it_and_imports_it_back():
+    """0 arrows back up: what the wing uses (progress, results, files, ...) never imports the wing."""
+    trees = modules()
+    used = {m for p, t in trees.items() if p.startswith("search/") for m in sweep_imports(t)}
+    for path, tree in trees.items():
+        if not path.startswith("search/") and module_name(path) in used:
+            wing = sorted(m for m in sweep_imports(tree) if m.startswith("sweep.search"))
+            assert not wing, f"{path} is used by the search wing and imports it: {wing}"
+
+
+def test_no_function_is_longer_than_60_lines():
+    for path, tree in modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                assert lines <= 60, f"{path}: {node.name} is {lines} lines; split it into named steps"

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from sweep.outcomes import METRICS
+from sweep.report import verdict_lines
 from sweep.statistics import IDENTICAL, NO_INTERVAL, aggregate, best_settings, compare_factor, holm
 
 T975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305, 5: 2.570581836}  # Student's t, 97.5th percentile
@@ -80,7 +81,7 @@ def test_every_level_is_compared_with_the_best_paired_over_seeds_and_holm_adjust
     adjusted[max(adjusted, key=adjusted.get)] = max(adjusted.values())
     assert {c.level: c.p_holm for c in v.contrasts} == pytest.approx(adjusted)
     sgd = next(c for c in v.contrasts if c.level == "sgd")
-    assert sgd.real and "outside noise" in " ".join(v.sentences("test_acc"))
+    assert sgd.real and "outside noise" in " ".join(verdict_lines(v, "test_acc"))
 
 
 def test_pairs_match_on_every_other_swept_key_and_the_seed():
@@ -91,7 +92,7 @@ def test_pairs_match_on_every_other_swept_key_and_the_seed():
     v = compare_factor(table, "optimizer", ["lr", "seed"], ACC)
     assert [c.level for c in v.contrasts] == ["rmsprop", "sgd", "adagrad"]  # the 3rd and 4th too
     assert v.matched_on == ["lr", "seed"] and all(c.test == "no spread" and c.n_pairs == 6 for c in v.contrasts)
-    sentence = " ".join(v.sentences("test_acc"))
+    sentence = " ".join(verdict_lines(v, "test_acc"))
     assert "matched on lr, seed" in sentence and "split_per_seed=true" in sentence
 
 
@@ -113,7 +114,9 @@ def test_unpaired_levels_get_welchs_test_and_its_interval():
 def test_a_tie_is_called_a_tie():
     table = runs([("adam", 0, 0.8), ("adam", 1, 0.8), ("sgd", 0, 0.8), ("sgd", 1, 0.8)])
     v = compare_factor(table, "optimizer", ["seed"], ACC)
-    assert "a tie" in " ".join(v.sentences("test_acc")) and "leads by 0" not in " ".join(v.sentences("test_acc"))
+    assert "a tie" in " ".join(verdict_lines(v, "test_acc")) and "leads by 0" not in " ".join(
+        verdict_lines(v, "test_acc")
+    )
 
 
 def test_each_level_at_its_best_setting_of_the_others():
@@ -143,7 +146,7 @@ def test_the_headline_tests_each_level_at_its_best_setting_paired_by_seed():
     table = over_claimed()
     averaged = compare_factor(table, "optimizer", ["lr", "seed"], ACC)
     assert averaged.contrasts[0].lead == pytest.approx(0.0695)  # mostly sgd at lr=1e-3
-    assert "averaged over lr" in averaged.sentences("test_acc")[0]
+    assert "averaged over lr" in verdict_lines(averaged, "test_acc")[0]
 
     at_best = compare_at_best(table, "optimizer", ["lr", "seed"], ACC)
     assert (at_best.best, at_best.settings) == ("adam", {"adam": {"lr": 1e-3}, "sgd": {"lr": 1e-2}})
@@ -152,7 +155,7 @@ def test_the_headline_tests_each_level_at_its_best_setting_paired_by_seed():
     expected = stats.ttest_1samp(d, 0.0)
     assert (sgd.test, sgd.n_pairs, sgd.p_holm) == ("paired", 3, pytest.approx(expected.pvalue))
     assert not sgd.real and sgd.lead == pytest.approx(0.004)  # a twentieth of the averaged lead
-    lines = at_best.sentences("test_acc")
+    lines = verdict_lines(at_best, "test_acc")
     assert "each level at its best setting of the others, picked on these same runs" in lines[0]
     assert "`adam` at lr=0.001 has the best mean" in lines[0]
     assert lines[1].startswith("  - against `sgd` at lr=0.01") and "within noise" in lines[1]

@@ -1,2 +1,14 @@
-"""The Optuna search: `plugin` (what Hydra loads), `engine` (the search), `trial_link` (the job's
-side) and `study` (storage, studies and trial folders), each importing only those after it."""
+"""The sweepers' wing: every sweeper Hydra can load, and what they share.
+
+    plugin.py         what Hydra loads (light): both sweepers' config schemas and thin classes
+    optuna_search.py  the Optuna search (search=optuna): ask, launch, tell; repeats and race=true
+    grid_race.py      a grid raced over seeds (search=race): rounds through the launcher
+    race.py           the race's state and race.json, and the Optuna race's rule, side by side
+    sequential.py     the race's statistics: numbers in, p-values out (no files, no state)
+    settings.py       the sweepers' settings: each default once, one check for both
+    folders.py        the one place that names run folders (trial_0007/seed_1, 3/seed_2)
+    trial_link.py     a job's link back to its trial, for pruning from any process
+    study.py          where a study lives: storages, the study's record in the sweep dir
+    borrowed.py       the private insides of Optuna and Hydra this project uses, in one place
+
+Each module imports only those below it in this list (plugin.py imports the searches lazily)."""
