@@ -8,6 +8,7 @@ typed record from `from_fields`, or a ValueError naming the field and what it mu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -39,8 +40,9 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException:  # a stop signal can land after the rename too: the temp file is then gone
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, TINY, app, cli, metrics_rows, train
+from helpers import REPO, TINY, app, cli, metrics_rows, train
 
 RUN = [sys.executable, str(REPO / "sweep" / "run.py")]
 
@@ -81,7 +81,7 @@ def test_a_new_run_removes_a_stale_result_before_it_starts(tmp_path):
     train(tmp_path, *TINY, "lr=1e-3")
     (tmp_path / "result.json").write_text(json.dumps({"status": "completed", "overrides": ["lr=9"]}))
     (tmp_path / "metrics.csv").write_text("stale")
-    from conftest import make_config
+    from helpers import make_config
 
     from sweep.job import clear_stale
 
@@ -106,6 +106,24 @@ def test_files_others_read_honour_the_umask(tmp_path):
         os.umask(old)
         importlib.reload(sweep.files)
     assert atomic_write  # the module-level name still works
+
+
+def test_a_stop_that_lands_just_after_a_files_rename_stays_a_stop(tmp_path, monkeypatch):
+    """SIGTERM between os.replace and the end of atomic_write used to become a FileNotFoundError
+    (the temp file, already renamed, could not be removed): the run was written `failed`, the stop
+    was lost and the sweep went on to exit 0."""
+    from sweep import files, stops
+
+    real = os.replace
+
+    def replace_then_stop(src, dst):
+        real(src, dst)
+        raise stops.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(files.os, "replace", replace_then_stop)
+    with pytest.raises(stops.Interrupted):
+        files.atomic_write(tmp_path / "metrics.csv", "epoch\n1\n")
+    assert (tmp_path / "metrics.csv").read_text() == "epoch\n1\n" and os.listdir(tmp_path) == ["metrics.csv"]
 
 
 def test_a_finite_blow_up_is_diverged(tmp_path):
