@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import TINY, app, train
 from formats import write_colours
+from helpers import TINY, app, train
 
 from sweep.checkpoint import load_checkpoint, load_model
 from sweep.errors import UserError
@@ -120,7 +120,7 @@ def test_a_small_torchvision_model_learns_and_predicts_exports_and_loads(tmp_pat
     path = export(ckpt, "onnx", tmp_path / "m.onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], probs, atol=1e-4)
-    from conftest import predict
+    from helpers import predict
 
     p = predict(tmp_path / "r", *files, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -205,7 +205,7 @@ def test_a_users_own_model_kind_loads_in_report_predict_and_serve(tmp_path, monk
     SWEEP_TRUSTED_TARGETS, as joblib's and submitit's end-of-sweep report must too."""
     import sys
 
-    from conftest import make_config, predict, report
+    from helpers import make_config, predict, report
     from hydra.utils import execution_whitelist
 
     from sweep import trust

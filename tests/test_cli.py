@@ -9,8 +9,8 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import REPO, app, cli, train
 from formats import write_mnist
+from helpers import REPO, app, cli, train
 
 from sweep.errors import UserError, one_line
 

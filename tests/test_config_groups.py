@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY, metrics_rows, train
 from formats import write_mnist
+from helpers import REPO, TINY, metrics_rows, train
 from torch import nn
 
 GROUPS = ("data", "model", "optimizer", "activation", "loss", "scheduler", "search", "logger")

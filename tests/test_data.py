@@ -142,7 +142,7 @@ def test_a_subset_is_stratified_seeded_and_leaves_val_and_test_alone():
     ],
 )
 def test_a_subset_that_cannot_be_is_one_line(tmp_path, value, line):
-    from conftest import train
+    from helpers import train
 
     from sweep.errors import UserError
 
@@ -153,8 +153,8 @@ def test_a_subset_that_cannot_be_is_one_line(tmp_path, value, line):
 
 @pytest.mark.parametrize("data", ["digits", "synthetic", "mnist", "folder"])
 def test_every_data_set_takes_a_subset_and_records_it(tmp_path, data):
-    from conftest import train
     from formats import write_mnist, write_shapes
+    from helpers import train
 
     args = {"digits": ["data=digits"], "synthetic": ["data=synthetic"],
             "mnist": ["data=mnist", f"data.root={tmp_path / 'd'}", "data.download=false"],

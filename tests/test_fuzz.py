@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, train
+from helpers import TINY, train
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

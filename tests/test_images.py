@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 import yaml
-from conftest import REPO, train
 from formats import SHAPES, write_shapes
+from helpers import REPO, train
 
 from sweep.augment import AUGMENTS, flip_crop
 from sweep.data import CACHE_DIR
@@ -235,7 +235,7 @@ def test_decode_caches_of_one_folder_are_bounded(tmp_path):
 
 
 def test_a_decompression_bomb_is_one_line_naming_the_file(tmp_path, monkeypatch):
-    from conftest import predict
+    from helpers import predict
     from PIL import Image
 
     write_shapes(tmp_path / "d", per_class=4)

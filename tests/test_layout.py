@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / "sweep"
 ENTRY_POINTS = {

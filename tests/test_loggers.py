@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY, app, make_config, metrics_rows, train
+from helpers import TINY, app, make_config, metrics_rows, train
 
 from sweep.errors import UserError
 
@@ -167,7 +167,7 @@ def test_many_loggers_take_their_keys_and_a_local_store_keeps_its_artifacts_besi
 
 
 def test_the_command_line_check_knows_each_loggers_keys():
-    from conftest import REPO
+    from helpers import REPO
 
     from sweep.validate import check_command_line_keys
 

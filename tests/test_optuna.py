@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SMOKE, TINY, app, cli, report, wait_for_stale
+from helpers import REPO, SMOKE, TINY, app, cli, report, wait_for_stale
 
 from sweep.search.study import StudyRef
 

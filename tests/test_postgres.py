@@ -17,7 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, SMOKE, wait_for_stale
+from helpers import REPO, SMOKE, wait_for_stale
 
 from sweep.search.study import StudyRef
 

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import app, train
-from conftest import predict as predict_cli
+from helpers import app, train
+from helpers import predict as predict_cli
 
 from sweep.checkpoint import load_checkpoint, load_model
 from sweep.data import digits

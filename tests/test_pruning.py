@@ -9,7 +9,7 @@ import pytest
 
 
 def test_the_median_pruner_waits_for_five_trials_and_three_epochs():
-    from conftest import make_config
+    from helpers import make_config
     from hydra.utils import instantiate
 
     from sweep.trust import PRUNER_TARGETS
@@ -62,7 +62,7 @@ def test_a_run_that_finished_its_last_epoch_is_never_pruned():
 def test_a_stale_trial_whose_runs_completed_is_reconciled_complete_not_failed(tmp_path, repeats):
     import json
 
-    from conftest import wait_for_stale
+    from helpers import wait_for_stale
 
     from sweep.search.folders import trial_dir
     from sweep.search.optuna_search import _fail_stale_trials, _reconcile_finished

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, app
+from helpers import REPO, app
 
 from sweep.search.race import RACE_FILE, Entry, Race
 from sweep.search.sequential import nominal_level, one_sided_p

@@ -12,7 +12,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 import yaml
-from conftest import app, report
+from helpers import app, report
 
 pytestmark = pytest.mark.slow  # real sweeps with their plots: seconds each
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import yaml
-from conftest import REPO, TINY, make_config
+from helpers import REPO, TINY, make_config
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

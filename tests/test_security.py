@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, app, train
+from helpers import TINY, app, train
 
 from sweep.checkpoint import load_model
 from sweep.errors import UserError
@@ -90,7 +90,7 @@ def test_a_users_own_package_joins_through_the_environment(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     pkg = tmp_path / "mylosses"
     pkg.mkdir()
@@ -153,7 +153,7 @@ DAMAGES = {
 def test_a_crafted_checkpoint_is_one_line_in_predict_and_export(tmp_path, real_checkpoint, damage):
     import resource
 
-    from conftest import predict
+    from helpers import predict
 
     raw, image = real_checkpoint
     (tmp_path / "run").mkdir()
@@ -171,7 +171,7 @@ def test_a_crafted_checkpoint_is_one_line_in_predict_and_export(tmp_path, real_c
 def test_class_names_are_printed_escaped_and_written_to_the_csv_as_data(tmp_path, real_checkpoint):
     import csv
 
-    from conftest import predict
+    from helpers import predict
 
     raw, image = real_checkpoint
     forged = "cat\x1b]0;pwned\x07\n/etc/passwd\tdog\t1.0000"
@@ -187,7 +187,7 @@ def test_class_names_are_printed_escaped_and_written_to_the_csv_as_data(tmp_path
 
 @pytest.mark.parametrize("where", ["missing-folder", "a-folder"])
 def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(tmp_path, real_checkpoint, where):
-    from conftest import predict
+    from helpers import predict
 
     raw, image = real_checkpoint
     (tmp_path / "run").mkdir()

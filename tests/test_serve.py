@@ -12,8 +12,8 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, train
 from formats import write_colours
+from helpers import REPO, train
 
 httpx = pytest.importorskip("httpx")
 
@@ -98,7 +98,7 @@ def test_a_served_model_answers_as_predict_does_and_survives_bad_input(served_ru
 
 @pytest.mark.slow
 def test_serve_refuses_what_it_cannot_serve_in_one_line(tmp_path):
-    from conftest import call
+    from helpers import call
 
     from sweep import serve
 

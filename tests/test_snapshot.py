@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from conftest import TINY, metrics_rows, train
+from helpers import TINY, metrics_rows, train
 
 import sweep.job
 import sweep.train

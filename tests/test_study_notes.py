@@ -10,7 +10,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, metrics_rows, train
+from helpers import TINY, metrics_rows, train
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -160,7 +160,7 @@ def test_an_mlp_run_has_no_filter_picture(tmp_path):
 
 @pytest.mark.slow
 def test_report_run_draws_one_runs_pictures(tmp_path):
-    from conftest import report
+    from helpers import report
 
     train(tmp_path / "run", *TINY, "model=cnn", "model.channels=[4]")
     p = report("--run", tmp_path / "run", cwd=tmp_path)

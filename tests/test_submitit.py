@@ -11,7 +11,7 @@ import json
 import optuna
 import pandas as pd
 import pytest
-from conftest import TINY, app
+from helpers import TINY, app
 
 SUBMITIT = ("hydra/launcher=submitit_local", "hydra.callbacks.summary.report=false")
 

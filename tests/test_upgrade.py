@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import app
+from helpers import app
 
 from sweep.search.race import Race
 

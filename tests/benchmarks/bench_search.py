@@ -33,7 +33,7 @@ def train(overrides: list[str], run_dir: Path, trial=None) -> dict:
     """One run as the command would do it: compose, validate, train; returns its result.json."""
     import json
 
-    from conftest import make_config
+    from helpers import make_config
     from hydra.utils import execution_whitelist
 
     from sweep.job import run_job
@@ -61,7 +61,7 @@ def search(tmp: Path, seed: int, target: float, max_trials: int) -> tuple[int | 
     """Epochs TPE + median pruning spent until it matched `target` (None if it never did within
     `max_trials`), the trials it took and how many were pruned."""
     import optuna
-    from conftest import make_config
+    from helpers import make_config
     from omegaconf import OmegaConf
 
     from sweep.search.study import StudyRef
