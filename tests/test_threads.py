@@ -44,13 +44,29 @@ def test_the_follower_drops_a_thread_while_another_process_is_busy_and_takes_it_
 
 
 def test_a_fixed_thread_count_is_never_changed(tmp_path):
-    from conftest import train
+    from helpers import train
 
     _, result = train(tmp_path, "+debug=tiny", "threads=1", "epochs=3")
     assert result["threads"] == 1 and result["threads_used"] is None and result["threads_policy"] == "fixed"
     _, result = train(tmp_path / "auto", "+debug=tiny", "epochs=3")
     assert result["threads_policy"].startswith("auto: the free cores")
     assert len(result["threads_used"]) == 3 and all(1 <= t <= result["threads"] for t in result["threads_used"])
+
+
+def test_the_thread_counts_auto_recorded_reproduce_its_metrics(tmp_path, monkeypatch):
+    """threads=auto on a busy machine: the run records the count it used, and the same command with
+    `threads=` that count gives the same metrics, whatever the load is then."""
+    from helpers import metrics_rows, train
+
+    monkeypatch.setattr(device, "free_threads", lambda share, cores, others: 1)  # another process holds a core
+    args = ("data=digits", "epochs=3", "seed=3")
+    _, auto = train(tmp_path / "auto", *args)
+    assert auto["threads_policy"].startswith("auto") and auto["threads_used"] == [1, 1, 1]
+    monkeypatch.undo()
+    _, fixed = train(tmp_path / "fixed", *args, f"threads={auto['threads_used'][0]}")
+    strip = lambda d: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in metrics_rows(d)]
+    assert strip(tmp_path / "auto") == strip(tmp_path / "fixed")
+    assert fixed["best_val_loss"] == auto["best_val_loss"]
 
 
 def test_only_the_cores_this_process_may_use_count(monkeypatch):
