@@ -45,7 +45,7 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def pick_precision(name: str, device: torch.device) -> str:
-    """`auto` is bf16 where the hardware has it (a 5-seed comparison in the README found no accuracy
+    """`auto` is bf16 where the hardware has it (a 5-seed comparison in tests/benchmarks/README.md found no accuracy
     difference; a CNN epoch is 2.4-2.6x faster here), fp16 with gradient scaling on a CUDA GPU without bf16, fp32
     elsewhere. A named precision is used as asked, except bf16 on a CUDA GPU that lacks it."""
     if name == "auto":

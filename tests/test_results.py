@@ -109,3 +109,25 @@ def test_whatever_a_result_holds_reading_it_gives_a_result_in_range(tmp_path, ch
         assert all(isinstance(o, str) for o in result.record.overrides)
     else:
         assert result.error is None or "\n" not in result.error
+
+
+def test_the_outputs_reference_names_every_field_of_result_json_and_no_other():
+    """docs/outputs.md's table of result.json's fields is the schema's, so the manual cannot drift."""
+    import dataclasses
+    import re
+
+    from helpers import REPO
+
+    from sweep.outcomes import Status, StopReason
+    from sweep.results import RunRecord
+
+    doc = (REPO / "docs" / "outputs.md").read_text()
+    rows = [line for line in doc.splitlines() if line.strip().startswith("| `")]
+    named = {name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    written = set(RunResult().to_json())
+    assert written == {f.name for f in dataclasses.fields(RunResult) if f.name != "record"} | {
+        f.name for f in dataclasses.fields(RunRecord)} | {"format", "params"}  # fmt: skip
+    assert named == written
+    cell = lambda field: next(row for row in rows if row.split("|")[1].strip() == f"`{field}`").split("|")[2]
+    assert set(re.findall(r"`(\w+)`", cell("status"))) == {s.value for s in Status}
+    assert set(re.findall(r"`(\w+)`", cell("stop_reason"))) == {s.value for s in StopReason}
