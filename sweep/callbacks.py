@@ -81,7 +81,7 @@ class SummaryCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from sweep import stops
         from sweep.errors import UserError
-        from sweep.outcomes import Status
+        from sweep.outcomes import METRICS, Status
         from sweep.results import RESULT_FILE
         from sweep.summary import build_summary, find_runs, format_table, sort_by_objective, still_improving_line
 
@@ -93,9 +93,8 @@ class SummaryCallback(Callback):
         sweep = build_summary(sweep_dir, None if _is_grid(config) else config.hydra.sweeper.get("storage"))
         path = sweep.write()
         table = sweep.table
-        objective = config.get("objective", "val_acc")
-        print(f"\nSummary of {len(table)} runs, best {objective} first ({path}):")
-        print(format_table(sort_by_objective(table, objective)), flush=True)
+        print(f"\nSummary of {len(table)} runs, best {METRICS[sweep.objective].name} first ({path}):")
+        print(format_table(sort_by_objective(table, sweep.objective)), flush=True)
         skipped = sum(1 for d in sweep.run_dirs if (d / "result.json").exists()
                       and (d / "result.json").stat().st_mtime < self.started)  # fmt: skip
         if skipped and _is_grid(config):

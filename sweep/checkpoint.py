@@ -16,8 +16,8 @@ import torch
 from sweep.errors import UserError
 from sweep.files import atomic_write
 from sweep.models import Classifier, ModelSpec, build, load_weights, shapes
+from sweep.results import CHECKPOINT_FILE
 
-CHECKPOINT_FILE = "best.pt"
 FORMAT = 2  # 1: the model as a Hydra config with a _target_ (refused: it named a callable)
 MAX_SIDE, MAX_CLASSES = 65536, 1_000_000  # what a checkpoint's input shape and class count may be
 

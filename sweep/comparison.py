@@ -84,7 +84,8 @@ def default_keys(runs: pd.DataFrame) -> list[str]:
     return [c for c in param_columns(runs) if c != "seed"]
 
 
-def rerun_command(runs: pd.DataFrame, table: pd.DataFrame, by: list[str]) -> str | None:
+def rerun_command(runs: pd.DataFrame, table: pd.DataFrame, by: list[str], program: str = "python sweep/run.py"
+                  ) -> str | None:  # fmt: skip
     """The command that runs the best level of `table` again: its runs' own overrides, with every
     other swept key (the seed among them) over the values the comparison averaged."""
     if table.empty or pd.isna(table.loc[0, "mean"]):
@@ -109,7 +110,7 @@ def rerun_command(runs: pd.DataFrame, table: pd.DataFrame, by: list[str]) -> str
             multirun |= len(values) > 1
             value = ",".join(values)
         args.append(f"{sign}{key}={value}" if has_value else f"{sign}{key}")
-    return " ".join(["python sweep/run.py"] + (["-m"] if multirun else []) + [shlex.quote(a) for a in args])
+    return " ".join([program] + (["-m"] if multirun else []) + [shlex.quote(a) for a in args])
 
 
 def report_metric(name: str) -> Metric:
@@ -165,7 +166,8 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str |
             c.at_best = {k: best_settings(tested, k, [o for o in keys if o != k], m) for k in keys}
             c.best_verdicts = [v for k in keys if (v := compare_at_best(tested, k, [o for o in keys if o != k], m))]
     objective_table = table if m == objective else aggregate(runs, keys or [ALL], objective) if keys else None
-    c.rerun = rerun_command(runs, objective_table if objective_table is not None else table, keys)
+    program = "python sweep/run.py" if objective.column != "value" else f"python {sweeps[0].app}.py"
+    c.rerun = rerun_command(runs, objective_table if objective_table is not None else table, keys, program)
     best = best_run(runs, objective.name)
     c.best_run = None if best is None else runs.loc[best]
     return c

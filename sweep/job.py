@@ -20,7 +20,7 @@ from torch import nn
 
 from sweep import rules
 from sweep.backbones import frozen_features, pretrained
-from sweep.checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
+from sweep.checkpoint import Checkpoint, write_checkpoint
 from sweep.data import Data
 from sweep.device import ThreadsFollower, configure_cpu, pick_device, pick_precision, pick_threads
 from sweep.errors import UserError
@@ -31,6 +31,7 @@ from sweep.models import ModelSpec, build, check_trainable
 from sweep.outcomes import METRICS, Status
 from sweep.progress import bars_wanted
 from sweep.results import (
+    CHECKPOINT_FILE,
     METRICS_FILE,
     RESULT_FILE,
     THREADS_FOLLOW,

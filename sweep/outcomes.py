@@ -83,7 +83,17 @@ METRICS = {
         Metric("test_macro_f1", "test_macro_f1", True),  # scikit-learn's, over the test split's classes
     )
 }
-OBJECTIVES = ("val_acc", "val_loss")  # what may select: validation metrics only
+# Another Hydra app's task, searched by sweep_optuna: what it returned, minimised (the peer's
+# default) or, under `direction: maximize`, maximised; a multi-objective study's first objective.
+RETURNED = {"value": Metric("value", "value", False), "value_max": Metric("value", "value", True)}
+METRICS |= RETURNED
+OBJECTIVES = ("val_acc", "val_loss", *RETURNED)  # what may select: validation metrics, or the task's own value
+
+
+def returned(direction: str) -> str:
+    """The objective name of another app's returned value under an Optuna direction."""
+    return "value_max" if direction == "maximize" else "value"
+
 
 # comparison.csv's columns after the compared keys: per level, over its completed runs
 COMPARISON_COLUMNS = [

@@ -340,8 +340,7 @@ def first_conv_weight(checkpoint: Path):
 def run_pictures(run_dir: Path, out: Path, prefix: str = "") -> list[Path]:
     """A run's learning curves, its confusion matrix on the test split and, for a CNN, its first
     convolution's filters, as PNGs in `out`; pictures whose inputs the run lacks are skipped."""
-    from sweep.checkpoint import CHECKPOINT_FILE
-    from sweep.results import RunResult
+    from sweep.results import CHECKPOINT_FILE, RunResult
 
     run_dir, pngs = Path(run_dir), []
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,7 @@ def duration(seconds: float) -> str:
 def outcome(result: RunResult, objective: str) -> str:
     """How a run ended, in a few words: its objective, or why it has none."""
     if result.status is Status.COMPLETED:
-        return f"{objective} {result.value(METRICS[objective].column):.4f}"
+        return f"{objective} {result.metric(METRICS[objective].column):.4f}"
     if result.status is Status.PRUNED:
         return f"pruned after epoch {result.epochs_run}"
     return f"{result.status}{': ' + result.why[:80] if result.why else ''}"
@@ -159,7 +159,7 @@ def after_run(sweep_dir: Path, run_dir: Path, seconds: float, objective: str) ->
     if mine is None:
         return None
     metric = METRICS[objective]
-    scored = [(r.value(metric.column), name) for name, r in found.items() if r.status is Status.COMPLETED]
+    scored = [(r.metric(metric.column), name) for name, r in found.items() if r.status is Status.COMPLETED]
     best = None
     if scored:
         value, name = (max if metric.higher_is_better else min)(scored, key=lambda s: s[0])

@@ -74,6 +74,12 @@ def draw(c: Comparison, out: Path) -> tuple[list[Path], list[Path]]:
     return [p for p in pngs if p is not None], best
 
 
+def _shown(c: Comparison, table: pd.DataFrame) -> pd.DataFrame:
+    """A comparison table as the report shows it: another app's runs have no epochs to count."""
+    training = ["mean_best_epoch", "n_still_improving", "mean_train_time_s"]
+    return table.drop(columns=training) if c.objective.column == "value" else table
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """A Markdown table whose every cell shows its value literally: values come from run dirs and
     overrides, which must not shift the columns or add HTML to report.md."""
@@ -161,7 +167,7 @@ def _search_text(c: Comparison) -> list[str]:
         + (f"; the {unranked} others are not ranked" if unranked else "")
         + "):",
         "",
-        markdown_table(ranked.head(TOP_TRIALS)),
+        markdown_table(_shown(c, ranked.head(TOP_TRIALS))),
         "",
     ]
     if not pruned.empty:
@@ -226,7 +232,11 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
         f"Sweeps: {', '.join(code(s.dir) for s in c.sweeps)}. Runs: {len(c.runs)} "
         f"({', '.join(f'{n} {s}' for s, n in counts.items())}). Metric: `{c.metric.column}` ({better} is better), "
         "over completed runs; intervals are t-distribution 95% CIs of the mean. "
-        f"The sweep's objective, `{c.objective.name}` (validation), selects; test metrics only report.",
+        + (
+            f"The sweep's objective, `{c.objective.name}` (validation), selects; test metrics only report."
+            if c.objective.column != "value"
+            else f"The sweep's objective, `{c.objective.name}`, is what the task returned; it selects."
+        ),
         "",
     ]
     if c.biased:
@@ -253,7 +263,7 @@ def _comparison_text(c: Comparison) -> list[str]:
     """A grid's (or race's) comparison table and its verdicts: each level at its best setting of the
     others first, then each factor averaged over the others."""
     text = _race_text(c) if c.race is not None else []
-    text += ["## Comparison", "", markdown_table(c.table), "", "## Is the difference real?", ""]
+    text += ["## Comparison", "", markdown_table(_shown(c, c.table)), "", "## Is the difference real?", ""]
     if c.race is not None:
         text += ["Over the settings still in the race at its end (the eliminated ones ran fewer seeds; the race "
                  "table above says how far behind they were).", ""]  # fmt: skip
@@ -295,8 +305,12 @@ def _best_run_text(c: Comparison, best_pngs: list[Path]) -> list[str]:
         "",
         "## The best run",
         "",
-        f"{code(c.best_run.run_dir)}: {o.name} {c.best_run[o.column]:.4g}, "
-        f"test_acc {c.best_run.test_acc:.4g} (selected by {o.name}; the test split only reports).",
+        f"{code(c.best_run.run_dir)}: {o.name} {c.best_run[o.column]:.4g}"
+        + (
+            "."
+            if pd.isna(c.best_run.test_acc)
+            else f", test_acc {c.best_run.test_acc:.4g} (selected by {o.name}; the test split only reports)."
+        ),
         "",
     ] + [_picture(p) for p in best_pngs]
 

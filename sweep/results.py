@@ -32,7 +32,7 @@ from sweep.files import (
 )
 from sweep.outcomes import METRICS, OBJECTIVES, Status, StopReason
 
-METRICS_FILE, RESULT_FILE = "metrics.csv", "result.json"
+METRICS_FILE, RESULT_FILE, CHECKPOINT_FILE = "metrics.csv", "result.json", "best.pt"  # best.pt: sweep.checkpoint's
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"]
 THREADS_FOLLOW = "auto: the free cores of its share, re-read before the first epoch and after each"
 RESULT_FORMAT = 2  # 1: the same keys without `format` (read alike)
@@ -130,6 +130,8 @@ class RunResult:
     train_images: int | None = checked(number(0, 2**40, integer=True))  # the training split's size (data.subset)
     threads_used: tuple[int, ...] | None = checked(list_of(number(1, 2**20, integer=True)))  # threads=auto: per epoch
     normalization: str | None = checked(text)  # "data" (the training split's statistics) or the weights'
+    # another Hydra app's run, searched by sweep_optuna: what its task returned (its objectives, in order)
+    values: tuple[float, ...] | None = checked(list_of(number(), 64))
     record: RunRecord = field(default_factory=RunRecord)
 
     # ------------------------------------------------------------------ constructors
@@ -168,12 +170,17 @@ class RunResult:
     # ------------------------------------------------------------------ what readers ask
 
     @property
+    def value(self) -> float:
+        """Another app's returned value (its first objective); NaN for this project's runs."""
+        return self.values[0] if self.values else math.nan
+
+    @property
     def objective_value(self) -> float:
         """The early-stopped value of the run's own objective (NaN when it has none)."""
         return getattr(self, METRICS[self.record.objective].column) if self.status.trained else math.nan
 
-    def value(self, column: str) -> float:
-        """A summary column's value (`best_val_acc`, `test_acc`, ...)."""
+    def metric(self, column: str) -> float:
+        """A summary column's value (`best_val_acc`, `test_acc`, `value`, ...)."""
         return getattr(self, column)
 
     @property

@@ -25,7 +25,16 @@ from sweep.trust import TRUSTED_TARGETS  # noqa: E402
 CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: `sweep-run` imports this file as a module
 
 
+def _writes_result_json(task_function):
+    """Mark the task for the sweepers: its jobs write result.json (another app's return a value)."""
+    from sweep.search.trial_link import OWN_TASK
+
+    setattr(task_function, OWN_TASK, True)
+    return task_function
+
+
 @hydra.main(config_path=str(CONF), config_name="config", execution_whitelist=TRUSTED_TARGETS)
+@_writes_result_json
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: one job (`sweep.job.run_job`), its user errors one line, its line of progress."""
     from hydra.core.hydra_config import HydraConfig

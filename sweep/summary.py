@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ class Sweep:
     objective: str = "val_acc"  # what the sweep's runs were selected by, from their result.json
     fixed: dict[str, str] = field(default_factory=dict)  # overrides every run shares (not swept)
     race: Race | None = None  # the race, when the sweep was one (search=race)
+    app: str = "run"  # Hydra's job name: this project's `run`, or another app's script
 
     @property
     def overrides(self) -> list[dict[str, str]]:
@@ -163,7 +165,8 @@ def load_study(sweep_dir: Path, storage: str | None = None):
 # Columns of the summary's and the comparison's own: a swept key of the same name (from someone's
 # sweep dir) gets a column of its own, `override:KEY`, rather than overwriting one.
 RESERVED = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *RACE_COLUMNS, *SUMMARY_COLUMNS, STILL_IMPROVING,
-            "error", *COMPARISON_COLUMNS}  # fmt: skip
+            "error", "value", *COMPARISON_COLUMNS}  # fmt: skip
+RETURNED_COLUMN = re.compile(r"value(_\d+)?")  # another app's returned value(s), when it returned any
 
 
 def _column(key: str) -> str:
@@ -174,7 +177,7 @@ def param_columns(table: pd.DataFrame) -> list[str]:
     """The swept-parameter columns of a summary table."""
     fixed = {"sweep", "run", "run_dir", "overrides", *TRIAL_COLUMNS, *RACE_COLUMNS, *SUMMARY_COLUMNS, STILL_IMPROVING,
              "error"}  # fmt: skip
-    return [c for c in table.columns if c not in fixed]
+    return [c for c in table.columns if c not in fixed and not RETURNED_COLUMN.fullmatch(str(c))]
 
 
 def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
@@ -197,6 +200,7 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
         if trial is not None:
             row |= {"trial": trial, "state": states.get(trial) or result.status.trial_state}
         row |= result.row()
+        row |= _returned(result)
         row[STILL_IMPROVING] = result.still_improving
         row["error"] = result.error
         rows.append(row)
@@ -216,7 +220,8 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
                 row |= {"seeds_run": race.seeds_run(entry), "eliminated_after": entry.eliminated_after}
 
     has_trials = any("trial" in r for r in rows)
-    columns = ["run"] + (TRIAL_COLUMNS if has_trials else []) + swept + (RACE_COLUMNS if race else [])
+    values = sorted({k for r in rows for k in r if RETURNED_COLUMN.fullmatch(k)}, key=lambda k: (len(k), k))
+    columns = ["run"] + (TRIAL_COLUMNS if has_trials else []) + swept + (RACE_COLUMNS if race else []) + values
     table = pd.DataFrame(rows, columns=columns + SUMMARY_COLUMNS + [STILL_IMPROVING, "error"])
     for column in SUMMARY_COLUMNS[2:]:  # numbers, NaN where a run has none (not None)
         table[column] = pd.to_numeric(table[column])
@@ -231,7 +236,17 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
     objective = next((o for o in objectives if o in METRICS), "val_acc")
     common = set.intersection(*(set(p.items()) for p in params)) if params else set()
     fixed = {k: v for k, v in common if k not in swept}
-    return Sweep(sweep_dir, table, run_dirs, raw, study, objective, fixed, race)
+    app = str((_multirun_hydra_config(sweep_dir).get("job") or {}).get("name") or "run")
+    return Sweep(sweep_dir, table, run_dirs, raw, study, objective, fixed, race, app)
+
+
+def _returned(result: RunResult) -> dict[str, float]:
+    """Another app's returned value(s): `value`, or for several objectives `value_0`, `value_1`, ..."""
+    if result.values is None:
+        return {}
+    if len(result.values) == 1:
+        return {"value": result.values[0]}
+    return {"value": result.values[0]} | {f"value_{i}": v for i, v in enumerate(result.values)}
 
 
 def _read_race(sweep_dir: Path) -> Race | None:
@@ -259,7 +274,7 @@ def best_run(table: pd.DataFrame, objective: str = "val_acc") -> int | None:
 def best_run_dir(source: Path, storage: str | None = None) -> tuple[Path, str | None]:
     """The run dir `source` names: itself when it holds a `best.pt`, else the best run with one of
     the sweep dir `source` (by the sweep's validation objective), with a line saying which."""
-    from sweep.checkpoint import CHECKPOINT_FILE
+    from sweep.results import CHECKPOINT_FILE
 
     if (source / CHECKPOINT_FILE).is_file():
         return source, None
@@ -282,10 +297,16 @@ def still_improving_line(table: pd.DataFrame) -> str | None:
     return None if not n else f"{n} of {len(table)} runs were {RAISE_EPOCHS}."
 
 
+TRAINING_COLUMNS = [*SUMMARY_COLUMNS[2:], STILL_IMPROVING]  # what this project's runs measure
+
+
 def format_table(table: pd.DataFrame) -> str:
     """The table as a user reads it at the end of a sweep: the error column only when a run failed,
-    the still-improving one only when a run was."""
+    the still-improving one only when a run was, the training columns only when a run trained here
+    (another app's runs return a value)."""
     shown = table if table["error"].notna().any() else table.drop(columns="error")
     if not shown[STILL_IMPROVING].any():
         shown = shown.drop(columns=STILL_IMPROVING)
+    if "value" in shown and shown["train_time_s"].isna().all():
+        shown = shown.drop(columns=[c for c in TRAINING_COLUMNS if c in shown])
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")

@@ -65,7 +65,7 @@ def test_only_entry_points_exit_and_read_hydras_config():
         calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
         if path not in ENTRY_POINTS:
             assert not calls & {"sys.exit", "exit_with", "exit", "quit"}, f"{path} exits; raise UserError instead"
-        if path != "run.py":
+        if path not in ("run.py", "search/pruning.py"):  # this project's task, and the API another app's task calls
             assert "HydraConfig.get" not in calls, f"{path} reads HydraConfig; take plain values from run.py"
 
 

@@ -104,7 +104,7 @@ def test_whatever_a_result_holds_reading_it_gives_a_result_in_range(tmp_path, ch
     assert isinstance(result.status, Status)
     if result.status is not Status.INCOMPLETE:
         for column in ("best_val_acc", "test_acc", "test_macro_f1"):
-            v = result.value(column)
+            v = result.metric(column)
             assert math.isnan(v) or 0.0 <= v <= 1.0
         assert all(isinstance(o, str) for o in result.record.overrides)
     else:

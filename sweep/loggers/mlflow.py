@@ -116,7 +116,7 @@ class MlflowTracker:
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(result.value(k)), now, 0) for k in FINAL if math.isfinite(result.value(k))]
+        metrics = [Metric(k, float(result.metric(k)), now, 0) for k in FINAL if math.isfinite(result.metric(k))]
         tags = {"status": str(result.status), "stop_reason": str(result.stop_reason or "")}
         if result.why:
             tags["error"] = result.why[:5000]

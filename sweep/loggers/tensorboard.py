@@ -36,7 +36,7 @@ class TensorBoardTracker:
     def end(self, result: RunResult) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        metrics = {f"final/{k}": float(result.value(k)) for k in FINAL}
+        metrics = {f"final/{k}": float(result.metric(k)) for k in FINAL}
         params = {k: _value(v) for k, v in self.info.headline.items()}
         params["status"] = str(result.status)
         for summary in hparams(params, metrics):  # the HParams plugin's experiment, session start and end

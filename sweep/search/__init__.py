@@ -6,7 +6,10 @@
     race.py           the race's state and race.json, and the Optuna race's rule, side by side
     sequential.py     the race's statistics: numbers in, p-values out (no files, no state)
     settings.py       the sweepers' settings: each default once, one check for both
+    returns.py        another app's job return as a run's result.json (value, pruned, failed)
     folders.py        the one place that names run folders (trial_0007/seed_1, 3/seed_2)
+    lightning.py      a Lightning callback that prunes a trial (for the user's LightningModule)
+    pruning.py        two calls any app's task makes to be pruned: report(value, step), should_prune()
     trial_link.py     a job's link back to its trial, for pruning from any process
     study.py          where a study lives: storages, the study's record in the sweep dir
     borrowed.py       the private insides of Optuna and Hydra this project uses, in one place

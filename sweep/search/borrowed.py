@@ -4,7 +4,8 @@ Lightning pruning callback). Nothing else in the project touches a private name 
 
 - hydra-optuna-sweeper's override grammar (`choice`, `interval`, `range`, `tag(log, ...)`) to
   Optuna distributions, and its grid-sampler choices: reused, not rewritten.
-- Hydra's basic sweeper's expansion of comma lists and ranges into jobs (the progress plan).
+- Hydra's basic sweeper's expansion of comma lists and ranges into jobs (the progress plan), and
+  the list of callbacks Hydra built for a multirun (another app's sweep gets the summary's).
 - Optuna's trial id (what a job in another process opens its trial by), the storage behind a
   study, stale-trial detection and the heartbeat base class, for trials a worker runs outside
   `study.optimize` (which would otherwise own heartbeats and stale trials)."""
@@ -37,6 +38,12 @@ def grid_jobs(arguments: list[str], config_loader: Any = None) -> list[list[str]
 
     parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(arguments)
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def add_callback(hydra_context: Any, callback: Any) -> None:
+    """Add a callback to the ones Hydra built for this multirun, so that it hears the multirun's end
+    (a sweeper is set up after Hydra instantiated `hydra.callbacks`)."""
+    hydra_context.callbacks.callbacks.append(callback)
 
 
 def suggest(trial: Any, name: str, distribution: Any) -> Any:

@@ -105,7 +105,7 @@ class GridRace:
         for job, d in zip(jobs, dirs):
             result = RunResult.read(d, job)
             if result.status is Status.COMPLETED:
-                outcomes.append(result.value(column))
+                outcomes.append(result.metric(column))
             else:
                 why = f": {result.why}" if result.why else ""
                 outcomes.append(f"its seed {seed} run {result.status}{why}"[:300])

@@ -26,13 +26,13 @@ from optuna.trial import TrialState
 from sweep import progress
 from sweep.errors import UserError
 from sweep.files import atomic_write
-from sweep.outcomes import METRICS, Status
+from sweep.outcomes import METRICS, Status, returned
 from sweep.results import RunResult
 from sweep.search import borrowed, settings
-from sweep.search.folders import seed_dirs, trial_dir
-from sweep.search.race import behind_best
+from sweep.search.folders import seed_dirs, trial_dir, trial_number
+from sweep.search.returns import record_return
 from sweep.search.study import DEFAULT_STUDY, StudyRef, storage_kind, storage_url
-from sweep.search.trial_link import REPORT_ENV, TRIAL_ENV
+from sweep.search.trial_link import OWN_TASK, REPORT_ENV, TRIAL_ENV
 from sweep.stops import describe
 from sweep.trust import PRUNER_TARGETS, SAMPLER_TARGETS
 
@@ -62,6 +62,7 @@ class TrialSearch:
         race: bool,
         min_seeds: int,
         alpha: float,
+        seed_key: str = "seed",
     ) -> None:
         checked = ("repeats", "max_failure_rate", "n_trials", "n_jobs", "heartbeat_interval", "direction", "storage",
                    "race", "min_seeds", "alpha")  # fmt: skip
@@ -71,10 +72,12 @@ class TrialSearch:
         self.n_trials, self.n_jobs = n_trials, n_jobs or (os.cpu_count() or 1)
         self.max_failure_rate, self.params = max_failure_rate, params
         self.repeats, self.heartbeat_interval = repeats, heartbeat_interval
-        self.race, self.min_seeds, self.alpha = race, min_seeds, float(alpha)
+        self.race, self.min_seeds, self.alpha, self.seed_key = race, min_seeds, float(alpha), seed_key
+        self.pruner = pruner
+        self.ours = True  # this project's task, which writes result.json; setup says
         self.batch_defaults: list[str] = []  # Optuna 5's defaults for batched asks, set when n_jobs > 1
         # a function (config, trial) that samples more, as hydra-optuna-sweeper's custom_search_space
-        self.extend = instantiate({"_target_": custom_search_space, "_partial_": True}) if custom_search_space else None
+        self.extend = _extender(custom_search_space) if custom_search_space else None
         if pruner is not None:  # each job builds the pruner again; a bad config should stop us here, once
             try:
                 instantiate(pruner, _execution_whitelist_=PRUNER_TARGETS)
@@ -88,8 +91,34 @@ class TrialSearch:
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
-        if self.direction == "auto":
-            self.direction = METRICS[config.objective].direction
+        self.ours = bool(getattr(task_function, OWN_TASK, False))
+        if not self.ours:
+            _end_with_a_summary(hydra_context, config)
+        self.direction = self._checked_direction()
+        if self.pruner is not None and len(self.directions) > 1:
+            raise UserError(
+                f"hydra.sweeper.pruner: Optuna cannot prune a study with several objectives (direction="
+                f"[{', '.join(self.directions)}]); choose search/pruner=none or one objective"
+            )
+
+    def _checked_direction(self) -> Any:
+        """The study's direction(s): for this project's task, its objective's (one line when they
+        contradict each other); for another app's, as given, `auto` being the peer's `minimize`."""
+        if not self.ours:
+            return "minimize" if self.direction == "auto" else self.direction
+        metric = METRICS[self.config.objective]
+        if self.direction == "auto" or self.direction == metric.direction:
+            return metric.direction
+        raise UserError(
+            f"hydra.sweeper.direction={_said(self.direction)}: objective={metric.name} is "
+            f"{metric.direction}d; leave direction at auto (or give {metric.direction}), or choose the objective "
+            f"{'val_loss' if metric.higher_is_better else 'val_acc'}"
+        )
+
+    @property
+    def objective(self) -> str:
+        """The name each run's result.json gives its objective (`val_acc`, or another app's `value`)."""
+        return self.config.objective if self.ours else returned(self.directions[0])
 
     @property
     def directions(self) -> list[str]:
@@ -127,7 +156,8 @@ class TrialSearch:
                 if count.failed / count.finished > self.max_failure_rate:
                     raise UserError(
                         f"{count.failed} of {count.finished} trials failed or diverged, more than "
-                        f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; see {sweep_dir}"
+                        f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows (the last: {count.last}); "
+                        f"see {sweep_dir}"
                     )
         finally:
             if bar is not None:
@@ -147,7 +177,8 @@ class TrialSearch:
             why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
             raise UserError(f"hydra.sweeper.storage={ref.url(sweep_dir)}: cannot be opened ({why})") from None
         ref.write(sweep_dir)
-        _reconcile_finished(study, sweep_dir, METRICS[self.config.objective].column, self.repeats)
+        if len(self.directions) == 1:
+            _reconcile_finished(study, sweep_dir, METRICS[self.objective].column, self.repeats)
         _fail_stale_trials(study)
         return study, storage
 
@@ -161,7 +192,8 @@ class TrialSearch:
             raise UserError(f"search space: {' '.join(str(e).split())}") from None
         for name in fixed:
             distributions.pop(name, None)
-        seed = int(fixed.pop("seed", self.config.seed)) if self.repeats > 1 else None
+        first = fixed.pop(self.seed_key, OmegaConf.select(self.config, self.seed_key, default=0))
+        seed = int(first) if self.repeats > 1 else None
         return _Space(distributions, fixed, deletions, seed)
 
     def _ask(self, study: optuna.Study, n: int, space: _Space) -> list[optuna.Trial]:
@@ -200,7 +232,14 @@ class TrialSearch:
                             subdir = trial_dir(trial.number, seed)
                             jobs.append(self._job(trial, space, seed, subdir))
                             run_dirs[trial.number].append(sweep_dir / subdir)
-                    self.launcher.launch(jobs, initial_job_idx=trials[0].number * self.repeats + i * len(trials))
+                    returns = self.launcher.launch(
+                        jobs, initial_job_idx=trials[0].number * self.repeats + i * len(trials)
+                    )
+                    if not self.ours:  # another app's task returns its value; its run dir gets a result.json
+                        for job, ret in zip(jobs, returns):
+                            run_dir = sweep_dir / _subdir(job)
+                            record_return(run_dir, ret, list(job), self.directions, _seed(job, self.seed_key),
+                                          trial_number(run_dir))  # fmt: skip
                     if self.race:
                         racing = self._race(racing, run_dirs, values, incumbent, stopped)
         except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: no trial is left RUNNING for a later start
@@ -217,9 +256,13 @@ class TrialSearch:
             tuple(f"{name}={value}" for name, value in {**trial.params, **space.fixed}.items())
             + tuple(space.deletions)
             + (f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_ENV}={borrowed.trial_id(trial)}")
-            + (() if seed is None else (f"seed={seed}",))
+            + (() if seed is None else (f"{self._seed_key()}={seed}",))
             + (() if seed in (None, space.seed) else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
         )
+
+    def _seed_key(self) -> str:
+        """The seed's override: `seed=`, or `+seed=` for an app whose config has no such key."""
+        return self.seed_key if OmegaConf.select(self.config, self.seed_key) is not None else f"+{self.seed_key}"
 
     def _race(
         self, racing: list[optuna.Trial], run_dirs: dict[int, list[Path]], values: dict[int, list[float]],
@@ -228,7 +271,9 @@ class TrialSearch:
         """The trials that go on to their next seed: those whose newest run completed (its value
         joins `values`) and that are not significantly behind the incumbent (the best completed
         trial) on the seeds both ran."""
-        column = METRICS[self.config.objective].column
+        from sweep.search import race  # scipy, for a racing search only
+
+        column = METRICS[self.objective].column
         higher = self.directions[0] == "maximize"
         going = []
         for trial in racing:
@@ -236,8 +281,8 @@ class TrialSearch:
             if newest.status is not Status.COMPLETED:  # failed or pruned: _tell says which
                 continue
             mine = values.setdefault(trial.number, [])
-            mine.append(newest.value(column))
-            why = behind_best(incumbent, mine, higher, self.min_seeds, self.repeats, self.alpha)
+            mine.append(newest.metric(column))
+            why = race.behind_best(incumbent, mine, higher, self.min_seeds, self.repeats, self.alpha)
             if why is None:
                 going.append(trial)
             else:
@@ -248,7 +293,7 @@ class TrialSearch:
         """A progress line for each trial of the batch that just ended."""
         left = progress.eta(count.started, count.finished, count.total - count.finished)
         for i, trial in enumerate(trials, start=count.finished - len(trials) + 1):
-            line = _trial_line(study, borrowed.trial_id(trial), self.config.objective, i, count.total,
+            line = _trial_line(study, borrowed.trial_id(trial), METRICS[self.objective].name, i, count.total,
                                time.time() - count.batch_started, left)  # fmt: skip
             progress.say(line, bar)
         if bar is not None:
@@ -287,31 +332,36 @@ class TrialSearch:
 
     def _tell(
         self, study: optuna.Study, trial: optuna.Trial, run_dirs: list[Path], sweep_dir: Path, raced_out: str | None
-    ) -> bool:
-        """Store the trial's outcome from its runs' results; False when it failed. A trial that raced
-        out is PRUNED with the mean over the seeds it ran, and says why."""
+    ) -> str | None:
+        """Store the trial's outcome from its runs' results; return why it failed, when its failure
+        counts against max_failure_rate. A trial that raced out is PRUNED with the mean over the
+        seeds it ran, and says why."""
         results = [RunResult.read(d) for d in run_dirs]
         trial.set_user_attr("runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
-        column = METRICS[self.config.objective].column
+        column = METRICS[self.objective].column
         if all(r.status.usable for r in results):
-            values = [r.value(column) for r in results]
+            values = [r.metric(column) for r in results]
             trial.set_user_attr("seed_values", values)
             if raced_out is not None:
                 trial.set_user_attr("mean_over_seeds", sum(values) / len(values))
                 trial.set_user_attr("prune_reason", raced_out)
                 _tell(study, trial, state=TrialState.PRUNED)
-                return True
+                return None
+            if len(self.directions) > 1:  # each objective's mean over the seeds
+                _tell(study, trial, [sum(v) / len(results) for v in zip(*(r.values for r in results))])
+                return None
             _tell(study, trial, sum(values) / len(values))
-            return True
+            return None
         if all(r.status.trained for r in results):
             _tell(study, trial, state=TrialState.PRUNED)
-            return True
+            return None
         bad = next(r for r in results if not r.status.trained)
         reason = f"{bad.status}: {bad.why}" if bad.why else "the job ended without a result"
         trial.set_user_attr("fail_reason", reason)
         _tell(study, trial, state=TrialState.FAIL)
         log.warning("trial %d failed (%s)", trial.number, reason)
-        return False
+        # another app's task that returned a value it cannot use fails its trial without counting, as in the peer
+        return reason if self.ours or bad.traceback is not None else None
 
     def _write_results(self, study: optuna.Study, sweep_dir: Path) -> None:
         complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -323,6 +373,11 @@ class TrialSearch:
             "best_trial": None,
             "n_trials": dict(Counter(t.state.name for t in study.trials)),
         }
+        if complete and len(self.directions) > 1:  # the Pareto front, as hydra-optuna-sweeper writes it
+            results["solutions"] = [
+                {"params": dict(t.params), "values": list(t.values), "number": t.number,
+                 "run_dir": t.user_attrs.get("runs", [None])[0]} for t in study.best_trials
+            ]  # fmt: skip
         if complete and len(self.directions) == 1:
             best = study.best_trial
             results |= {
@@ -330,8 +385,49 @@ class TrialSearch:
                 "best_value": best.value,
                 "best_trial": {"number": best.number, "run_dir": best.user_attrs.get("runs", [None])[0]},
             }
-            log.info("Best trial %d: %s = %.4f with %s", best.number, self.config.objective, best.value, best.params)
+            log.info("Best trial %d: %s = %.4f with %s", best.number, self.objective, best.value, best.params)
         atomic_write(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
+
+
+SUMMARY_CALLBACK = "sweep.callbacks.SummaryCallback"
+
+
+def _end_with_a_summary(hydra_context: Any, config: DictConfig) -> None:
+    """Another app's sweep ends as this project's do, in summary.csv and report.md: this project's
+    end-of-sweep callback joins the app's, named by its target as a Hydra config names a callback."""
+    callbacks = OmegaConf.select(config, "hydra.callbacks") or {}
+    if any(str(c.get("_target_", "")) == SUMMARY_CALLBACK for c in callbacks.values() if hasattr(c, "get")):
+        return
+    borrowed.add_callback(hydra_context, instantiate({"_target_": SUMMARY_CALLBACK},
+                                                     _execution_whitelist_=(SUMMARY_CALLBACK,)))  # fmt: skip
+
+
+def _extender(target: str) -> Any:
+    """hydra-optuna-sweeper's `custom_search_space`: a function (config, trial) that samples more,
+    instantiated under the app's execution whitelist; refused, it is one line saying how to allow it."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate({"_target_": target, "_partial_": True})
+    except InstantiationException as e:
+        why = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"hydra.sweeper.custom_search_space={target}: cannot be used ({why}); a function the sweeper calls "
+            f"must be one you trust: name it in the environment, SWEEP_TRUSTED_TARGETS={target} (see docs/search.md)"
+        ) from None
+
+
+def _said(direction: Any) -> str:
+    return f"[{','.join(direction)}]" if isinstance(direction, (list, ListConfig)) else str(direction)
+
+
+def _subdir(job: tuple[str, ...]) -> str:
+    return next(o.split("=", 1)[1] for o in job if o.startswith("hydra.sweep.subdir="))
+
+
+def _seed(job: tuple[str, ...], key: str) -> int | None:
+    found = [o.split("=", 1)[1] for o in job if o.lstrip("+").split("=", 1)[0] == key]
+    return int(found[0]) if found and found[0].lstrip("-").isdigit() else None
 
 
 def _is_direction(v: Any, s: dict) -> str | None:
@@ -400,9 +496,13 @@ class _Count:
     started: float = field(default_factory=time.time)
     batch_started: float = field(default_factory=time.time)
 
-    def add(self, told: list[bool]) -> None:
+    last: str = ""  # the last failure's reason
+
+    def add(self, told: list[str | None]) -> None:
+        """Count a batch of trials, each told None or the reason it failed."""
         self.finished += len(told)
-        self.failed += told.count(False)
+        self.failed += sum(why is not None for why in told)
+        self.last = next((why for why in reversed(told) if why is not None), self.last)
 
 
 def _incumbent(study: optuna.Study, directions: list[str]) -> tuple[int, list[float]] | None:
@@ -446,7 +546,7 @@ def _reconcile_finished(study: optuna.Study, sweep_dir: Path, column: str, repea
         found = [RunResult.read(d) for d in run_dirs]
         if len(found) == repeats and all(r.status is Status.COMPLETED for r in found):
             storage.set_trial_user_attr(trial_id, "runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
-            value = sum(r.value(column) for r in found) / len(found)
+            value = sum(r.metric(column) for r in found) / len(found)
             storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [value])
             log.info("trial %d: its runs completed after its sweeper stopped; stored as COMPLETE", trial.number)
 

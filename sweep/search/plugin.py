@@ -43,6 +43,8 @@ class TrialSweeperConf(OptunaSweeperConf):
     # Seconds between a running trial's heartbeats; a trial silent for twice as long (its
     # process was killed) is marked FAIL when a sweeper next starts on the study.
     heartbeat_interval: int = HEARTBEAT_INTERVAL
+    # The config key a trial's repeats set to seed, seed+1, ... (`+key` when the app's config lacks it).
+    seed_key: str = "seed"
 
 
 @dataclass

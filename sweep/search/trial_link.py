@@ -14,6 +14,9 @@ from sweep.trust import PRUNER_TARGETS
 
 TRIAL_ENV = "SWEEP_OPTUNA_TRIAL_ID"  # set for each job by the sweeper (hydra.job.env_set)
 REPORT_ENV = "SWEEP_OPTUNA_REPORTS"  # "0" for the repeats of a trial after its first seed
+# An attribute of this project's task function: its jobs write their own result.json. Another
+# app's jobs return their value, which the sweeper records (sweep.search.returns).
+OWN_TASK = "sweep_writes_result_json"
 
 
 @dataclass(frozen=True)
