@@ -210,6 +210,30 @@ def optimization_history(study, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def pareto_front(study, path: Path) -> Path | None:
+    """A study with several objectives: each completed trial's first two objectives, the
+    non-dominated ones (the Pareto front, as Optuna's `best_trials` says) joined and labelled."""
+    from optuna.trial import TrialState
+
+    trials = list(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if not trials or len(study.directions) < 2:
+        return None
+    front = sorted(study.best_trials, key=lambda t: t.values[0])
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter([t.values[0] for t in trials], [t.values[1] for t in trials], color="0.6", label="trial")
+    ax.plot([t.values[0] for t in front], [t.values[1] for t in front], "o-", color="C0", label="Pareto front")
+    for t in front:
+        ax.annotate(str(t.number), (t.values[0], t.values[1]), textcoords="offset points", xytext=(4, 4),
+                    fontsize="small")  # fmt: skip
+    words = [d.name.lower() for d in study.directions]
+    ax.set_xlabel(f"objective 0 ({words[0]}d)")
+    ax.set_ylabel(f"objective 1 ({words[1]}d)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Pareto front: {len(front)} of {len(trials)} completed trials (numbers: trials)", fontsize="medium")
+    return _save(fig, path)
+
+
 BOOTSTRAP_ROUNDS = 30  # resamples of the completed trials for the importances' intervals
 BOOTSTRAP_TREES = 16  # fANOVA's forest for each resample (Optuna's default, 64, for the point estimate): ~4x faster
 

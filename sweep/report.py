@@ -64,8 +64,10 @@ def draw(c: Comparison, out: Path) -> tuple[list[Path], list[Path]]:
     else:
         pngs.append(plots.metric_by_level(c.table, c.shown_keys, c.metric.name, out / f"{c.metric.name}_by_level.png"))
     for sweep in c.sweeps:
-        if sweep.study is not None:
-            prefix = f"{sweep.dir.name}_" if len(c.sweeps) > 1 else ""
+        prefix = f"{sweep.dir.name}_" if len(c.sweeps) > 1 else ""
+        if sweep.study is not None and len(sweep.study.directions) > 1:
+            pngs.append(plots.pareto_front(sweep.study, out / f"{prefix}pareto_front.png"))
+        elif sweep.study is not None:
             pngs += [
                 plots.optimization_history(sweep.study, out / f"{prefix}optimization_history.png"),
                 plots.param_importances(sweep.study, out / f"{prefix}param_importances.png"),
@@ -177,6 +179,7 @@ def _search_text(c: Comparison) -> list[str]:
             "they ran and they are not ranked above.",
             "",
         ]
+    text += _front_text(c)
     text += [
         "A search samples each setting once (or `repeats` times), so it does not test differences between "
         "settings: it finds promising ones. To tell whether the best beats another, re-run both over seeds "
@@ -184,6 +187,20 @@ def _search_text(c: Comparison) -> list[str]:
         "",
     ]
     return text
+
+
+def _front_text(c: Comparison) -> list[str]:
+    """A study with several objectives: its non-dominated trials, each objective's value."""
+    study = next((s.study for s in c.sweeps if s.study is not None and len(s.study.directions) > 1), None)
+    if study is None:
+        return []
+    front = sorted(study.best_trials, key=lambda t: t.values[0])
+    words = ", ".join(f"objective {i} {d.name.lower()}d" for i, d in enumerate(study.directions))
+    table = pd.DataFrame([{"trial": t.number, **t.params, **{f"value_{i}": v for i, v in enumerate(t.values)}}
+                          for t in front])  # fmt: skip
+    return ["## The Pareto front", "",
+            f"The {len(front)} trials no other trial beats on every objective ({words}); the ranking above is by "
+            "objective 0 alone.", "", markdown_table(table), ""]  # fmt: skip
 
 
 def _race_text(c: Comparison) -> list[str]:

@@ -43,7 +43,7 @@ def task(cfg: DictConfig) -> float:
     from sweep import stops
     from sweep.errors import UserError, exit_with
     from sweep.search.trial_link import TRIAL_ENV
-    from sweep.validate import validate
+    from sweep.validate import check_command_line_keys, validate
 
     stops.watch_sweeper()  # in a joblib worker: end with the sweeper, never outlive it
     hc = HydraConfig.get()
@@ -52,6 +52,8 @@ def task(cfg: DictConfig) -> float:
     single = hc.mode == RunMode.RUN
     started = time.time()
     try:
+        if TRIAL_ENV in os.environ:  # keys a search's custom_search_space added: a `+key` no part of the run reads
+            check_command_line_keys([o for o in overrides if not o.lstrip("+").startswith("hydra.")], CONF)
         validate(cfg)  # before importing torch: a typo costs the user no start-up time
         if single:
             print(f"run dir: {run_dir}", flush=True)
@@ -126,9 +128,10 @@ def _forget(run_dir: Path, job_name: str) -> None:
 def main() -> None:
     from sweep import stops
     from sweep.errors import UserError, exit_with
-    from sweep.validate import check_command_line_keys, check_command_line_targets, check_output_dirs
+    from sweep.validate import check_command_line_keys, check_command_line_targets, check_output_dirs, check_sampler
 
     try:
+        check_sampler(sys.argv[1:])
         check_command_line_keys(sys.argv[1:], CONF)
         check_command_line_targets(sys.argv[1:])
         check_output_dirs(sys.argv[1:])

@@ -17,7 +17,7 @@ import yaml
 
 from sweep.errors import UserError
 from sweep.files import atomic_write, read_bounded
-from sweep.outcomes import COMPARISON_COLUMNS, METRICS, Status
+from sweep.outcomes import COMPARISON_COLUMNS, METRICS, RETURNED, Status
 from sweep.results import SUMMARY_COLUMNS, RunResult, overrides_dict, varying_keys
 from sweep.search.folders import trial_number
 from sweep.search.race import Race
@@ -221,6 +221,8 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
 
     has_trials = any("trial" in r for r in rows)
     values = sorted({k for r in rows for k in r if RETURNED_COLUMN.fullmatch(k)}, key=lambda k: (len(k), k))
+    if not values and any(o in RETURNED for o in objectives):  # another app's runs, none of which returned one
+        values = ["value"]
     columns = ["run"] + (TRIAL_COLUMNS if has_trials else []) + swept + (RACE_COLUMNS if race else []) + values
     table = pd.DataFrame(rows, columns=columns + SUMMARY_COLUMNS + [STILL_IMPROVING, "error"])
     for column in SUMMARY_COLUMNS[2:]:  # numbers, NaN where a run has none (not None)

@@ -160,6 +160,18 @@ def _has_path(node: Any, parts: list[str]) -> bool:
     return True
 
 
+REMOVED_SAMPLERS = {"motpe": "removed in Optuna 4.0; use hydra/sweeper/sampler=tpe, which handles several objectives"}
+
+
+def check_sampler(args: list[str]) -> None:
+    """A sampler hydra-optuna-sweeper keeps a name for but Optuna no longer has, in one line (it
+    would fail to compose against search=optuna's seeded sampler)."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "hydra/sweeper/sampler" and value in REMOVED_SAMPLERS:
+            raise UserError(f"{arg}: {REMOVED_SAMPLERS[value]}")
+
+
 def check_command_line_targets(args: list[str]) -> None:
     """A `_target_` given on the command line, checked before Hydra composes anything, so that a
     refused one is one line (Hydra refuses it too, with a traceback, when it instantiates)."""

@@ -69,7 +69,10 @@ class _Guarded(Sweeper):
     search: Any
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        try:
+            self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        except UserError as e:
+            exit_with(e)
 
     def sweep(self, arguments: list[str]) -> None:
         try:
