@@ -385,7 +385,9 @@ class TrialSearch:
                 "best_value": best.value,
                 "best_trial": {"number": best.number, "run_dir": best.user_attrs.get("runs", [None])[0]},
             }
-            log.info("Best trial %d: %s = %.4f with %s", best.number, self.objective, best.value, best.params)
+            log.info(
+                "Best trial %d: %s = %.4f with %s", best.number, METRICS[self.objective].name, best.value, best.params
+            )
         atomic_write(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
 
 
