@@ -41,6 +41,19 @@ def _grid_jobs(config: DictConfig) -> list[list[str]] | None:
         return None
 
 
+def _unlogged(trackers: list[str], run_dirs: list[Path]) -> str | None:
+    """A line for each tracker that failed in every run of the sweep (so logged nothing), or None."""
+    from sweep.results import RunResult
+
+    errors = [RunResult.read(d).logger_errors or () for d in run_dirs if (d / "result.json").exists()]
+    lines = []
+    for name in trackers:
+        failures = [e for run in errors for e in run if e.startswith(f"{name}: ")]
+        if errors and len(failures) == len(errors):
+            lines.append(f"logger={name} failed in every run of this sweep ({failures[0]}); it logged nothing")
+    return "; ".join(lines) or None
+
+
 class SummaryCallback(Callback):
     def __init__(self, report: bool = True, metric: str | None = None) -> None:
         self.report, self.metric = report, metric
@@ -119,6 +132,10 @@ class SummaryCallback(Callback):
                 log.error("error: no report: %s", e)
         from sweep.loggers import LoggerSettings, end_sweep
 
-        end_sweep(LoggerSettings.of(config.get("logger")), sweep_dir, files)  # MLflow's parent run
-        if not completed and stops.received is None:  # a sweep in which no run completed failed
+        settings = LoggerSettings.of(config.get("logger"))
+        end_sweep(settings, sweep_dir, files)  # MLflow's parent run
+        unlogged = _unlogged(settings.wanted, sweep.run_dirs)
+        if unlogged:
+            print(f"error: {unlogged}", file=sys.stderr, flush=True)
+        if (not completed or unlogged) and stops.received is None:  # a sweep in which no run completed failed
             sys.exit(1)

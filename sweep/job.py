@@ -134,6 +134,8 @@ def _run_claimed(
         snapshots.remove()
     if loggers is not None:
         loggers.end(result)
+        if loggers.errors:  # the sweep says so when a tracker logged none of its runs
+            replace(result, logger_errors=tuple(f"{k}: {v}" for k, v in loggers.errors.items())).write(run_dir)
     return result.objective_value
 
 

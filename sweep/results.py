@@ -132,6 +132,7 @@ class RunResult:
     normalization: str | None = checked(text)  # "data" (the training split's statistics) or the weights'
     # another Hydra app's run, searched by sweep_optuna: what its task returned (its objectives, in order)
     values: tuple[float, ...] | None = checked(list_of(number(), 64))
+    logger_errors: tuple[str, ...] | None = checked(list_of(item_text, 16))  # `tensorboard: ValueError: ...`
     record: RunRecord = field(default_factory=RunRecord)
 
     # ------------------------------------------------------------------ constructors

@@ -225,3 +225,44 @@ def test_workers_opening_a_new_mlflow_store_together_both_log(tmp_path):
     assert [out.strip() for out, _ in outs] == ["logged", "logged"], [err[-500:] for _, err in outs]
     _, parents, children = _mlflow_runs(sweep_dir / "mlflow.db")
     assert len(parents) == 1 and len(children) == 2
+
+
+@pytest.mark.slow
+def test_the_readmes_tensorboard_command_logs_every_run_from_its_default_relative_sweep_dir(tmp_path):
+    """docs/clusters-and-trackers.md's command as written, from where the user stands: Hydra's default
+    sweep dir is relative (outputs/sweeps/<date>/<time>); each run still gets its tb/<run> curves."""
+    p = app("-m", "data=digits", "optimizer=adam,sgd", "logger=tensorboard", "epochs=1",
+            "hydra.callbacks.summary.report=false", cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "logger tensorboard failed" not in p.stdout + p.stderr
+    [sweep_dir] = (tmp_path / "outputs" / "sweeps").glob("*/*")
+    for run in ("0", "1"):
+        assert [e.step for e in _events(sweep_dir / "tb" / run).Scalars("val_loss")] == [1]
+
+
+@pytest.mark.slow
+def test_the_readmes_mlflow_command_logs_a_child_run_per_trial_with_its_metrics(tmp_path):
+    p = app("-m", "search=optuna", "data=digits", "logger=mlflow", "logger.tracking_uri=sqlite:///mlflow.db",
+            "epochs=1", "hydra.sweeper.n_trials=2", "hydra.callbacks.summary.report=false", cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    _, parents, children = _mlflow_runs(tmp_path / "mlflow.db")
+    assert len(parents) == 1 and len(children) == 2
+    assert all(c.data.metrics.get("best_val_acc") is not None and c.info.status == "FINISHED" for c in children)
+
+
+def test_a_logger_that_fails_in_every_run_fails_the_sweep_in_one_line(tmp_path, monkeypatch):
+    from sweep.loggers import tensorboard
+
+    def broken(*args, **kwargs):
+        raise ValueError("no place to write")
+
+    monkeypatch.setattr(tensorboard, "TensorBoardTracker", broken)
+    p = app("-m", *TINY, "lr=1e-3,1e-2", "logger=tensorboard", f"hydra.sweep.dir={tmp_path}/s",
+            "hydra.callbacks.summary.report=false", cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines()[-1] == (
+        "error: logger=tensorboard failed in every run of this sweep (tensorboard: ValueError: no place to write); "
+        "it logged nothing"
+    )
+    result = json.loads((tmp_path / "s" / "0" / "result.json").read_text())
+    assert result["status"] == "completed" and result["logger_errors"] == ["tensorboard: ValueError: no place to write"]

@@ -22,14 +22,14 @@ log = logging.getLogger("sweep")
 __all__ = ["LoggerSettings", "Loggers", "RunInfo", "end_sweep", "flatten"]
 
 
-def guarded(name: str, call: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
-    """(whether `call(*args)` worked, what it returned): a tracker that raises warns in one line, never more."""
+def guarded(name: str, call: Callable[..., Any], *args: Any) -> tuple[str | None, Any]:
+    """(why `call(*args)` failed, or None; what it returned): a tracker that raises warns in one line, never more."""
     try:
-        return True, call(*args)
+        return None, call(*args)
     except Exception as e:  # a tracker never breaks the run
-        why = str(e).splitlines()[0][:300] if str(e) else ""
-        log.warning("logger %s failed (%s: %s); the run goes on without it", name, type(e).__name__, why)
-        return False, None
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        log.warning("logger %s failed (%s); the run goes on without it", name, why)
+        return why, None
 
 
 class Loggers:
@@ -38,15 +38,19 @@ class Loggers:
     def __init__(self, settings: LoggerSettings, info: RunInfo) -> None:
         self.settings, self.info = settings, info
         self.trackers: dict[str, Tracker | None] = {}  # None: failed, dropped for the rest of the run
+        self.errors: dict[str, str] = {}  # each failed tracker's first failure, for the run's result
 
     def _each(self, first_epoch: int, call: Callable[[Tracker], Any]) -> None:
         for name in self.settings.wanted:
             if name not in self.trackers:
-                opened, tracker = guarded(name, _OPENERS[name], self.settings, self.info, first_epoch)
-                self.trackers[name] = tracker if opened else None
+                why, tracker = guarded(name, _OPENERS[name], self.settings, self.info, first_epoch)
+                self.trackers[name] = tracker
+                if why is not None:
+                    self.errors.setdefault(name, why)
             tracker = self.trackers[name]
-            if tracker is not None and not guarded(name, call, tracker)[0]:
+            if tracker is not None and (why := guarded(name, call, tracker)[0]) is not None:
                 self.trackers[name] = None
+                self.errors.setdefault(name, why)
 
     def epoch(self, row: dict[str, Any]) -> None:
         self._each(int(row["epoch"]), lambda tracker: tracker.epoch(row))

@@ -67,7 +67,7 @@ class RunInfo:
         """The run's folder relative to the sweep dir (`3`, `trial_0007/seed_1`), or `run` alone."""
         if self.sweep_dir is None:
             return "run"
-        return self.run_dir.relative_to(self.sweep_dir).as_posix()
+        return self.run_dir.absolute().relative_to(self.sweep_dir.absolute()).as_posix()
 
     @property
     def headline(self) -> dict[str, Any]:
