@@ -160,11 +160,11 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str |
         if len(sweeps) == 1 and sweeps[0].race is not None:  # eliminated settings ran fewer seeds: not pooled
             c.race, c.race_table = sweeps[0].race, race_table(sweeps[0].race)
             c.table["race"] = _race_outcomes(c.table, runs, keys)
-        tested = runs if c.race is None else runs[runs.eliminated_after.isna()]
-        c.verdicts = [v for k in keys if (v := compare_factor(tested, k, [o for o in keys if o != k] + seed, m))]
-        if len(keys) > 1:
-            c.at_best = {k: best_settings(tested, k, [o for o in keys if o != k], m) for k in keys}
-            c.best_verdicts = [v for k in keys if (v := compare_at_best(tested, k, [o for o in keys if o != k], m))]
+        if c.race is None:  # a race's own sequential rule gives its one verdict a pair (its seeds were not fixed)
+            c.verdicts = [v for k in keys if (v := compare_factor(runs, k, [o for o in keys if o != k] + seed, m))]
+        if len(keys) > 1 and c.race is None:
+            c.at_best = {k: best_settings(runs, k, [o for o in keys if o != k], m) for k in keys}
+            c.best_verdicts = [v for k in keys if (v := compare_at_best(runs, k, [o for o in keys if o != k], m))]
     objective_table = table if m == objective else aggregate(runs, keys or [ALL], objective) if keys else None
     program = "python sweep/run.py" if objective.column != "value" else f"python {sweeps[0].app}.py"
     c.rerun = rerun_command(runs, objective_table if objective_table is not None else table, keys, program)

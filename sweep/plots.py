@@ -141,7 +141,8 @@ def slices_figure(runs: pd.DataFrame, params: list[str], column: str, log_scale:
     params = [p for p in params if p in done.columns and done[p].notna().any()]
     if done.empty or not params:
         return None
-    pruned = done.status == "pruned"
+    # pruned by its pruner (its runs stopped), or raced out (its runs completed, fewer seeds than the others)
+    pruned = (done.status == "pruned") | (done.get("state", pd.Series(index=done.index, dtype=object)) == "PRUNED")
     fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.4), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], params):
         has = done[p].notna()  # a key added when a search resumed is empty for older trials

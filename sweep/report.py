@@ -203,6 +203,21 @@ def _front_text(c: Comparison) -> list[str]:
             "objective 0 alone.", "", markdown_table(table), ""]  # fmt: skip
 
 
+def _race_verdict(c: Comparison) -> str:
+    """A race's one verdict a pair, its own: no fixed-sample test on seeds gathered sequentially."""
+    race = c.race
+    return (
+        f"Over the settings still in the race at its end, and those it eliminated, the race's own rule decides "
+        f"(paired by seed, at the level {race.level:.2g} every look uses, set for the whole race): an eliminated "
+        "setting was significantly behind the leader when it went (the race table says by how much); the "
+        f"survivors could not be told apart from the leader at {race.rounds} seeds. Survived means that, not "
+        "distinguishable from the leader, and not better than an eliminated setting: two survivors, or a survivor "
+        "and an eliminated setting, were never compared with each other. A fixed-sample test on these same seeds "
+        "would claim more than they show, as the race chose which seeds each setting got; to compare survivors "
+        "with each other, run them again over fresh seeds (`seed=...`)."
+    )
+
+
 def _race_text(c: Comparison) -> list[str]:
     race = c.race
     full = len(race.entries) * race.max_seeds
@@ -282,8 +297,7 @@ def _comparison_text(c: Comparison) -> list[str]:
     text = _race_text(c) if c.race is not None else []
     text += ["## Comparison", "", markdown_table(_shown(c, c.table)), "", "## Is the difference real?", ""]
     if c.race is not None:
-        text += ["Over the settings still in the race at its end (the eliminated ones ran fewer seeds; the race "
-                 "table above says how far behind they were).", ""]  # fmt: skip
+        return text + [_race_verdict(c), ""]
     if c.best_verdicts:
         text += [
             "### Each level at its best setting of the others",

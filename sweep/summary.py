@@ -112,16 +112,16 @@ def declared_sweeps(hydra_cfg: dict) -> list[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    keys = []
+    keys, fixed = [], set()
     task = (hydra_cfg.get("overrides") or {}).get("task") if isinstance(hydra_cfg.get("overrides"), dict) else None
     try:
         for override in OverridesParser.create().parse_overrides([str(t) for t in task or []]):
-            if override.is_sweep_override():
-                keys.append(override.get_key_element().lstrip("+"))
+            key = override.get_key_element().lstrip("+")
+            (keys.append if override.is_sweep_override() else fixed.add)(key)
     except HydraException:  # a damaged multirun.yaml: the keys that vary still count as swept
         pass
     params = hydra_cfg.get("sweeper", {}).get("params") if isinstance(hydra_cfg.get("sweeper"), dict) else None
-    keys += [str(k) for k in params] if isinstance(params, dict) else []
+    keys += [str(k) for k in params if str(k) not in fixed] if isinstance(params, dict) else []  # one value: fixed
     return list(dict.fromkeys(keys))
 
 

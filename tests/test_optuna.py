@@ -358,3 +358,13 @@ def test_storages_and_settings_that_cannot_work_are_one_line(tmp_path, override,
     p = app("-m", "search=optuna", *TINY, override, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith(line), p.stderr[-2000:]
+
+
+def test_keys_the_command_line_fixes_are_not_searched_columns(tmp_path):
+    """search=optuna's space has batch_size and dropout; given one value each on the command line,
+    they are held fixed: no summary column and no panel presents them as searched."""
+    ran = app("-m", "search=optuna", *TINY, "batch_size=64", "dropout=0.2", "hydra.sweeper.n_trials=2",
+              "hydra.callbacks.summary.report=false", f"hydra.sweep.dir={tmp_path}/s", cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    columns = pd.read_csv(tmp_path / "s" / "summary.csv").columns
+    assert "lr" in columns and "batch_size" not in columns and "dropout" not in columns

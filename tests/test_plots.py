@@ -62,6 +62,17 @@ def test_slices_draw_pruned_trials_apart_and_follow_each_parameters_search_scale
     assert [t.get_text() for t in lr.get_legend().get_texts()] == ["completed", "pruned (value when stopped)"]
 
 
+def test_a_trial_that_raced_out_is_drawn_hollow_though_its_runs_completed(figures):
+    """race=true stops a trial between seeds: its trial is PRUNED while each of its runs completed."""
+    runs = runs_of(search(n_complete=6, n_pruned=0)).assign(state="COMPLETE")
+    runs.loc[[4, 5], "state"] = "PRUNED"
+    plots.slices(runs, ["lr"], "best_val_acc", "s.png")
+    (fig,) = figures
+    completed, raced_out = fig.axes[0].collections[:2]
+    assert len(completed.get_offsets()) == 4 and len(raced_out.get_offsets()) == 2
+    assert raced_out.get_facecolor().size == 0 or raced_out.get_facecolor()[0][3] == 0
+
+
 @pytest.mark.slow
 def test_importances_carry_bootstrap_intervals_and_the_trials_they_rest_on(figures, monkeypatch):
     monkeypatch.setattr(plots, "BOOTSTRAP_ROUNDS", 5)

@@ -137,6 +137,9 @@ def test_a_race_eliminates_a_clear_loser_and_a_diverging_setting_and_reports_its
     assert "2 settings are not distinguishable at 4 seeds" in race_section
     assert "12 of the 16 runs" in race_section
     assert "Over the settings still in the race" in report  # the verdicts compare only the survivors
+    verdicts = report.split("## Is the difference real?")[1]  # one verdict a pair: the race's own
+    assert "outside noise" not in verdicts and "within noise" not in verdicts and "### Each level" not in verdicts
+    assert "Survived means that, not distinguishable from the leader" in verdicts
     assert (sweep_dir / "val_acc_by_level.png").exists() and (sweep_dir / "learning_curves.png").exists()
 
 
@@ -247,3 +250,9 @@ def test_an_optuna_race_needs_repeats(tmp_path):
               cwd=tmp_path)  # fmt: skip
     assert ran.returncode == 2
     assert ran.stderr.startswith("error: hydra.sweeper.min_seeds=3: must be an integer in [2, hydra.sweeper.repeats=1]")
+    as_many = app("-m", "search=optuna", "data=digits", "hydra.sweeper.race=true", "hydra.sweeper.repeats=3",
+                  f"hydra.sweep.dir={tmp_path}/t", cwd=tmp_path)  # fmt: skip
+    assert as_many.returncode == 2  # min_seeds 3 of 3 seeds: no trial could ever stop early
+    assert as_many.stderr.startswith(
+        "error: hydra.sweeper.min_seeds=3: must be an integer in [2, hydra.sweeper.repeats=3] and below it"
+    )

@@ -446,9 +446,10 @@ def _is_storage(v: Any, s: dict) -> str | None:
 
 
 def _racing_seeds(v: Any, s: dict) -> str | None:
-    if not s["race"] or (isinstance(v, int) and 2 <= v <= s["repeats"]):
+    if not s["race"] or (isinstance(v, int) and 2 <= v < s["repeats"]):
         return None
-    return f"an integer in [2, hydra.sweeper.repeats={s['repeats']}]: a race compares trials over their seeds"
+    return (f"an integer in [2, hydra.sweeper.repeats={s['repeats']}] and below it: a race compares trials over "
+            "their seeds and stops one between its seeds, so it needs more repeats than min_seeds")  # fmt: skip
 
 
 EXTRA_RULES = {"direction": _is_direction, "storage": _is_storage, "min_seeds": _racing_seeds}
