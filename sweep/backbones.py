@@ -123,14 +123,19 @@ class TorchvisionNet(nn.Module):
 # ----------------------------------------------------------------------------- weights
 
 
+NORMALIZATIONS = ("auto", "imagenet", "data")  # model.normalization; `auto`: what the weights carry
+
+
 @dataclass(frozen=True)
 class Weights:
-    """Pretrained weights for a backbone: its state dict, and the normalisation it was trained with."""
+    """Pretrained weights for a backbone: its state dict, and the normalisation to feed it with
+    (None: the data's own statistics), with what that is and why, for the run's record."""
 
     state: dict[str, Tensor]
-    mean: tuple[float, ...]  # on the 0-255 pixel scale the data is stored in
-    std: tuple[float, ...]
+    mean: tuple[float, ...] | None  # on the 0-255 pixel scale the data is stored in
+    std: tuple[float, ...] | None
     source: str  # as the user named them
+    normalization: str = ""  # `imagenet (...)`, `the weights' own (...)`, `data (...)`: which, and why
 
 
 def _read_state(path: Path, source: str) -> dict[str, Tensor]:
@@ -161,6 +166,22 @@ def check_model(name: str, freeze: str, weights: str | None) -> None:
     _locate(name, weights)
 
 
+def _sweep_checkpoint(path: Path, source: str) -> tuple[dict[str, Tensor], tuple, tuple] | None:
+    """A run's best.pt (or its run dir) named as weights: its backbone's state dict, in torchvision's
+    names, and the normalisation the run trained with; None for a file that is no such checkpoint."""
+    from sweep.checkpoint import load_checkpoint
+
+    raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not (isinstance(raw, dict) and "model" in raw and "state_dict" in raw):
+        return None
+    ckpt = load_checkpoint(path)
+    if ckpt.spec.kind != "torchvision":
+        raise UserError(f"model.weights={source}: {path} is a {ckpt.spec.kind} run's checkpoint, not a torchvision one")
+    prefix = "0.backbone." if ckpt.log_probs else "backbone."
+    state = {k.removeprefix(prefix): v for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
+    return state, ckpt.mean, ckpt.std
+
+
 def _locate(name: str, weights: str | None) -> tuple[Path, Any] | None:
     """The file `model.weights` names for model `name` and torchvision's weights entry (None for a
     file of the user's): None for `none`; a torchvision weights name (`DEFAULT`, `IMAGENET1K_V1`)
@@ -169,8 +190,10 @@ def _locate(name: str, weights: str | None) -> tuple[Path, Any] | None:
     if weights is None or str(weights).lower() == "none":
         return None
     source = str(weights)
-    if not source.replace("_", "").isalnum():  # a path
+    if not source.replace("_", "").isalnum():  # a path: a state-dict file, or a run's best.pt or run dir
         path = Path(os.path.expanduser(source))
+        if path.is_dir() and (path / "best.pt").is_file():
+            path = path / "best.pt"
         if not path.is_file():
             raise UserError(f"model.weights={source}: no such file (a state dict, a torchvision weights name or none)")
         return path, None
@@ -196,15 +219,35 @@ def _locate(name: str, weights: str | None) -> tuple[Path, Any] | None:
     return file, chosen
 
 
-def pretrained(name: str, weights: str | None) -> Weights | None:
-    """The weights `model.weights` names (see `check_model`), with the normalisation they were
-    trained with: their transforms' mean and std, ImageNet's for a file of the user's."""
+def pretrained(name: str, weights: str | None, normalization: str = "auto") -> Weights | None:
+    """The weights `model.weights` names (see `check_model`) and the normalisation to use with them
+    (`model.normalization`): `auto` is what the weights carry (torchvision's transforms, a run's
+    best.pt's own) and, for a plain state-dict file, which carries none, ImageNet's, saying so;
+    `imagenet` and `data` (the training split's statistics) choose."""
+    if normalization not in NORMALIZATIONS:
+        raise UserError(f"model.normalization={normalization}: must be one of {', '.join(NORMALIZATIONS)}")
     found = _locate(name, weights)
     if found is None:
         return None
-    path, entry = found
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if entry is None else (entry.transforms().mean, entry.transforms().std)
-    return Weights(_read_state(path, str(weights)), _pixels(mean), _pixels(std), str(weights))
+    path, entry, source = *found, str(weights)
+    checkpoint = _sweep_checkpoint(path, source) if entry is None else None
+    if checkpoint is not None:
+        state, mean, std = checkpoint
+        carried = "the weights' own (a run's best.pt carries the normalisation it trained with)"
+    else:
+        state = _read_state(path, source)
+        mean, std = (
+            (IMAGENET_MEAN, IMAGENET_STD) if entry is None else (entry.transforms().mean, entry.transforms().std)
+        )
+        mean, std = _pixels(mean), _pixels(std)
+        carried = ("imagenet (a state-dict file carries no normalisation: ImageNet's, torchvision's convention; "
+                   "model.normalization=data uses the data's own)" if entry is None else
+                   f"the weights' own (torchvision's {source} transforms)")  # fmt: skip
+    if normalization == "imagenet":
+        return Weights(state, _pixels(IMAGENET_MEAN), _pixels(IMAGENET_STD), source, "imagenet (model.normalization)")
+    if normalization == "data":
+        return Weights(state, None, None, source, "data (model.normalization: the training split's statistics)")
+    return Weights(state, tuple(mean), tuple(std), source, carried)
 
 
 def _pixels(values: Sequence[float]) -> tuple[float, ...]:

@@ -201,11 +201,11 @@ def build_parts(cfg: DictConfig, data: Data, device: torch.device) -> Parts:
     loss_fn = instantiate(_node(cfg.loss))
     log_probs = wants_log_probs(loss_fn)
     node = _node(cfg.model)
-    weights = pretrained(node.get("name"), node.pop("weights", None))
+    weights = pretrained(node.get("name"), node.pop("weights", None), node.pop("normalization", "auto"))
     cache_features = node.pop("cache_features", True)  # how to train, not what the model is
     spec = ModelSpec.of(instantiate(node, _convert_="all"))
     data = data.with_channels(getattr(spec.factory().func, "in_channels", None))
-    data = data.prepare(device, weights.mean, weights.std) if weights else data.prepare(device)
+    data = data.prepare(device, weights.mean, weights.std) if weights and weights.mean else data.prepare(device)
     check_trainable(spec.factory(), data.shape, data.classes, log_probs)
     model = build(spec.factory(), data.shape, data.classes, log_probs)
     if weights is not None:
@@ -221,7 +221,7 @@ def build_parts(cfg: DictConfig, data: Data, device: torch.device) -> Parts:
         spec, model, data, trained, train_data, loss_fn, log_probs,
         make_optimizer=instantiate(_node(cfg.optimizer), _convert_="all"),
         schedule=_schedule(cfg.scheduler, math.ceil(len(data.x_train) / cfg.batch_size)),
-        normalization="data" if weights is None else f"the weights' ({weights.source})",
+        normalization="data" if weights is None else weights.normalization,
     )  # fmt: skip
 
 

@@ -48,7 +48,7 @@ def test_a_frozen_backbone_is_the_files_bit_for_bit_and_only_the_head_learns(tmp
     frozen = _tv(root, weights, "model.freeze=backbone", f"augment={augment}", "lr=1e-2", "epochs=6")
     _, result = train(tmp_path / "r", *frozen)
     assert result["status"] == "completed" and result["best_val_acc"] > 0.8  # chance is 1/3
-    assert result["normalization"] == f"the weights' ({weights})"
+    assert result["normalization"].startswith("imagenet (a state-dict file carries no normalisation")
     state = load_checkpoint(tmp_path / "r").state_dict
     original = torch.load(weights, weights_only=True)
     for key, tensor in original.items():
@@ -247,3 +247,26 @@ def test_a_users_own_model_kind_loads_in_report_predict_and_serve(tmp_path, monk
         from sweep.serve import create_app
 
         assert TestClient(create_app(tmp_path / "r")).get("/info").json()["model"]["kind"] == "tiny_user"
+
+
+@pytest.mark.slow
+def test_your_own_weights_normalisation_is_chosen_and_recorded_and_a_runs_best_pt_transfers_with_its_own(
+    tmp_path, photos
+):
+    """A plain state-dict file carries no normalisation: ImageNet's by default, said so in the record;
+    model.normalization=data uses the data's own; a run's best.pt (or its run dir) is weights too,
+    with the normalisation that run trained with."""
+    root, weights = photos
+    imagenet = tuple(255.0 * v for v in (0.485, 0.456, 0.406))
+    _, plain = train(tmp_path / "plain", *_tv(root, weights, "model.freeze=backbone", "epochs=1"))
+    assert plain["normalization"].startswith("imagenet (a state-dict file carries no normalisation")
+    assert load_checkpoint(tmp_path / "plain").mean == pytest.approx(imagenet)
+    _, own = train(tmp_path / "own", *_tv(root, weights, "model.normalization=data", "epochs=1"))
+    assert own["normalization"].startswith("data (model.normalization")
+    source = load_checkpoint(tmp_path / "own")
+    assert source.mean != pytest.approx(imagenet)
+    _, moved = train(tmp_path / "moved", *_tv(root, tmp_path / "own", "model.freeze=backbone", "epochs=1"))
+    assert moved["status"] == "completed" and moved["normalization"].startswith("the weights' own (a run's best.pt")
+    target = load_checkpoint(tmp_path / "moved")
+    assert target.mean == pytest.approx(source.mean) and target.std == pytest.approx(source.std)
+    assert torch.equal(target.state_dict["backbone.conv1.weight"], source.state_dict["backbone.conv1.weight"])
