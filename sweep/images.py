@@ -26,10 +26,16 @@ KEEP_CACHES = 3  # decodes of one folder kept (the most recently used): other si
 log = logging.getLogger("sweep")
 
 
+# The raster formats images are opened as, whatever a file's name says: PIL also opens EPS (by
+# running Ghostscript on it), PDF-like and other formats whose decoders run programs or parse far
+# more than pixels; an upload or a shared folder must not reach them.
+RASTER_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA")
+
+
 def image_extensions() -> set[str]:
     from PIL import Image
 
-    return {e.lower() for e, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    return {e.lower() for e, fmt in Image.registered_extensions().items() if fmt in RASTER_FORMATS}
 
 
 def read_image(
@@ -42,12 +48,14 @@ def read_image(
 
     name = name or str(source)
     try:
-        with Image.open(source) as im:
+        with Image.open(source, formats=RASTER_FORMATS) as im:
             if max_pixels is not None and im.width * im.height > max_pixels:
                 raise UserError(f"{name}: {im.width}x{im.height} pixels; at most {max_pixels} are taken")
             im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, UnidentifiedImageError):  # PIL's words name the stream object, not the image
+            raise UserError(f"{name}: not an image PIL can read (none of {', '.join(RASTER_FORMATS)})") from None
         why = (str(e).replace(repr(source), "the file").splitlines() or [""])[0][:200]  # no object's address
         raise UserError(f"{name}: not an image PIL can read ({type(e).__name__}: {why})") from None
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)

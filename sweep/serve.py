@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ MAX_BYTES = 8 * 2**20  # an upload's size, default
 MAX_PIXELS = 40_000_000  # an image's pixel count, default: refused from its header, before decoding
 MAX_IMAGES = 64  # images a request may hold
 MAX_BATCH = 256  # images the model runs at once
+log = logging.getLogger("sweep.serve")
 
 
 class Batcher:
@@ -81,15 +83,27 @@ def _refuse(status: int, why: str) -> Any:
 def _guard(app: Any, max_bytes: int) -> None:
     """Refusals before a route runs, each one JSON line: a body too large (before it is read and
     spooled), a request the routes cannot parse, and a failure (logged by uvicorn, never sent)."""
+    import time
+
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
 
     @app.middleware("http")
     async def _too_large(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length", "")
+        started, length = time.perf_counter(), request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_IMAGES * max_bytes + 2**20:
-            return _refuse(413, f"a request of {length} bytes; at most {MAX_IMAGES} images of {max_bytes} bytes")
-        return await call_next(request)
+            response = _refuse(413, f"a request of {length} bytes; at most {MAX_IMAGES} images of {max_bytes} bytes")
+        else:
+            response = await call_next(request)
+        images = getattr(request.state, "images", 0)  # one line a request, as an access log has it
+        log.info("%s %s %d %.1f ms %d image%s", request.method, request.url.path, response.status_code,
+                 1000 * (time.perf_counter() - started), images, "" if images == 1 else "s")  # fmt: skip
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, e: HTTPException) -> Any:  # 404, 405: the same JSON line as every error
+        return _refuse(e.status_code, f"{request.method} {request.url.path}: {e.detail}")
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, e: RequestValidationError) -> Any:
@@ -131,19 +145,21 @@ async def decode_request(uploads: list[Any], in_shape: tuple[int, ...], max_byte
 
 
 def encode_response(ckpt: Any, uploads: list[Any], probs: Any, top_k: int) -> dict:
-    """Each image's most probable label (and, with `top_k` > 1, its `top_k` labels)."""
+    """Each image's most probable label (and, with `top_k` > 1, its `top_k` labels; at most the
+    model's classes, with a note when fewer than asked)."""
     answers = []
     for upload, top in zip(uploads, ckpt.top(probs, top_k)):
         ranked = [{"label": label, "index": index, "probability": p} for label, index, p in top]
         answers.append({"file": upload.filename, **ranked[0], **({"top_k": ranked} if top_k > 1 else {})})
-    return {"predictions": answers}
+    note = {"note": f"top_k={top_k}: the model has {ckpt.classes} classes"} if top_k > ckpt.classes else {}
+    return {"predictions": answers, **note}
 
 
 def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Any:
     """The FastAPI app serving the run's best.pt: a request is decoded, batched with the others
     waiting, predicted and encoded."""
     import torch
-    from fastapi import FastAPI, File, Query, UploadFile
+    from fastapi import FastAPI, File, Query, Request, UploadFile
 
     from sweep.checkpoint import load_checkpoint
     from sweep.results import RunResult
@@ -171,7 +187,10 @@ def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
         }
 
     @app.post("/predict")
-    async def predict(image: Annotated[list[UploadFile], File()], top_k: Annotated[int, Query(ge=1)] = 1) -> Any:
+    async def predict(
+        request: Request, image: Annotated[list[UploadFile], File()], top_k: Annotated[int, Query(ge=1)] = 1
+    ) -> Any:
+        request.state.images = len(image)
         x = await decode_request(image, ckpt.in_shape, max_bytes, max_pixels)
         if not isinstance(x, torch.Tensor):
             return x  # the refusal
@@ -210,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         exit_with(e)
     print(f"Serving {run_dir} on http://{args.host}:{args.port} (POST /predict, GET /info, GET /health)",
           file=sys.stderr, flush=True)  # fmt: skip
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the request lines, on stderr
     server = _server_class()(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, server.handle_exit)  # finish the requests in flight, then exit 0

@@ -198,3 +198,23 @@ def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(tmp_p
         p = predict(tmp_path / "run", image, *args, cwd=tmp_path)
         assert p.returncode == 2 and p.stdout == "", p.stderr
         assert p.stderr.startswith(f"error: {option}={out}: ") and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_an_eps_upload_named_png_is_never_handed_to_ghostscript(tmp_path, monkeypatch):
+    """PIL opens EPS by running Ghostscript on it; an image is opened as one of a fixed list of raster
+    formats, so an EPS under any name is refused before any program could run on it."""
+    import io
+
+    from PIL import EpsImagePlugin
+
+    from sweep.errors import UserError
+    from sweep.images import read_image
+
+    ran = []
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
+    monkeypatch.setattr(EpsImagePlugin.subprocess, "check_call", lambda *a, **k: ran.append(a))
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n"
+    for name in ("x.eps", "x.png"):
+        with pytest.raises(UserError, match="not an image PIL can read"):
+            read_image(io.BytesIO(eps), 1, (8, 8), name=name)
+    assert ran == []

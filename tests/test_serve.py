@@ -5,6 +5,7 @@ the server answers afterwards; SIGTERM ends it with exit code 0."""
 from __future__ import annotations
 
 import io
+import re
 import signal
 import socket
 import subprocess
@@ -85,6 +86,16 @@ def test_a_served_model_answers_as_predict_does_and_survives_bad_input(served_ru
             r = httpx.post(f"{url}/predict", files=sent, params=params, timeout=30)
             assert r.status_code == status, (case, r.text)
             assert r.json()["error"].startswith(start) and "\n" not in r.text and "Traceback" not in r.text, case
+        for method, path, status in (("get", "/nowhere", 404), ("get", "/predict", 405)):
+            r = getattr(httpx, method)(f"{url}{path}", timeout=5)  # Starlette's own refusals: the same JSON line
+            assert r.status_code == status and set(r.json()) == {"error"}, r.text
+        garbage = httpx.post(f"{url}/predict", files=[("image", ("x.png", b"\x89PNG garbage", "image/png"))])
+        assert "the file" not in garbage.json()["error"] and garbage.json()["error"].startswith("x.png: not an image")
+        many = httpx.post(f"{url}/predict", files=[("image", ("a.png", _png(), "image/png"))], params={"top_k": 10})
+        assert (
+            many.json()["note"] == "top_k=10: the model has 3 classes"
+            and len(many.json()["predictions"][0]["top_k"]) == 3
+        )
         assert httpx.get(f"{url}/health", timeout=5).json() == {"status": "ok"}  # still up
         info = httpx.get(f"{url}/info", timeout=5).json()
         assert info["classes"] == ["blue", "green", "red"] and info["input_shape"] == [3, 8, 8]
@@ -94,6 +105,8 @@ def test_a_served_model_answers_as_predict_does_and_survives_bad_input(served_ru
         out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
     assert "Traceback" not in err
+    assert re.search(rf"POST /predict 200 [\d.]+ ms {len(files)} images", err)  # one line a request
+    assert re.search(r"GET /nowhere 404 [\d.]+ ms 0 images", err)
 
 
 @pytest.mark.slow
