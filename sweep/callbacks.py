@@ -41,6 +41,17 @@ def _grid_jobs(config: DictConfig) -> list[list[str]] | None:
         return None
 
 
+def _forget_sweep(sweep_dir: Path) -> None:
+    """A sweep whose first job was refused ran nothing: the files Hydra and the plan wrote before it
+    go (multirun.yaml, .progress.json), and the dir too when that leaves it empty."""
+    from sweep.progress import PLAN_FILE
+
+    for name in ("multirun.yaml", PLAN_FILE):
+        (sweep_dir / name).unlink(missing_ok=True)
+    if not any(sweep_dir.iterdir()):
+        sweep_dir.rmdir()
+
+
 def _unlogged(trackers: list[str], run_dirs: list[Path]) -> str | None:
     """A line for each tracker that failed in every run of the sweep (so logged nothing), or None."""
     from sweep.results import RunResult
@@ -102,6 +113,8 @@ class SummaryCallback(Callback):
         # stopped before any run had a result (a user error in its first job): nothing to summarise,
         # and the stop's own exit code and line stand
         if self.refused or not sweep_dir.is_dir() or not any((d / RESULT_FILE).exists() for d in find_runs(sweep_dir)):
+            if not self.refused and sweep_dir.is_dir() and not find_runs(sweep_dir):
+                _forget_sweep(sweep_dir)
             return
         sweep = build_summary(sweep_dir, None if _is_grid(config) else config.hydra.sweeper.get("storage"))
         path = sweep.write()

@@ -117,11 +117,14 @@ def verdict_lines(v: FactorVerdict, metric: str) -> list[str]:
     lines = [f"- **{md(v.factor)}**{f' ({how})' if how else ''}: {best}"]
     for c in v.contrasts:
         lines.append(f"  - against {code(c.level)}{_at(v, c.level)} ({c.mean:.4g}, n = {c.n}): "
-                     + _contrast_words(c, v))  # fmt: skip
+                     + _contrast_words(c, v, bounded=metric in BOUNDED))  # fmt: skip
     return lines
 
 
-def _contrast_words(c: Contrast, v: FactorVerdict) -> str:
+BOUNDED = ("val_acc", "test_acc", "test_macro_f1")  # in [0, 1]: a difference of two lies in [-1, 1]
+
+
+def _contrast_words(c: Contrast, v: FactorVerdict, bounded: bool = False) -> str:
     if c.test == "":
         return (
             f"ahead by {c.lead:.4g}, but with fewer than 2 completed runs on a side there is no telling it from "
@@ -140,6 +143,11 @@ def _contrast_words(c: Contrast, v: FactorVerdict) -> str:
             f"ahead by exactly {c.lead:.4g} in each of the {c.n_pairs} matched runs, with no spread to measure "
             f"noise by ({how}); the seeds vary nothing here: set `split_per_seed=true` so that repeats also "
             "resample the validation split."
+        )
+    if bounded and (c.ci_low < -1 or c.ci_high > 1):  # an interval wider than the metric allows tells nothing
+        return (
+            f"ahead by {c.lead:.4g}, but the sample is too small to tell ({how}): a 95% interval from so few runs "
+            "spans more than any difference of two scores in [0, 1] can; repeat the runs over more seeds."
         )
     if c.lead == 0:
         return f"a tie, difference 0 (95% CI {c.ci_low:.3g} to {c.ci_high:.3g}; {how})."

@@ -157,6 +157,7 @@ def test_a_grid_whose_first_job_is_refused_prints_the_line_only(tmp_path):
         "or use data=digits, which works offline"
     ]
     assert "Summary" not in p.stdout and not (sweep / "summary.csv").exists() and not (sweep / "0").exists()
+    assert not sweep.exists()  # nor the multirun.yaml and progress plan of a sweep that never ran
 
 
 def test_help_lists_the_groups_before_the_config(tmp_path):

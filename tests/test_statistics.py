@@ -159,3 +159,13 @@ def test_the_headline_tests_each_level_at_its_best_setting_paired_by_seed():
     assert "each level at its best setting of the others, picked on these same runs" in lines[0]
     assert "`adam` at lr=0.001 has the best mean" in lines[0]
     assert lines[1].startswith("  - against `sgd` at lr=0.01") and "within noise" in lines[1]
+
+
+def test_an_interval_wider_than_any_difference_of_accuracies_says_the_sample_is_too_small():
+    # two runs a side, far apart, unpaired: Welch's interval for the difference runs past [-1, 1]
+    table = runs([("adam", 0, 0.9), ("adam", 1, 0.1), ("sgd", 2, 0.5), ("sgd", 3, 0.45)])
+    v = compare_factor(table, "optimizer", [], ACC)
+    contrast = v.contrasts[0]
+    assert contrast.ci_low < -1 or contrast.ci_high > 1
+    said = " ".join(verdict_lines(v, "test_acc"))
+    assert "the sample is too small to tell" in said and "95% CI" not in said
