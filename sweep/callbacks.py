@@ -41,14 +41,14 @@ def _grid_jobs(config: DictConfig) -> list[list[str]] | None:
         return None
 
 
-def _forget_sweep(sweep_dir: Path) -> None:
+def _forget_sweep(sweep_dir: Path, remove_dir: bool) -> None:
     """A sweep whose first job was refused ran nothing: the files Hydra and the plan wrote before it
-    go (multirun.yaml, .progress.json), and the dir too when that leaves it empty."""
+    go (multirun.yaml, .progress.json), and the dir too when this command made it and nothing is left."""
     from sweep.progress import PLAN_FILE
 
     for name in ("multirun.yaml", PLAN_FILE):
         (sweep_dir / name).unlink(missing_ok=True)
-    if not any(sweep_dir.iterdir()):
+    if remove_dir and not any(sweep_dir.iterdir()):
         sweep_dir.rmdir()
 
 
@@ -70,12 +70,14 @@ class SummaryCallback(Callback):
         self.report, self.metric = report, metric
         self.started = time.time()
         self.refused = False
+        self.existed = True  # whether the sweep dir was there before this command (never removed then)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from sweep.summary import find_runs
 
         self.started = time.time()
         sweep_dir = Path(config.hydra.sweep.dir)
+        self.existed = sweep_dir.exists()
         previous = sweep_dir / "multirun.yaml"
         if not _is_grid(config):
             return
@@ -114,7 +116,7 @@ class SummaryCallback(Callback):
         # and the stop's own exit code and line stand
         if self.refused or not sweep_dir.is_dir() or not any((d / RESULT_FILE).exists() for d in find_runs(sweep_dir)):
             if not self.refused and sweep_dir.is_dir() and not find_runs(sweep_dir):
-                _forget_sweep(sweep_dir)
+                _forget_sweep(sweep_dir, remove_dir=not self.existed)
             return
         sweep = build_summary(sweep_dir, None if _is_grid(config) else config.hydra.sweeper.get("storage"))
         path = sweep.write()

@@ -158,6 +158,10 @@ def test_a_grid_whose_first_job_is_refused_prints_the_line_only(tmp_path):
     ]
     assert "Summary" not in p.stdout and not (sweep / "summary.csv").exists() and not (sweep / "0").exists()
     assert not sweep.exists()  # nor the multirun.yaml and progress plan of a sweep that never ran
+    tmp_path.joinpath("mine").mkdir()  # a folder of the user's, named as the sweep dir: left, and left empty
+    p = app("-m", "data=mnist", f"data.root={tmp_path / 'none'}", "data.download=false", "lr=1e-3,1e-2",
+            f"hydra.sweep.dir={tmp_path / 'mine'}", cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 2 and (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
 
 
 def test_help_lists_the_groups_before_the_config(tmp_path):
