@@ -146,6 +146,7 @@ def test_a_refused_single_run_leaves_no_run_dir(tmp_path):
     assert not list((tmp_path / "outputs").rglob("*.log")) and not list((tmp_path / "outputs").rglob(".hydra"))
 
 
+@pytest.mark.slow
 def test_a_grid_whose_first_job_is_refused_prints_the_line_only(tmp_path):
     sweep = tmp_path / "s"
     p = app("-m", "data=mnist", f"data.root={tmp_path / 'none'}", "data.download=false", "lr=1e-3,1e-2",

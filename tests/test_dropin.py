@@ -33,6 +33,7 @@ def study(sweep_dir: Path, name: str) -> optuna.Study:
 # ----------------------------------------------------------------------------- another app
 
 
+@pytest.mark.slow
 def test_another_apps_return_is_its_trials_value_and_its_sweep_ends_in_our_summary_and_report(tmp_path):
     ran = peer_app("sphere.py", "-m", f"hydra.sweep.dir={tmp_path}/s", "hydra.sweeper.n_trials=4", cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
@@ -48,6 +49,7 @@ def test_another_apps_return_is_its_trials_value_and_its_sweep_ends_in_our_summa
     assert "Summary of 4 runs, best value first" in ran.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("returned", "reason"), [("nan", "not finite"), ("[1.0, 2.0]", "not a float")])
 def test_a_value_an_app_cannot_be_scored_by_fails_its_trial_saying_why(tmp_path, returned, reason):
     (tmp_path / "conf").mkdir()
@@ -64,6 +66,7 @@ def test_a_value_an_app_cannot_be_scored_by_fails_its_trial_saying_why(tmp_path,
     assert ran.returncode == 1  # no trial completed: the sweep says so in its exit code
 
 
+@pytest.mark.slow
 def test_repeats_of_another_apps_trial_set_its_seed_key_and_average(tmp_path):
     ran = peer_app("sphere.py", "-m", f"hydra.sweep.dir={tmp_path}/s", "hydra.sweeper.n_trials=2",
                    "hydra.sweeper.repeats=2", "hydra.sweeper.seed_key=z", cwd=tmp_path)  # fmt: skip
@@ -74,6 +77,7 @@ def test_repeats_of_another_apps_trial_set_its_seed_key_and_average(tmp_path):
     assert "z=1" in overrides  # the config has z: the seed key is set, not added
 
 
+@pytest.mark.slow
 def test_a_multi_objective_study_lands_its_front_and_refuses_a_pruner_in_one_line(tmp_path):
     ran = peer_app("multi-objective.py", "-m", f"hydra.sweep.dir={tmp_path}/s", "hydra.sweeper.n_trials=6",
                    cwd=tmp_path)  # fmt: skip
@@ -133,6 +137,7 @@ def test_the_removed_motpe_sampler_is_the_peers_one_line(tmp_path):
     assert ran.stderr.startswith("error: hydra/sweeper/sampler=motpe: removed in Optuna 4.0; use")
 
 
+@pytest.mark.slow
 def test_search_space_none_makes_the_params_you_give_the_whole_space(tmp_path):
     ran = app("-m", "search=optuna", "search/space=none", "data=digits", "epochs=1", "lr=choice(0.001,0.01)",
               "hydra.sweeper.n_trials=1", "hydra.callbacks.summary.report=false", f"hydra.sweep.dir={tmp_path}/s",

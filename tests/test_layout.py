@@ -5,6 +5,7 @@ Hydra imports on every command stays light."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ ENTRY_POINTS = {
 }  # errors.py defines the exit
 
 
+@functools.cache
 def modules() -> dict[str, ast.Module]:
     return {str(p.relative_to(PACKAGE)): ast.parse(p.read_text()) for p in sorted(PACKAGE.rglob("*.py"))}
 

@@ -250,6 +250,7 @@ def test_the_readmes_mlflow_command_logs_a_child_run_per_trial_with_its_metrics(
     assert all(c.data.metrics.get("best_val_acc") is not None and c.info.status == "FINISHED" for c in children)
 
 
+@pytest.mark.slow
 def test_a_logger_that_fails_in_every_run_fails_the_sweep_in_one_line(tmp_path, monkeypatch):
     from sweep.loggers import tensorboard
 

@@ -360,6 +360,7 @@ def test_storages_and_settings_that_cannot_work_are_one_line(tmp_path, override,
     assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith(line), p.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_keys_the_command_line_fixes_are_not_searched_columns(tmp_path):
     """search=optuna's space has batch_size and dropout; given one value each on the command line,
     they are held fixed: no summary column and no panel presents them as searched."""

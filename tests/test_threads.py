@@ -53,6 +53,7 @@ def test_a_fixed_thread_count_is_never_changed(tmp_path):
     assert len(result["threads_used"]) == 3 and all(1 <= t <= result["threads"] for t in result["threads_used"])
 
 
+@pytest.mark.slow
 def test_the_thread_counts_auto_recorded_reproduce_its_metrics(tmp_path, monkeypatch):
     """threads=auto on a busy machine: the run records the count it used, and the same command with
     `threads=` that count gives the same metrics, whatever the load is then."""
