@@ -93,6 +93,9 @@ def _numbers(value: Any, n: int, what: str) -> tuple[float, ...]:
     return tuple(float(v) for v in value)
 
 
+INTEGER_BUFFERS = ("num_batches_tracked",)  # batch norm's step counter: the one tensor that holds integers
+
+
 def _checked(raw: Any) -> Checkpoint:
     """The checkpoint `raw` holds, once every field is what this project writes and the model its
     arguments describe has exactly the weights' shapes (found without building it for real, so a
@@ -112,6 +115,9 @@ def _checked(raw: Any) -> Checkpoint:
     mean, std = _numbers(raw["mean"], in_shape[0], "mean"), _numbers(raw["std"], in_shape[0], "std")
     if min(std) <= 0:
         raise ValueError("its std holds a value <= 0")
+    if not all(-255 <= m <= 510 for m in mean) or not all(1e-6 <= s <= 1e4 for s in std):  # on the 0-255 scale
+        raise ValueError("its mean or std is not a normalisation of pixel values (mean in [-255, 510], std in "
+                         "[1e-6, 1e4])")  # fmt: skip
     names = raw.get("class_names", [])
     if (
         not isinstance(names, (list, tuple))
@@ -124,6 +130,9 @@ def _checked(raw: Any) -> Checkpoint:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise ValueError("its state_dict is not a dict of named tensors")
+    odd = [k for k, v in state.items() if (v.is_floating_point() and not v.is_complex()) == k.endswith(INTEGER_BUFFERS)]
+    if odd:  # bool, integer or complex weights where the model computes in floats (or a float step counter)
+        raise ValueError(f"its weights are not of the model's kind of numbers ({odd[0]}: {state[odd[0]].dtype})")
     try:
         expected = shapes(spec.factory(), in_shape, classes, raw["log_probs"])
     except (TypeError, ValueError, RuntimeError, UserError) as e:  # arguments the kind does not take or accept

@@ -125,15 +125,33 @@ def register_model(name: str):
     return register
 
 
+MAX_ARG_VALUES, MAX_ARG_DEPTH = 10_000, 32  # a model's arguments are a handful; a file's may be crafted
+
+
 def _plain(value: Any) -> bool:
-    """Numbers, strings, booleans, None, and lists or string-keyed dicts of them: nothing callable."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return False
+    """Finite numbers, strings, booleans, None, and lists or string-keyed dicts of them, at most
+    MAX_ARG_VALUES values MAX_ARG_DEPTH deep: nothing callable, and nothing whose walk could run
+    away (a list holding the same list twice, sixty times over, pickles in bytes and is 2**60 values)."""
+    stack, seen = [(value, 0)], 0
+    while stack:
+        v, depth = stack.pop()
+        seen += 1
+        if seen + len(stack) > MAX_ARG_VALUES or depth > MAX_ARG_DEPTH:
+            return False
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                return False
+        elif isinstance(v, (list, tuple)):
+            if len(v) > MAX_ARG_VALUES:
+                return False
+            stack.extend((x, depth + 1) for x in v)
+        elif isinstance(v, dict):
+            if len(v) > MAX_ARG_VALUES or not all(isinstance(k, str) for k in v):
+                return False
+            stack.extend((x, depth + 1) for x in v.values())
+        elif not (v is None or isinstance(v, (bool, int, str))):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -190,7 +208,8 @@ class ModelSpec:
             raise ValueError(f"activation {d['activation']!r} is not allowed ({', '.join(ACTIVATIONS)})")
         for key in ("args", "activation_args"):
             if not isinstance(d.get(key, {}), dict) or not _plain(d.get(key, {})):
-                raise ValueError(f"its {key} are not plain values")
+                raise ValueError(f"its {key} are not plain values (finite numbers, text, lists of them; at most "
+                                 f"{MAX_ARG_VALUES} values {MAX_ARG_DEPTH} deep)")  # fmt: skip
         return cls(d["kind"], d.get("args", {}), d.get("activation"), d.get("activation_args", {}))
 
     def factory(self) -> functools.partial:

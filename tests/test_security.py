@@ -130,6 +130,28 @@ def _wide(raw):
     return raw | {"model": raw["model"] | {"args": raw["model"]["args"] | {"hidden": [50000, 50000]}}}
 
 
+def _args(raw, **args):
+    return raw | {"model": raw["model"] | {"args": raw["model"]["args"] | args}}
+
+
+def _shared(depth: int) -> list:
+    nested = [1]
+    for _ in range(depth):
+        nested = [nested, nested]  # in bytes, a few per level; walked as a tree, 2**depth values
+    return nested
+
+
+def _deep(depth: int) -> list:
+    nested: list = []
+    for _ in range(depth):
+        nested = [nested]
+    return nested
+
+
+def _weights_as(raw, dtype):
+    return raw | {"state_dict": {k: v.to(dtype) for k, v in raw["state_dict"].items()}}
+
+
 DAMAGES = {
     "wrong-shape": lambda r: r | {"state_dict": {k: v[:1] if v.dim() else v for k, v in r["state_dict"].items()}},
     "unknown-argument": lambda r: r | {"model": r["model"] | {"args": r["model"]["args"] | {"wings": 2}}},
@@ -146,18 +168,32 @@ DAMAGES = {
     "nan-weights": lambda r: r | {"state_dict": {k: v.float() * float("nan") for k, v in r["state_dict"].items()}},
     "huge-hidden": _wide,
     "names-not-text": lambda r: r | {"class_names": [1, 2, 3, 4]},
+    "shared-arguments": lambda r: _args(r, hidden=_shared(60)),
+    "deep-arguments": lambda r: _args(r, hidden=_deep(5000)),
+    "nan-dropout": lambda r: _args(r, dropout=float("nan")),
+    "huge-mean": lambda r: r | {"mean": [1e308]},
+    "tiny-std": lambda r: r | {"std": [1e-308]},
+    "bool-weights": lambda r: _weights_as(r, torch.bool),
+    "int-weights": lambda r: _weights_as(r, torch.int64),
+    "complex-weights": lambda r: _weights_as(r, torch.complex64),
 }
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
 def test_a_crafted_checkpoint_is_one_line_in_predict_and_export(tmp_path, real_checkpoint, damage):
     import resource
+    import sys
 
     from helpers import predict
 
     raw, image = real_checkpoint
     (tmp_path / "run").mkdir()
-    torch.save(DAMAGES[damage](raw), tmp_path / "run" / "best.pt")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # pickling a 5,000-deep list takes it; reading one must not
+    try:
+        torch.save(DAMAGES[damage](raw), tmp_path / "run" / "best.pt")
+    finally:
+        sys.setrecursionlimit(limit)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for args in ((tmp_path / "run", image), (tmp_path / "run", "--export", "onnx", tmp_path / "m.onnx")):
         p = predict(*args, cwd=tmp_path)
