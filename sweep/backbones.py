@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from sweep.data import Data, cached, user_cache_dir
 from sweep.errors import UserError
+from sweep.files import load_tensors
 from sweep.models import load_weights, register_model
 
 log = logging.getLogger("sweep")
@@ -140,10 +141,10 @@ class Weights:
 
 def _read_state(path: Path, source: str) -> dict[str, Tensor]:
     try:  # tensors only (weights_only), mapped rather than read, so a crafted size takes no memory first
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = load_tensors(path, map_location="cpu", mmap=True)
     except Exception:  # noqa: BLE001 - a file in torch's legacy format cannot be mapped
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_tensors(path, map_location="cpu")
         except Exception as e:  # noqa: BLE001 - torch says why in many ways; the user needs the file's name
             why = type(e).__name__
             raise UserError(f"model.weights={source}: {path} is not a readable state dict ({why})") from None
@@ -171,7 +172,10 @@ def _sweep_checkpoint(path: Path, source: str) -> tuple[dict[str, Tensor], tuple
     names, and the normalisation the run trained with; None for a file that is no such checkpoint."""
     from sweep.checkpoint import load_checkpoint
 
-    raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        raw = load_tensors(path, map_location="cpu", mmap=True)
+    except Exception:  # noqa: BLE001 - not a checkpoint torch maps: _read_state says what it is
+        return None
     if not (isinstance(raw, dict) and "model" in raw and "state_dict" in raw):
         return None
     ckpt = load_checkpoint(path)

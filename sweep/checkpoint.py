@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from sweep.errors import UserError
-from sweep.files import atomic_write
+from sweep.files import atomic_write, load_tensors
 from sweep.models import Classifier, ModelSpec, build, load_weights, shapes
 from sweep.results import CHECKPOINT_FILE
 
@@ -74,7 +74,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
     if path.is_dir():
         path = path / CHECKPOINT_FILE
     try:
-        raw: Any = torch.load(path, map_location=map_location, weights_only=True)
+        raw: Any = load_tensors(path, map_location=map_location)
     except FileNotFoundError:
         raise UserError(f"{path}: no checkpoint there") from None
     except Exception as e:  # noqa: BLE001 - torch says why in many ways; the user needs the file's name

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from sweep.errors import DataNotFound, UserError
+from sweep.files import load_tensors
 
 log = logging.getLogger("sweep")
 
@@ -174,7 +175,7 @@ def _load_cache(path: Path, source: str) -> dict | None:
     if key in _READ:
         return _READ[key]
     try:
-        stored = torch.load(path, weights_only=True)
+        stored = load_tensors(path)
         if not isinstance(stored, dict) or stored.get("format") != CACHE_FORMAT:
             raise ValueError("written by another version")
         if source and stored.get("source") and stored["source"] != source:

@@ -78,6 +78,28 @@ def _size(n: int) -> str:
     return f"{n // 2**20} MiB" if n >= 2**20 else f"{n} bytes"
 
 
+def load_tensors(path: Path, **kwargs: Any) -> Any:
+    """`torch.load(weights_only=True)` of a file someone may have written (best.pt, last.pt, a cache):
+    a regular file (a FIFO or a device could hang or never end), and, for torch's zip format, records
+    stored as torch.save stores them, together no larger than the file, so that no record can inflate
+    to many times its size in memory before anything is checked. ValueError saying which."""
+    import zipfile
+
+    size = os.stat(path).st_size  # FileNotFoundError as it is
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("not a regular file")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+        if any(r.compress_type != zipfile.ZIP_STORED for r in records):
+            raise ValueError("a compressed record (torch.save writes none)")
+        if sum(r.file_size for r in records) > size:
+            raise ValueError("records larger than the file")
+    import torch
+
+    return torch.load(path, weights_only=True, **kwargs)
+
+
 LOCK_FILE = ".lock"  # a run dir's claim: held while a process trains the run
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from sweep.files import atomic_write
+from sweep.files import atomic_write, load_tensors
 from sweep.train import LoopState, Settings
 
 log = logging.getLogger("sweep")
@@ -43,7 +43,7 @@ class LastSnapshot:
         if not self.path.exists():
             return
         try:
-            saved: Any = torch.load(self.path, map_location=state.model_device, weights_only=True)
+            saved: Any = load_tensors(self.path, map_location=state.model_device)
         except Exception as e:  # noqa: BLE001 - torch says "unreadable" in many ways
             return self._discard(f"unreadable ({type(e).__name__})")
         if not isinstance(saved, dict) or saved.get("overrides") != self.overrides:

@@ -254,3 +254,48 @@ def test_an_eps_upload_named_png_is_never_handed_to_ghostscript(tmp_path, monkey
         with pytest.raises(UserError, match="not an image PIL can read"):
             read_image(io.BytesIO(eps), 1, (8, 8), name=name)
     assert ran == []
+
+
+def test_a_checkpoint_whose_records_inflate_is_refused_before_it_is_loaded(tmp_path, real_checkpoint):
+    """torch.save stores its zip records as they are; one deflated ~500:1 would take hundreds of MB
+    before anything could be checked."""
+    import resource
+    import zipfile
+
+    from sweep.checkpoint import load_checkpoint
+    from sweep.errors import UserError
+
+    raw, _ = real_checkpoint
+    torch.save(raw | {"padding": torch.zeros(2**25)}, tmp_path / "plain.pt")  # 128 MiB of zeros
+    with zipfile.ZipFile(tmp_path / "plain.pt") as src, zipfile.ZipFile(tmp_path / "best.pt", "w") as dst:
+        for record in src.infolist():
+            dst.writestr(record, src.read(record), compress_type=zipfile.ZIP_DEFLATED)
+    assert (tmp_path / "best.pt").stat().st_size < 4 * 2**20  # against 128 MiB inflated
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UserError, match="a compressed record"):
+        load_checkpoint(tmp_path / "best.pt")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 2**10  # KiB
+
+
+def test_a_fifo_named_best_pt_is_refused_at_once(tmp_path):
+    import os
+    import threading
+
+    from sweep.checkpoint import load_checkpoint
+    from sweep.errors import UserError
+
+    os.mkfifo(tmp_path / "best.pt")
+    outcome = []
+
+    def load():
+        try:
+            load_checkpoint(tmp_path)
+        except UserError as e:
+            outcome.append(str(e))
+
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # let the stuck reader go before failing
+        os.open(tmp_path / "best.pt", os.O_WRONLY | os.O_NONBLOCK)
+    assert outcome and "not a regular file" in outcome[0]
