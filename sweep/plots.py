@@ -15,7 +15,7 @@ import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sweep.files import atomic_write  # noqa: E402
-from sweep.results import METRICS_FILE  # noqa: E402
+from sweep.results import read_metrics  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -60,10 +60,9 @@ def learning_curves(
         colour = {i: palette[label] for i, label in labels.items()}
     drawn = set()
     for i, row in runs.iterrows():
-        metrics = Path(row["run_dir"]) / METRICS_FILE
-        if not metrics.exists():
+        curve = read_metrics(Path(row["run_dir"]))
+        if curve is None:
             continue
-        curve = pd.read_csv(metrics)
         legend = labels[i] if not many and labels[i] not in drawn else None
         drawn.add(labels[i])
         ax_loss.plot(curve.epoch, curve.val_loss, color=colour[i], alpha=0.8, label=legend)
@@ -369,10 +368,9 @@ def run_pictures(run_dir: Path, out: Path, prefix: str = "") -> list[Path]:
 
     run_dir, pngs = Path(run_dir), []
     Path(out).mkdir(parents=True, exist_ok=True)
-    if (run_dir / METRICS_FILE).exists():
-        history = pd.read_csv(run_dir / METRICS_FILE)
-        if not history.empty:
-            pngs.append(_save(run_curves_figure(history), out / f"{prefix}learning_curves.png"))
+    history = read_metrics(run_dir)
+    if history is not None and not history.empty:
+        pngs.append(_save(run_curves_figure(history), out / f"{prefix}learning_curves.png"))
     result = RunResult.read(run_dir)
     if result.confusion_matrix:
         figure = confusion_figure(result.confusion_matrix, list(result.class_names or ()))

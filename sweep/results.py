@@ -27,6 +27,7 @@ from sweep.files import (
     mapping,
     number,
     one_of,
+    read_bounded,
     read_json,
     text,
 )
@@ -57,6 +58,23 @@ def write_metrics(run_dir: Path, history: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(history)
     atomic_write(Path(run_dir) / METRICS_FILE, buf.getvalue())
+
+
+MAX_METRICS_BYTES = 16 * 2**20  # a metrics.csv is ~100 bytes an epoch
+
+
+def read_metrics(run_dir: Path) -> Any:
+    """A run's metrics.csv as a pandas table, or None when it has none or it is not one (read
+    within a bound, from a regular file, its columns numbers): it is someone's file in a shared sweep dir."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(io.BytesIO(read_bounded(Path(run_dir) / METRICS_FILE, MAX_METRICS_BYTES)))
+        if not {"epoch", "val_loss", "val_acc"} <= set(table.columns):
+            return None
+        return table.apply(pd.to_numeric, errors="raise")  # every column of metrics.csv is a number
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
 
 
 def epochs_written(run_dir: Path) -> int:

@@ -299,3 +299,24 @@ def test_a_fifo_named_best_pt_is_refused_at_once(tmp_path):
     if reader.is_alive():  # let the stuck reader go before failing
         os.open(tmp_path / "best.pt", os.O_WRONLY | os.O_NONBLOCK)
     assert outcome and "not a regular file" in outcome[0]
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", "result.json", ".hydra/overrides.yaml", "multirun.yaml", "race.json",
+                                  "study.json"])  # fmt: skip
+def test_a_sweep_dirs_file_that_is_a_link_to_dev_zero_is_refused_within_its_bound(tmp_path, name):
+    """A shared sweep dir's files are read only when regular, and never past their limit (a symlink
+    to /dev/zero has size 0 and never ends)."""
+    import resource
+
+    from helpers import report, train
+
+    train(tmp_path / "s" / "0", *TINY)
+    (tmp_path / "s" / "0" / ".hydra").mkdir(exist_ok=True)
+    (tmp_path / "s" / "0" / ".hydra" / "overrides.yaml").write_text("- +debug=tiny\n")
+    target = tmp_path / "s" / ("0/" + name if name in ("metrics.csv", "result.json", ".hydra/overrides.yaml") else name)
+    target.unlink(missing_ok=True)
+    target.symlink_to("/dev/zero")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ran = report(tmp_path / "s", cwd=tmp_path)
+    assert "Traceback" not in ran.stderr and ran.returncode in (0, 1, 2), ran.stderr[-2000:]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 256 * 2**10  # KiB
