@@ -216,6 +216,9 @@ def test_a_race_whose_every_setting_diverges_says_so_and_exits_1(tmp_path):
         ("hydra.sweeper.alpha=1.5", "error: hydra.sweeper.alpha=1.5: must be a number in (0, 1)"),
         ("seed=0,1", "error: seed=0,1: a race draws its own seeds, one a round (seed, seed+1, ...)"),
         ("hydra.sweeper.test=anova", "error: hydra.sweeper.test=anova: must be one of auto, t, wilcoxon, friedman"),
+        ("hydra.sweeper.max_runs=1", "error: hydra.sweeper.max_runs=1: fewer than one round of the 2 settings"),
+        ("seed=4294967295", "error: seed=4294967295: the race's last round would train seed 4294967298, past"),
+        ("dropout=interval(0.1,0.4)", "error: dropout=interval(0.1,0.4): a race runs a grid"),
     ],
 )
 def test_bad_race_settings_are_one_line(tmp_path, override, line):
@@ -223,6 +226,15 @@ def test_bad_race_settings_are_one_line(tmp_path, override, line):
               cwd=tmp_path)  # fmt: skip
     assert ran.returncode == 2 and ran.stderr.startswith(line) and ran.stderr.count("\n") == 1, ran.stderr
     assert not list((tmp_path / "s").glob("*/seed_*"))  # nothing trained
+
+
+@pytest.mark.slow
+def test_a_race_with_one_setting_or_too_many_is_one_line(tmp_path):
+    one = app(*RACE, "lr=1e-3", f"hydra.sweep.dir={tmp_path}/one", cwd=tmp_path)
+    assert one.returncode == 2 and one.stderr.startswith("error: a race compares settings, and this grid has 1")
+    many = app(*RACE, "lr=range(1,1000001)", f"hydra.sweep.dir={tmp_path}/many", cwd=tmp_path)
+    assert many.returncode == 2 and many.stderr.startswith("error: a race of 1000000 settings: at most 1000")
+    assert not list(tmp_path.glob("*/*/seed_*"))
 
 
 @pytest.mark.slow

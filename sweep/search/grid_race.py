@@ -23,6 +23,8 @@ from sweep.search.folders import seed_dir, setting_dir
 from sweep.search.race import Entry, Race
 
 log = logging.getLogger("sweep")
+MAX_SETTINGS = 1000  # settings a race takes at most
+SEED_MAX = 4294967295  # conf/config.yaml's rule for `seed`
 
 
 class GridRace:
@@ -76,7 +78,14 @@ class GridRace:
     def _grid(self, arguments: list[str]) -> tuple[list[list[str]], int]:
         """The grid's settings (each a list of overrides, without the seed) and the first seed."""
         swept = [f"{k!s}={v}" for k, v in (self.params or {}).items()] + list(arguments)
-        jobs = borrowed.grid_jobs(swept, self.hydra_context.config_loader)
+        try:
+            jobs = borrowed.grid_jobs(swept, self.hydra_context.config_loader)
+        except Exception as e:  # noqa: BLE001 - Hydra refuses an Optuna interval, and says so in many ways
+            searched = next((a for a in swept if "interval(" in a or "tag(" in a), None)
+            if searched is None:
+                raise
+            raise UserError(f"{searched}: a race runs a grid (comma lists, range(...), glob(...)); an interval is "
+                            f"searched, with search=optuna ({type(e).__name__})") from None  # fmt: skip
         seeds = list(dict.fromkeys(o.split("=", 1)[1] for job in jobs for o in job if o.split("=", 1)[0] == "seed"))
         if len(seeds) > 1:
             raise UserError(
@@ -84,8 +93,28 @@ class GridRace:
                 "first one (seed=0) and hydra.sweeper.max_seeds"
             )
         seed = int(seeds[0]) if seeds else int(self.config.seed)
-        settings = [[o for o in job if o.split("=", 1)[0] != "seed"] for job in jobs]
-        return list({tuple(s): s for s in settings}.values()), seed
+        settings = list(
+            {tuple(s): s for s in ([o for o in job if o.split("=", 1)[0] != "seed"] for job in jobs)}.values()
+        )
+        self._check(settings, seed)
+        return settings, seed
+
+    def _check(self, settings: list[list[str]], seed: int) -> None:
+        """What the grid and the settings make of a race, before anything trains: one line each."""
+        if len(settings) < 2:
+            raise UserError(f"a race compares settings, and this grid has {len(settings)}: sweep a key "
+                            "(lr=1e-3,1e-2), or run it over seeds with the basic sweeper (seed=0,1,2)")  # fmt: skip
+        if len(settings) > MAX_SETTINGS:
+            raise UserError(
+                f"a race of {len(settings)} settings: at most {MAX_SETTINGS} (its level is simulated over "
+                "them, and each round trains each one); narrow the grid, or search it with search=optuna"
+            )
+        if self.max_runs is not None and self.max_runs < len(settings):
+            raise UserError(f"hydra.sweeper.max_runs={self.max_runs}: fewer than one round of the {len(settings)} "
+                            "settings; the race would train nothing")  # fmt: skip
+        if seed + self.max_seeds - 1 > SEED_MAX:
+            raise UserError(f"seed={seed}: the race's last round would train seed {seed + self.max_seeds - 1}, past "
+                            f"{SEED_MAX}; start at seed={SEED_MAX - self.max_seeds + 1} or lower")  # fmt: skip
 
     def _round(self, race: Race, alive: list[Entry], sweep_dir: Path, column: str) -> tuple[list[float | str], int]:
         """Train this round's seed for every survivor (runs a killed race completed are read, not run
