@@ -19,7 +19,9 @@ class DataNotFound(UserError):
 
 def one_line(error: UserError | str) -> str:
     """The line a user sees for an error: `error: ` and its message with every run of white space one space."""
-    return f"error: {' '.join(str(error).split())}"
+    from sweep.text import redacted
+
+    return f"error: {redacted(' '.join(str(error).split()))}"
 
 
 def exit_with(error: UserError | str) -> NoReturn:

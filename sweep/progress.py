@@ -22,6 +22,7 @@ from typing import Any
 from sweep.files import atomic_write, checked, from_fields, item_text, list_of, number, read_json, required
 from sweep.outcomes import METRICS, Status
 from sweep.results import RESULT_FILE, RunResult, overrides_dict, varying_keys
+from sweep.text import redacted
 
 PLAN_FILE = ".progress.json"  # in the sweep dir: {"total": runs, "swept": keys, "started": unix time}
 
@@ -43,7 +44,7 @@ class LauncherLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if job := self.JOB.match(message):
-            record.msg, record.args = job.group(1) + shown(job.group(2).split()), ()
+            record.msg, record.args = job.group(1) + redacted(shown(job.group(2).split())), ()
             return True
         once = next((p for p in self.ONCE if message.startswith(p)), None)
         if once is None:

@@ -23,7 +23,7 @@ from sweep.search.folders import trial_number
 from sweep.search.race import Race
 from sweep.search.study import STUDY_REF_FILE, StudyRef
 from sweep.statistics import completed
-from sweep.text import printable
+from sweep.text import printable, redacted
 
 log = logging.getLogger("sweep")
 
@@ -144,7 +144,7 @@ def load_study(sweep_dir: Path, storage: str | None = None):
             "warning: %s names the study storage %s, outside the sweep dir or missing: not opened; trial states come "
             "from the run dirs (name it with --storage to read it)",
             Path(sweep_dir) / STUDY_REF_FILE,
-            printable(ref.url(sweep_dir)),
+            printable(redacted(ref.url(sweep_dir))),
         )
         return None
     try:
@@ -156,8 +156,8 @@ def load_study(sweep_dir: Path, storage: str | None = None):
         log.warning(
             "warning: the study %r at %s could not be opened (%s); trial states come from the run dirs",
             printable(ref.name),
-            printable(ref.url(sweep_dir)),
-            " ".join(f"{type(e).__name__}: {e}".split())[:300],
+            printable(redacted(ref.url(sweep_dir))),
+            redacted(" ".join(f"{type(e).__name__}: {e}".split())[:300]),
         )
         return None
 

@@ -18,6 +18,15 @@ def printable(text: object) -> str:
     )
 
 
+_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@]*):[^\s/@]*@")
+
+
+def redacted(text: object) -> str:
+    """`text` with the password of every URL in it (`postgresql://user:secret@host`) written `***`:
+    storage and tracking URLs are printed in errors, warnings and logs, which others read."""
+    return _CREDENTIALS.sub(r"\1:***@", str(text))
+
+
 def markdown(text: object) -> str:
     """`text` as one line of Markdown that shows it literally, in a table cell or in prose."""
     escaped = html.escape(printable(text), quote=False)

@@ -320,3 +320,16 @@ def test_a_sweep_dirs_file_that_is_a_link_to_dev_zero_is_refused_within_its_boun
     ran = report(tmp_path / "s", cwd=tmp_path)
     assert "Traceback" not in ran.stderr and ran.returncode in (0, 1, 2), ran.stderr[-2000:]
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 256 * 2**10  # KiB
+
+
+@pytest.mark.slow
+def test_a_password_in_a_tracking_or_storage_url_is_never_printed_or_logged(tmp_path):
+    from helpers import app
+
+    tracked = app(*TINY, "logger=mlflow", "logger.tracking_uri=http://me:s3cr3t@127.0.0.1:9/",
+                  f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)  # fmt: skip
+    said = tracked.stdout + tracked.stderr + (tmp_path / "run" / "run.log").read_text()
+    assert "logger mlflow failed" in said and "me:***@127.0.0.1" in said and "s3cr3t" not in said
+    stored = app("-m", "search=optuna", *TINY, "hydra.sweeper.storage=postgresql://me:s3cr3t@127.0.0.1:9/db",
+                 f"hydra.sweep.dir={tmp_path}/s", cwd=tmp_path)  # fmt: skip
+    assert stored.returncode == 2 and "me:***@" in stored.stderr and "s3cr3t" not in stored.stdout + stored.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep.loggers.base import LoggerSettings, RunInfo, Tracker, flatten
+from sweep.text import redacted
 
 if TYPE_CHECKING:
     from sweep.results import RunResult
@@ -27,7 +28,7 @@ def guarded(name: str, call: Callable[..., Any], *args: Any) -> tuple[str | None
     try:
         return None, call(*args)
     except Exception as e:  # a tracker never breaks the run
-        why = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        why = redacted(f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
         log.warning("logger %s failed (%s); the run goes on without it", name, why)
         return why, None
 

@@ -34,6 +34,7 @@ from sweep.search.returns import record_return
 from sweep.search.study import DEFAULT_STUDY, StudyRef, storage_kind, storage_url
 from sweep.search.trial_link import OWN_TASK, REPORT_ENV, TRIAL_ENV
 from sweep.stops import describe
+from sweep.text import redacted
 from sweep.trust import PRUNER_TARGETS, SAMPLER_TARGETS
 
 log = logging.getLogger("sweep")
@@ -136,7 +137,7 @@ class TrialSearch:
         log.info(
             "Study %s in %s: %d trials already, %d to add; sampler %s%s, direction %s",
             study.study_name,
-            storage_url(self.storage, sweep_dir),
+            redacted(storage_url(self.storage, sweep_dir)),
             len(study.trials),
             n_trials,
             type(study.sampler).__name__,
