@@ -14,6 +14,7 @@ arrive together run through the model as one batch. SIGTERM or Ctrl-C stops it c
 import argparse
 import asyncio
 import contextlib
+import errno
 import io
 import logging
 import signal
@@ -219,22 +220,43 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError('sweep-serve needs FastAPI and uvicorn: pip install -e ".[serve]"') from None
         if not 0 <= args.port <= 65535 or args.max_bytes < 1 or args.max_pixels < 1:
             raise UserError("--port must be in [0, 65535], --max-bytes and --max-pixels at least 1")
+        if not args.host.strip():
+            raise UserError("--host '': an empty host listens on every interface; leave --host out (127.0.0.1, this "
+                            "machine only), or say --host 0.0.0.0 if every interface is meant")  # fmt: skip
         from sweep.summary import best_run_dir
 
         run_dir, note = best_run_dir(args.source, args.storage)
         if note:
             print(note, file=sys.stderr)
         app = create_app(run_dir, args.max_bytes, args.max_pixels)
+        sock = _bind(args.host, args.port)  # before saying where: the address printed is the one bound
     except UserError as e:
         exit_with(e)
-    print(f"Serving {run_dir} on http://{args.host}:{args.port} (POST /predict, GET /info, GET /health)",
+    host, port = sock.getsockname()[:2]
+    print(f"Serving {run_dir} on http://{host}:{port} (POST /predict, GET /info, GET /health)",
           file=sys.stderr, flush=True)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the request lines, on stderr
-    server = _server_class()(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+    server = _server_class()(uvicorn.Config(app, log_level="warning"))
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, server.handle_exit)  # finish the requests in flight, then exit 0
-    server.run()
+    server.run(sockets=[sock])
     return 0
+
+
+def _bind(host: str, port: int) -> Any:
+    """A listening socket on `host`:`port` (0: any free port), or the one line saying why not."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise UserError(f"--host {host}: not a host name or address ({e})") from None
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as e:
+        why = {errno.EADDRINUSE: "in use", errno.EADDRNOTAVAIL: "not an address of this machine"}.get(e.errno)
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({why or e.strerror})") from None
 
 
 def _server_class() -> type:

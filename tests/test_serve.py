@@ -29,12 +29,6 @@ def served_run(tmp_path_factory):
     return root / "run", root / "photos"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _png(size=(12, 12), colour=(200, 40, 40)) -> bytes:
     from PIL import Image
 
@@ -48,10 +42,12 @@ def test_a_served_model_answers_as_predict_does_and_survives_bad_input(served_ru
     from sweep.predict import predict
 
     run, photos = served_run
-    port = _free_port()
-    cmd = [sys.executable, str(REPO / "sweep" / "serve.py"), str(run), "--port", str(port),
+    cmd = [sys.executable, str(REPO / "sweep" / "serve.py"), str(run), "--port", "0",
            "--max-bytes", "4000", "--max-pixels", "10000"]  # fmt: skip
     server = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    serving = server.stderr.readline()  # bound first, then said: the port any free port became
+    port = int(re.search(r"on http://127\.0\.0\.1:(\d+) ", serving).group(1))
+    assert port != 0, serving
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -119,3 +115,23 @@ def test_serve_refuses_what_it_cannot_serve_in_one_line(tmp_path):
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
         f"error: {tmp_path}: neither a run dir (with best.pt) nor a sweep dir (with run dirs)"
     ]
+
+
+def test_serve_refuses_a_host_or_port_it_cannot_listen_on_before_saying_it_serves(tmp_path, served_run):
+
+    from helpers import call
+
+    from sweep import serve
+
+    run, _ = served_run
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        cases = {
+            "": "error: --host '': an empty host listens on every interface",
+            "127.0.0.1": f"error: --host 127.0.0.1 --port {port}: cannot listen there (in use)",
+            "no.such.host.invalid": "error: --host no.such.host.invalid: not a host name or address",
+        }
+        for host, line in cases.items():
+            p = call(lambda h=host: serve.main([str(run), "--host", h, "--port", str(port)]), ["sweep-serve"], tmp_path)
+            assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith(line), p.stderr
+            assert "Serving" not in p.stderr
