@@ -64,6 +64,9 @@ class LastSnapshot:
         self.remove()
 
 
+MAX_TRAIN_S = 7 * 24 * 3600  # an epoch that took longer than a week was not measured here
+
+
 def _disagrees(saved: dict, s: Settings) -> str | None:
     """Why a snapshot of this run cannot be what the loop wrote for these settings, or None."""
     history, best, stop = saved.get("history"), saved.get("best"), saved.get("stop_reason")
@@ -78,4 +81,16 @@ def _disagrees(saved: dict, s: Settings) -> str | None:
     spent = saved.get("train_time_s")
     if isinstance(spent, bool) or not isinstance(spent, (int, float)) or not (math.isfinite(spent) and spent >= 0):
         return "its training time is not a duration"
+    if spent > MAX_TRAIN_S * max(1, len(history)):
+        return f"its training time, {spent:.3g} s, is more than {MAX_TRAIN_S:.0f} s an epoch"
+    initial = saved.get("initial_loss")
+    if initial is not None and not (_number(initial) and 1e-6 <= initial <= 1e6):
+        return "its first batch's loss, the yardstick of a blow-up, is not a loss an untrained model has"
+    waited = (saved.get("early") or {}).get("waited") if isinstance(saved.get("early"), dict) else None
+    if stop == "early_stopping" and not (isinstance(waited, int) and waited >= max(1, s.patience)):
+        return f"it says early stopping after {waited} epochs without improvement, of patience={s.patience}"
     return None
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

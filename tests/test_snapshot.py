@@ -61,8 +61,23 @@ def _wider_model(state):
         (lambda s: s | {"history": [dict(r, epoch=100) for r in s["history"]]}, "does not number its epochs"),
         (lambda s: s | {"history": [dict(s["history"][0], epoch=e) for e in range(1, 7)]}, "6 epochs of a run"),
         (lambda s: s | {"train_time_s": float("nan")}, "training time"),
+        (lambda s: s | {"train_time_s": 1e12}, "training time, 1e+12 s"),
+        (lambda s: s | {"initial_loss": 1e-30}, "first batch's loss"),
+        (lambda s: s | {"stop_reason": "early_stopping"}, "says early stopping after"),
     ],
-    ids=["model-size", "empty-optimizer", "missing-key", "rng-size", "history-x50", "epoch-100", "too-many", "time"],
+    ids=[
+        "model-size",
+        "empty-optimizer",
+        "missing-key",
+        "rng-size",
+        "history-x50",
+        "epoch-100",
+        "too-many",
+        "time",
+        "time-1e12",
+        "initial-loss",
+        "early-stop-claimed",
+    ],
 )
 @pytest.mark.slow
 def test_a_snapshot_that_does_not_fit_is_discarded_with_one_warning_and_the_run_starts_afresh(
