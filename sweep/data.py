@@ -72,8 +72,14 @@ class Data:
         if size is None or (isinstance(size, float) and size == 1.0):  # all of it (the integer 1 is one image)
             return self
         k = round(size * n) if isinstance(size, float) else size
-        if not 1 <= k <= n:
+        what = (
+            f"{size:g} of the split's {n} images is {k}" if isinstance(size, float) else f"{size} is a count of images"
+        )
+        if k > n:
             raise UserError(f"data.subset={size}: the training split has {n} images; give at most {n}, or a fraction")
+        if k < self.classes:  # a classifier sees every class at least once, or it cannot learn it
+            raise UserError(f"data.subset={size}: {what}, fewer than the {self.classes} classes; give a count of at "
+                            f"least {self.classes}, or a fraction (1.0 is all of the split)")  # fmt: skip
         return replace(
             self, x_train=self.x_train[(idx := stratified(self.y_train, k, seed))], y_train=self.y_train[idx]
         )

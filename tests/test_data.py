@@ -139,6 +139,16 @@ def test_a_subset_is_stratified_seeded_and_leaves_val_and_test_alone():
         ("-5", "data.subset=-5: must be null or a number > 0"),
         ("1.5", "data.subset=1.5: must be a count (an integer >= 1) or a fraction in (0, 1]"),
         ("100000", "data.subset=100000: the training split has 1150 images; give at most 1150, or a fraction"),
+        (
+            "1",
+            "data.subset=1: 1 is a count of images, fewer than the 10 classes; give a count of at least 10, or a "
+            "fraction (1.0 is all of the split)",
+        ),
+        (
+            "1e-9",
+            "data.subset=1e-09: 1e-09 of the split's 1150 images is 0, fewer than the 10 classes; give a count "
+            "of at least 10, or a fraction (1.0 is all of the split)",
+        ),
     ],
 )
 def test_a_subset_that_cannot_be_is_one_line(tmp_path, value, line):
