@@ -233,7 +233,7 @@ def test_a_race_with_one_setting_or_too_many_is_one_line(tmp_path):
     one = app(*RACE, "lr=1e-3", f"hydra.sweep.dir={tmp_path}/one", cwd=tmp_path)
     assert one.returncode == 2 and one.stderr.startswith("error: a race compares settings, and this grid has 1")
     many = app(*RACE, "lr=range(1,1000001)", f"hydra.sweep.dir={tmp_path}/many", cwd=tmp_path)
-    assert many.returncode == 2 and many.stderr.startswith("error: a race of 1000000 settings: at most 1000")
+    assert many.returncode == 2 and many.stderr.startswith("error: a race of more than 1000 settings")
     assert not list(tmp_path.glob("*/*/seed_*"))
 
 

@@ -40,6 +40,21 @@ def grid_jobs(arguments: list[str], config_loader: Any = None) -> list[list[str]
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
+def grid_size(arguments: list[str], config_loader: Any = None, most: int = 10**6) -> int:
+    """How many jobs `grid_jobs` would make of these overrides, counted without making them (a
+    `range(1,1000001)` takes Hydra seconds to expand); counting stops past `most`."""
+    import itertools
+    import math
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sizes = []
+    for override in OverridesParser.create(config_loader=config_loader).parse_overrides(arguments):
+        if override.is_sweep_override():
+            sizes.append(sum(1 for _ in itertools.islice(override.sweep_iterator(), most + 1)))
+    return min(math.prod(sizes), most + 1)
+
+
 def add_callback(hydra_context: Any, callback: Any) -> None:
     """Add a callback to the ones Hydra built for this multirun, so that it hears the multirun's end
     (a sweeper is set up after Hydra instantiated `hydra.callbacks`)."""

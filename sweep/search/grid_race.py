@@ -79,7 +79,11 @@ class GridRace:
         """The grid's settings (each a list of overrides, without the seed) and the first seed."""
         swept = [f"{k!s}={v}" for k, v in (self.params or {}).items()] + list(arguments)
         try:
+            if (size := borrowed.grid_size(swept, self.hydra_context.config_loader, MAX_SETTINGS)) > MAX_SETTINGS:
+                self._check([[]] * size, 0)  # refused before Hydra expands it
             jobs = borrowed.grid_jobs(swept, self.hydra_context.config_loader)
+        except UserError:
+            raise
         except Exception as e:  # noqa: BLE001 - Hydra refuses an Optuna interval, and says so in many ways
             searched = next((a for a in swept if "interval(" in a or "tag(" in a), None)
             if searched is None:
@@ -105,9 +109,10 @@ class GridRace:
             raise UserError(f"a race compares settings, and this grid has {len(settings)}: sweep a key "
                             "(lr=1e-3,1e-2), or run it over seeds with the basic sweeper (seed=0,1,2)")  # fmt: skip
         if len(settings) > MAX_SETTINGS:
+            many = f"more than {MAX_SETTINGS}" if len(settings) > MAX_SETTINGS + 1 else str(len(settings))
             raise UserError(
-                f"a race of {len(settings)} settings: at most {MAX_SETTINGS} (its level is simulated over "
-                "them, and each round trains each one); narrow the grid, or search it with search=optuna"
+                f"a race of {many} settings: at most {MAX_SETTINGS} (its level is simulated over them, and "
+                "each round trains each one); narrow the grid, or search it with search=optuna"
             )
         if self.max_runs is not None and self.max_runs < len(settings):
             raise UserError(f"hydra.sweeper.max_runs={self.max_runs}: fewer than one round of the {len(settings)} "
