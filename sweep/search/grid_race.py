@@ -109,10 +109,9 @@ class GridRace:
             raise UserError(f"a race compares settings, and this grid has {len(settings)}: sweep a key "
                             "(lr=1e-3,1e-2), or run it over seeds with the basic sweeper (seed=0,1,2)")  # fmt: skip
         if len(settings) > MAX_SETTINGS:
-            many = f"more than {MAX_SETTINGS}" if len(settings) > MAX_SETTINGS + 1 else str(len(settings))
             raise UserError(
-                f"a race of {many} settings: at most {MAX_SETTINGS} (its level is simulated over them, and "
-                "each round trains each one); narrow the grid, or search it with search=optuna"
+                f"a race of more than {MAX_SETTINGS} settings (its level is simulated over them, and each round "
+                "trains each one); narrow the grid, or search it with search=optuna"
             )
         if self.max_runs is not None and self.max_runs < len(settings):
             raise UserError(f"hydra.sweeper.max_runs={self.max_runs}: fewer than one round of the {len(settings)} "
