@@ -78,6 +78,20 @@ def test_repeats_of_another_apps_trial_set_its_seed_key_and_average(tmp_path):
 
 
 @pytest.mark.slow
+def test_another_apps_trial_races_its_seeds_against_the_best(tmp_path):
+    ran = peer_app("sphere.py", "-m", f"hydra.sweep.dir={tmp_path}/s", "hydra.sweeper.n_trials=5",
+                   "hydra.sweeper.repeats=3", "hydra.sweeper.race=true", "hydra.sweeper.min_seeds=2",
+                   "hydra.sweeper.seed_key=z", cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    trials = study(tmp_path / "s", "sphere").trials
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned and all(len(t.user_attrs["runs"]) == 2 and "after 2 of 3 seeds" in t.user_attrs["prune_reason"]
+                          for t in pruned)  # fmt: skip
+    best = min((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert len(best.user_attrs["runs"]) == 3 and all(t.user_attrs["mean_over_seeds"] > best.value for t in pruned)
+
+
+@pytest.mark.slow
 def test_a_multi_objective_study_lands_its_front_and_refuses_a_pruner_in_one_line(tmp_path):
     ran = peer_app("multi-objective.py", "-m", f"hydra.sweep.dir={tmp_path}/s", "hydra.sweeper.n_trials=6",
                    cwd=tmp_path)  # fmt: skip
