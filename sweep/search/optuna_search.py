@@ -63,12 +63,14 @@ class TrialSearch:
         race: bool,
         min_seeds: int,
         alpha: float,
-        seed_key: str = "seed",
+        seed_key: str,
     ) -> None:
-        checked = ("repeats", "max_failure_rate", "n_trials", "n_jobs", "heartbeat_interval", "direction", "storage",
-                   "race", "min_seeds", "alpha")  # fmt: skip
-        given = locals()
-        settings.check({k: given[k] for k in checked}, EXTRA_RULES)
+        settings.check(
+            {"repeats": repeats, "max_failure_rate": max_failure_rate, "n_trials": n_trials, "n_jobs": n_jobs,
+             "heartbeat_interval": heartbeat_interval, "direction": direction, "storage": storage, "race": race,
+             "min_seeds": min_seeds, "alpha": alpha},
+            EXTRA_RULES,
+        )  # fmt: skip
         self.sampler_cfg, self.direction, self.storage, self.study_name = sampler, direction, storage, study_name
         self.n_trials, self.n_jobs = n_trials, n_jobs or (os.cpu_count() or 1)
         self.max_failure_rate, self.params = max_failure_rate, params
