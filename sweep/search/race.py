@@ -20,8 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from sweep.files import atomic_write, boolean, checked, from_fields, item_text, list_of, number, one_of, read_json, text
-from sweep.files import required as needed
+from sweep.files import (
+    atomic_write,
+    boolean,
+    checked,
+    from_fields,
+    item_text,
+    list_of,
+    number,
+    one_of,
+    read_json,
+    required,
+    text,
+)
 from sweep.results import overrides_dict, varying_keys
 from sweep.search.sequential import holm, nominal_level, one_sided_p, p_values, pick_test
 from sweep.search.settings import ALPHA, MAX_SEEDS, MIN_SEEDS, SEED_BOUND, TESTS
@@ -37,11 +48,11 @@ class Entry:
     """One setting of a race: its overrides (without the seed), its run folder, its objective at
     each seed it ran (in round order) and, once eliminated, after which round and why."""
 
-    overrides: list[str] = checked(needed(list_of(item_text, MAX_SETTINGS)), [])
-    dir: str = checked(needed(text), "")
-    values: list[float] = checked(needed(list_of(needed(number()), SEED_BOUND)), [])
+    overrides: list[str] = checked(required(list_of(item_text, MAX_SETTINGS)), [])
+    dir: str = checked(required(text), "")
+    values: list[float] = checked(required(list_of(required(number()), SEED_BOUND)), [])
     eliminated_after: int | None = checked(_ROUND)
-    reason: str = checked(needed(text), "")
+    reason: str = checked(required(text), "")
     p: float | None = checked(
         lambda v: None if v is None else number(0, 1)(v)
     )  # the Holm-adjusted p that eliminated it
@@ -59,14 +70,14 @@ class Race:
     """A race's settings and state. `rounds` counts the rounds whose runs all have results."""
 
     entries: list[Entry]
-    min_seeds: int = checked(needed(number(2, SEED_BOUND, integer=True)), MIN_SEEDS)
-    max_seeds: int = checked(needed(number(2, SEED_BOUND, integer=True)), MAX_SEEDS)
-    alpha: float = checked(needed(number(0, 1)), ALPHA)
-    test: str = checked(needed(one_of("auto", *TESTS)), "t")  # `auto`: Friedman from FRIEDMAN_FROM settings, then t
-    higher_is_better: bool = checked(needed(boolean), True)
-    seed: int = checked(needed(number(0, 2**63, integer=True)), 0)  # round k trains seed `seed + k`
-    rounds: int = checked(needed(number(0, SEED_BOUND, integer=True)), 0)
-    level: float = checked(needed(number(0, 1)), math.nan)
+    min_seeds: int = checked(required(number(2, SEED_BOUND, integer=True)), MIN_SEEDS)
+    max_seeds: int = checked(required(number(2, SEED_BOUND, integer=True)), MAX_SEEDS)
+    alpha: float = checked(required(number(0, 1)), ALPHA)
+    test: str = checked(required(one_of("auto", *TESTS)), "t")  # `auto`: Friedman from FRIEDMAN_FROM settings, then t
+    higher_is_better: bool = checked(required(boolean), True)
+    seed: int = checked(required(number(0, 2**63, integer=True)), 0)  # round k trains seed `seed + k`
+    rounds: int = checked(required(number(0, SEED_BOUND, integer=True)), 0)
+    level: float = checked(required(number(0, 1)), math.nan)
 
     def __post_init__(self) -> None:
         if math.isnan(self.level):
