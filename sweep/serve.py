@@ -30,6 +30,7 @@ from sweep.errors import UserError, exit_with  # noqa: E402
 MAX_BYTES = 8 * 2**20  # an upload's size, default
 MAX_PIXELS = 40_000_000  # an image's pixel count, default: refused from its header, before decoding
 MAX_IMAGES = 64  # images a request may hold
+MAX_BYTES_BOUND, MAX_PIXELS_BOUND = 2**30, 10**9  # the most --max-bytes and --max-pixels may be
 MAX_BATCH = 256  # images the model runs at once
 log = logging.getLogger("sweep.serve")
 
@@ -171,14 +172,14 @@ def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
     app = FastAPI(title="sweep-serve", docs_url=None, redoc_url=None)
     _guard(app, max_bytes)
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # load balancers ask with HEAD
     async def health() -> dict:
         return {"status": "ok"}
 
     @app.get("/info")
     async def info() -> dict:
         return {
-            "run_dir": str(run_dir),
+            "run": run_dir.name,  # its folder's name: where it lives on the server is not the client's business
             "model": ckpt.spec.to_dict(),
             "classes": [ckpt.label(i) for i in range(ckpt.classes)],
             "input_shape": list(ckpt.in_shape),
@@ -218,8 +219,13 @@ def main(argv: list[str] | None = None) -> int:
             import uvicorn
         except ImportError:
             raise UserError('sweep-serve needs FastAPI and uvicorn: pip install -e ".[serve]"') from None
-        if not 0 <= args.port <= 65535 or args.max_bytes < 1 or args.max_pixels < 1:
-            raise UserError("--port must be in [0, 65535], --max-bytes and --max-pixels at least 1")
+        if (
+            not 0 <= args.port <= 65535
+            or not 1 <= args.max_bytes <= MAX_BYTES_BOUND
+            or not 1 <= args.max_pixels <= (MAX_PIXELS_BOUND)
+        ):
+            raise UserError(f"--port must be in [0, 65535], --max-bytes in [1, {MAX_BYTES_BOUND}] and --max-pixels in "
+                            f"[1, {MAX_PIXELS_BOUND}] (an upload and an image the server holds in memory)")  # fmt: skip
         if not args.host.strip():
             raise UserError("--host '': an empty host listens on every interface; leave --host out (127.0.0.1, this "
                             "machine only), or say --host 0.0.0.0 if every interface is meant")  # fmt: skip

@@ -5,6 +5,7 @@ the server answers afterwards; SIGTERM ends it with exit code 0."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import signal
 import socket
@@ -93,7 +94,9 @@ def test_a_served_model_answers_as_predict_does_and_survives_bad_input(served_ru
             and len(many.json()["predictions"][0]["top_k"]) == 3
         )
         assert httpx.get(f"{url}/health", timeout=5).json() == {"status": "ok"}  # still up
+        assert httpx.head(f"{url}/health", timeout=5).status_code == 200
         info = httpx.get(f"{url}/info", timeout=5).json()
+        assert str(run) not in json.dumps(info) and info["run"] == run.name  # no path of the server's
         assert info["classes"] == ["blue", "green", "red"] and info["input_shape"] == [3, 8, 8]
         assert info["model"]["kind"] == "mlp" and "model=mlp" in info["overrides"]
     finally:
@@ -131,6 +134,8 @@ def test_serve_refuses_a_host_or_port_it_cannot_listen_on_before_saying_it_serve
             "127.0.0.1": f"error: --host 127.0.0.1 --port {port}: cannot listen there (in use)",
             "no.such.host.invalid": "error: --host no.such.host.invalid: not a host name or address",
         }
+        huge = call(lambda: serve.main([str(run), "--max-bytes", str(10**20)]), ["sweep-serve"], tmp_path)
+        assert huge.returncode == 2 and "--max-bytes in [1, 1073741824]" in huge.stderr
         for host, line in cases.items():
             p = call(lambda h=host: serve.main([str(run), "--host", h, "--port", str(port)]), ["sweep-serve"], tmp_path)
             assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith(line), p.stderr
