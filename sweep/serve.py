@@ -82,6 +82,48 @@ def _refuse(status: int, why: str) -> Any:
     return JSONResponse({"error": " ".join(why.split())[:500]}, status_code=status)
 
 
+class _TooLarge(Exception):
+    """A request body past its cap, found while it arrives."""
+
+
+class BodyLimit:
+    """An ASGI middleware counting a request's body as it arrives and refusing it (413) past `limit`
+    bytes, with a Content-Length or without one (chunked): nothing past the cap is read or spooled."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        seen, over, answered = 0, False, False
+
+        async def counted() -> dict:
+            nonlocal seen, over
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                over = True
+                raise _TooLarge
+            return message
+
+        async def sending(message: dict) -> None:
+            nonlocal answered
+            if over:  # the app's own answer to the cut body (FastAPI says 400, parsing failed): ours instead
+                if not answered:
+                    answered = True
+                    await _refuse(413, f"a request body past {self.limit} bytes")(scope, receive, send)
+                return
+            answered = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except _TooLarge:
+            if not answered:
+                await _refuse(413, f"a request body past {self.limit} bytes")(scope, receive, send)
+
+
 def _guard(app: Any, max_bytes: int) -> None:
     """Refusals before a route runs, each one JSON line: a body too large (before it is read and
     spooled), a request the routes cannot parse, and a failure (logged by uvicorn, never sent)."""
@@ -171,6 +213,7 @@ def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
     result = RunResult.read(run_dir)
     app = FastAPI(title="sweep-serve", docs_url=None, redoc_url=None)
     _guard(app, max_bytes)
+    app.add_middleware(BodyLimit, limit=MAX_IMAGES * max_bytes + 2**20)
 
     @app.api_route("/health", methods=["GET", "HEAD"])  # load balancers ask with HEAD
     async def health() -> dict:
@@ -242,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Serving {run_dir} on http://{host}:{port} (POST /predict, GET /info, GET /health)",
           file=sys.stderr, flush=True)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the request lines, on stderr
-    server = _server_class()(uvicorn.Config(app, log_level="warning"))
+    # a client stalled mid-upload may not hold a stop up for more than a few seconds, nor may more
+    # connections than this be open at once (the ones past it are answered 503 at once)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, timeout_keep_alive=5,
+                            limit_concurrency=256)  # fmt: skip
+    server = _server_class()(config)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, server.handle_exit)  # finish the requests in flight, then exit 0
     server.run(sockets=[sock])

@@ -95,13 +95,28 @@ def test_a_served_model_answers_as_predict_does_and_survives_bad_input(served_ru
         )
         assert httpx.get(f"{url}/health", timeout=5).json() == {"status": "ok"}  # still up
         assert httpx.head(f"{url}/health", timeout=5).status_code == 200
+        started = time.time()
+
+        def endless():  # a chunked upload with no length, far past the cap: one image that never ends
+            yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'
+            for _ in range(2000):
+                yield b"x" * 2**20
+
+        flood = httpx.post(f"{url}/predict", content=endless(), timeout=30,
+                           headers={"content-type": "multipart/form-data; boundary=b"})  # fmt: skip
+        assert flood.status_code == 413 and flood.json()["error"].startswith("a request body past")
+        assert time.time() - started < 20  # refused as it arrived, not after 2 GB
+        stalled = socket.create_connection(("127.0.0.1", port))
+        stalled.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")  # then silence
         info = httpx.get(f"{url}/info", timeout=5).json()
         assert str(run) not in json.dumps(info) and info["run"] == run.name  # no path of the server's
         assert info["classes"] == ["blue", "green", "red"] and info["input_shape"] == [3, 8, 8]
         assert info["model"]["kind"] == "mlp" and "model=mlp" in info["overrides"]
     finally:
+        stopping = time.time()
         server.send_signal(signal.SIGTERM)
         out, err = server.communicate(timeout=30)
+    assert time.time() - stopping < 15  # the stalled upload does not hold the stop up
     assert server.returncode == 0, err
     assert "Traceback" not in err
     assert re.search(rf"POST /predict 200 [\d.]+ ms {len(files)} images", err)  # one line a request
