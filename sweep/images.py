@@ -70,9 +70,14 @@ def _class_folders(folder: Path) -> list[tuple[Path, str]]:
     """(image, class name) for every image in `folder/<class>/`, in sorted order; hidden files
     and folders (`.DS_Store`, `._x.png`, `__MACOSX/`) are not images of the data set."""
     exts = image_extensions()
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p, folder))
+    for d in classes:  # a link back up would make one class of every other class's images
+        if d.resolve() == folder.resolve() or d.resolve() in folder.resolve().parents:
+            raise UserError(f"data.root={folder}: its class folder {d.name} is a link to {d.resolve()}, which holds "
+                            "the data set itself; a class folder holds that class's images")  # fmt: skip
     return [
         (f, d.name)
-        for d in sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p, folder))
+        for d in classes
         for f in sorted(d.rglob("*"))
         if f.is_file() and f.suffix.lower() in exts and not _hidden(f, folder)
     ]

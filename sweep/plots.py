@@ -5,6 +5,7 @@ then one run's own pictures."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -14,8 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from sweep.errors import UserError  # noqa: E402
 from sweep.files import atomic_write  # noqa: E402
 from sweep.results import read_metrics  # noqa: E402
+
+log = logging.getLogger("sweep")
 
 
 def _save(fig, path: Path) -> Path:
@@ -375,6 +379,11 @@ def run_pictures(run_dir: Path, out: Path, prefix: str = "") -> list[Path]:
     if result.confusion_matrix:
         figure = confusion_figure(result.confusion_matrix, list(result.class_names or ()))
         pngs.append(_save(figure, out / f"{prefix}confusion_matrix.png"))
-    if (run_dir / CHECKPOINT_FILE).exists() and (weight := first_conv_weight(run_dir / CHECKPOINT_FILE)) is not None:
+    try:
+        weight = first_conv_weight(run_dir / CHECKPOINT_FILE) if (run_dir / CHECKPOINT_FILE).exists() else None
+    except UserError as e:  # someone's file that is no checkpoint: the report goes on without its picture
+        log.warning("warning: %s; its filters are not drawn", e)
+        weight = None
+    if weight is not None:
         pngs.append(_save(filters_figure(weight), out / f"{prefix}conv_filters.png"))
     return pngs

@@ -333,3 +333,56 @@ def test_a_password_in_a_tracking_or_storage_url_is_never_printed_or_logged(tmp_
     stored = app("-m", "search=optuna", *TINY, "hydra.sweeper.storage=postgresql://me:s3cr3t@127.0.0.1:9/db",
                  f"hydra.sweep.dir={tmp_path}/s", cwd=tmp_path)  # fmt: skip
     assert stored.returncode == 2 and "me:***@" in stored.stderr and "s3cr3t" not in stored.stdout + stored.stderr
+
+
+def test_a_class_folder_that_links_back_to_the_data_root_is_one_line(tmp_path):
+    from formats import write_colours
+
+    from sweep.errors import UserError
+    from sweep.images import image_folder
+
+    write_colours(tmp_path / "photos", per_class=4, side=8)
+    (tmp_path / "photos" / "zzz").symlink_to(tmp_path / "photos")  # a class of every other class's images
+    with pytest.raises(UserError, match="its class folder zzz is a link to"):
+        image_folder(root=str(tmp_path / "photos"), size=[8, 8])
+
+
+def test_an_mlflow_store_in_a_folder_that_is_not_there_is_refused_not_made(tmp_path):
+    from helpers import app
+
+    ran = app(*TINY, "logger=mlflow", f"logger.tracking_uri=sqlite:///{tmp_path}/nowhere/deep/x.db",
+              f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0 and "does not exist" in ran.stdout + ran.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.slow
+def test_one_runs_damaged_best_pt_leaves_its_pictures_out_not_the_report(tmp_path):
+    from helpers import report, train
+
+    train(tmp_path / "s" / "0", *TINY, "model=cnn")
+    (tmp_path / "s" / "0" / ".hydra").mkdir(exist_ok=True)
+    (tmp_path / "s" / "0" / ".hydra" / "overrides.yaml").write_text("- model=cnn\n")
+    (tmp_path / "s" / "0" / "best.pt").write_bytes(b"not a checkpoint")
+    ran = report(tmp_path / "s", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "s" / "report.md").exists() and not (tmp_path / "s" / "best_run_conv_filters.png").exists()
+
+
+def test_a_held_mlflow_lock_is_named_and_the_run_goes_on(tmp_path, monkeypatch):
+    import fcntl
+    import os
+
+    from helpers import app
+
+    from sweep.loggers import mlflow as tracker
+
+    monkeypatch.setattr(tracker, "LOCK_WAIT_S", 1)
+    (tmp_path / "run").mkdir()
+    held = os.open(tmp_path / "run" / tracker.LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another process stopped while it held the store's lock
+    try:
+        ran = app(*TINY, "logger=mlflow", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    finally:
+        os.close(held)
+    assert ran.returncode == 0 and "is held by another process for over 1 s" in ran.stdout + ran.stderr

@@ -21,6 +21,7 @@ from sweep.outcomes import Status
 from sweep.results import RunResult
 
 STORE, ARTIFACTS, LOCK = "mlflow.db", "mlartifacts", ".mlflow.lock"
+LOCK_WAIT_S = 60  # a worker opening the store waits this long for another, then the tracker is dropped
 FINAL = ("best_val_acc", "best_val_loss", "test_acc", "test_loss", "test_macro_f1", "best_epoch", "epochs_run")
 ENDED = {Status.COMPLETED: "FINISHED", Status.PRUNED: "FINISHED", Status.INTERRUPTED: "KILLED"}  # else FAILED
 ARTIFACT_FILES = ("best.pt", "metrics.csv", "result.json")
@@ -33,7 +34,11 @@ def _client(settings: LoggerSettings, home: Path):
     # wants retries sets MLFLOW_HTTP_REQUEST_MAX_RETRIES)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    return MlflowClient(settings.tracking_uri or f"sqlite:///{home / STORE}")
+    uri = settings.tracking_uri or f"sqlite:///{home / STORE}"
+    folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+    if folder is not None and not folder.is_dir():  # MLflow would make every folder of the path
+        raise ValueError(f"the tracking store's folder {folder} does not exist; make it, or name another store")
+    return MlflowClient(uri)
 
 
 class _Locked:
@@ -46,7 +51,16 @@ class _Locked:
 
     def __enter__(self) -> None:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:  # a process that holds it for long (stopped, or hung) is named, not waited on forever
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise TimeoutError(f"{self.path} is held by another process for over {LOCK_WAIT_S} s") from None
+                time.sleep(0.1)
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)
