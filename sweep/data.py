@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -42,6 +43,19 @@ def stratified(y: Tensor, k: int, seed: int) -> Tensor:
         members = (y == c).nonzero().flatten()
         picked.append(members[torch.randperm(len(members), generator=g)[:q]])
     return torch.cat(picked).sort().values
+
+
+def check_memory(images: int, shape: Sequence[int], what: str) -> None:
+    """Before images are decoded: the data set, as the float32 tensors training normalises it into
+    (after the uint8 ones it is decoded to), must fit in half of this machine's memory; one line
+    saying what it would take otherwise."""
+    from sweep.models import machine_memory
+
+    needed = images * math.prod(shape) * (1 + 4)  # uint8 decoded, then float32 normalised
+    if needed > machine_memory() // 2:
+        raise UserError(f"{what}: {images} images of {'x'.join(map(str, shape))} would take "
+                        f"{needed / 2**30:.1f} GiB, more than half of this machine's "
+                        f"{machine_memory() / 2**30:.0f} GiB; choose a smaller data.size")  # fmt: skip
 
 
 @dataclass(frozen=True)

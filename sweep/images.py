@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sweep.data import Data, cached
+from sweep.data import Data, cached, check_memory
 from sweep.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -236,6 +236,8 @@ def image_folder(
         items, names = _folder_items(folder)
     if len(names) < 2 or len({y for pairs in items.values() for _, y in pairs}) < 2:
         raise UserError(f"data: {len(names)} class(es) found ({', '.join(names)}); a classifier needs at least two")
+    images = len({p for pairs in items.values() for p, _ in pairs})
+    check_memory(images, (channels, *size), f"data.size={list(size)} data.channels={channels}")
 
     def decode() -> dict:
         from tqdm import tqdm

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 import yaml
-from formats import SHAPES, write_shapes
+from formats import SHAPES, write_colours, write_shapes
 from helpers import REPO, train
 
 from sweep.augment import AUGMENTS, flip_crop
@@ -247,3 +247,15 @@ def test_a_decompression_bomb_is_one_line_naming_the_file(tmp_path, monkeypatch)
     bomb = next((tmp_path / "d" / "circle").iterdir())
     p = predict(tmp_path / "run", bomb, cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.startswith(f"error: {bomb}: not an image PIL can read (DecompressionBomb")
+
+
+def test_a_folder_decoded_at_a_size_the_machine_cannot_hold_is_one_line_before_decoding(tmp_path, monkeypatch):
+    """24 images at 4096x4096x3 are 1.2 GB decoded and 4.8 GB normalised: said before any is read."""
+    from sweep import models
+    from sweep.errors import UserError
+    from sweep.images import image_folder
+
+    write_colours(tmp_path / "photos", per_class=8, side=8)
+    monkeypatch.setattr(models, "machine_memory", lambda: 8 * 2**30)
+    with pytest.raises(UserError, match=r"data.size=\[4096, 4096\] data.channels=3: 24 images of 3x4096x4096 would"):
+        image_folder(root=str(tmp_path / "photos"), size=[4096, 4096], channels=3)
