@@ -298,8 +298,19 @@ def frozen_features(backbone: nn.Module, data: Data, name: str) -> Data:
                  name, sum(len(getattr(data, "x_" + s)) for s in SPLITS))  # fmt: skip
         return {s: _features(backbone, getattr(data, "x_" + s)) for s in SPLITS}
 
+    with torch.no_grad():
+        width = backbone(data.x_train[:1]).reshape(1, -1).shape[1]  # what this backbone gives an image
+
+    def fits(tensors: dict[str, Tensor]) -> str | None:
+        for s in SPLITS:
+            t, n = tensors.get(s), len(getattr(data, "x_" + s))
+            if not isinstance(t, Tensor) or t.dim() != 2 or tuple(t.shape) != (n, width):
+                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                return f"its {s} features are {got}, not the ({n}, {width}) {name} gives these images"
+        return None
+
     key = _digest(backbone, data, name)
-    tensors = cached(user_cache_dir() / "features", f"features-{name}-{key}", compute, keep=KEEP)
+    tensors = cached(user_cache_dir() / "features", f"features-{name}-{key}", compute, keep=KEEP, fits=fits)
     if not computed:
         log.info("features: %s's output read from the cache (%s)", name, key)
     device = data.x_train.device

@@ -213,19 +213,25 @@ def _load_cache(path: Path, source: str) -> dict | None:
         return None
 
 
-def cached(root: str | Path, name: str, decode: Callable[[], dict], source: str = "", keep: int | None = None) -> dict:
+def cached(root: str | Path, name: str, decode: Callable[[], dict], source: str = "", keep: int | None = None,
+           fits: Callable[[dict], str | None] | None = None) -> dict:  # fmt: skip
     """Decoded tensors from `<root>/.sweep-cache/<name>.pt` (or the user cache dir when the root is
     read-only), decoding and caching on a miss. A cache is checked (format, `source` fingerprint of
     the files it came from, checksum of every tensor) and rebuilt when it fails; concurrent builders
     each write a whole file and the last rename wins, so no reader ever sees half of one. With
     `keep`, only that many caches of the same family (the name up to its last `-`) stay, the most
-    recently used, so that decodes at other sizes do not pile up."""
+    recently used, so that decodes at other sizes do not pile up. `fits` says why a cache read back
+    cannot stand for what it replaces (its tensors' shapes, say), or None: then it is discarded
+    with a warning naming it, and decoded anew."""
     from sweep.files import atomic_write
 
     root = Path(root)
     places = [root / CACHE_DIR, user_cache_dir() / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]]
     for place in places:
         if (place / f"{name}.pt").exists() and (tensors := _load_cache(place / f"{name}.pt", source)) is not None:
+            if fits is not None and (why := fits(tensors)) is not None:
+                log.warning("warning: %s: %s; discarded, decoded anew", place / f"{name}.pt", why)
+                continue
             if keep:
                 _touch(place / f"{name}.pt")  # recently used: pruned last
             return tensors
