@@ -219,6 +219,7 @@ def test_a_race_whose_every_setting_diverges_says_so_and_exits_1(tmp_path):
         ("hydra.sweeper.max_runs=1", "error: hydra.sweeper.max_runs=1: fewer than one round of the 2 settings"),
         ("seed=4294967295", "error: seed=4294967295: the race's last round would train seed 4294967298, past"),
         ("dropout=interval(0.1,0.4)", "error: dropout=interval(0.1,0.4): a race runs a grid"),
+        ("hydra.sweeper.max_seeds=1000", "error: hydra.sweeper.max_seeds=1000: with 2 settings, simulating the race's"),
     ],
 )
 def test_bad_race_settings_are_one_line(tmp_path, override, line):

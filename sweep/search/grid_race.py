@@ -7,6 +7,7 @@ rounds from their results and goes on from the first unfinished one."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from sweep.search.race import Entry, Race
 
 log = logging.getLogger("sweep")
 MAX_SETTINGS = 1000  # settings a race takes at most
+MAX_CALIBRATION = 250_000  # settings x max_seeds² the level is simulated for at most (a minute or so)
 SEED_MAX = 4294967295  # conf/config.yaml's rule for `seed`
 
 
@@ -52,6 +54,9 @@ class GridRace:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as the basic sweeper does
         metric = METRICS[self.config.objective]
+        if len(settings) * self.max_seeds**2 > 10_000:  # seconds of simulation before the first round
+            log.info("Simulating races of %d identical settings over %d seeds to set the level each look uses ...",
+                     len(settings), self.max_seeds)  # fmt: skip
         entries = [Entry(s, setting_dir(i)) for i, s in enumerate(settings)]
         race = Race(entries, self.min_seeds, self.max_seeds, self.alpha, self.test, metric.higher_is_better, seed)
         log.info(
@@ -113,6 +118,12 @@ class GridRace:
                 f"a race of more than {MAX_SETTINGS} settings (its level is simulated over them, and each round "
                 "trains each one); narrow the grid, or search it with search=optuna"
             )
+        work = len(settings) * self.max_seeds**2  # the level's simulation grows so: ~0.2 ms a unit here
+        if work > MAX_CALIBRATION:
+            most = math.isqrt(MAX_CALIBRATION // len(settings))
+            raise UserError(f"hydra.sweeper.max_seeds={self.max_seeds}: with {len(settings)} settings, simulating the "
+                            f"race's level would take about {work * 2e-4 / 60:.0f} min; at most max_seeds={most} for "
+                            "this grid")  # fmt: skip
         if self.max_runs is not None and self.max_runs < len(settings):
             raise UserError(f"hydra.sweeper.max_runs={self.max_runs}: fewer than one round of the {len(settings)} "
                             "settings; the race would train nothing")  # fmt: skip
