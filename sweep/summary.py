@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,8 @@ from sweep.errors import UserError
 from sweep.files import atomic_write, read_bounded
 from sweep.outcomes import COMPARISON_COLUMNS, METRICS, RETURNED, Status
 from sweep.results import SUMMARY_COLUMNS, RunResult, overrides_dict, varying_keys
-from sweep.search.folders import trial_number
-from sweep.search.race import Race
+from sweep.search.folders import seed_dir, trial_number
+from sweep.search.race import RACE_FILE, Race
 from sweep.search.study import STUDY_REF_FILE, StudyRef
 from sweep.statistics import completed
 from sweep.text import printable, redacted
@@ -211,7 +212,8 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
     for row, p in zip(rows, params):
         row |= {k: p.get(k) for k in swept}
 
-    race = _read_race(sweep_dir)
+    objective = next((o for o in objectives if o in METRICS), "val_acc")
+    race = _read_race(sweep_dir, objective)
     if race is not None:
         entries = {e.dir: e for e in race.entries}
         for row, run_dir in zip(rows, run_dirs):
@@ -235,7 +237,6 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
         table["trial"] = table["trial"].astype("Int64")
     if race is not None:
         table[RACE_COLUMNS] = table[RACE_COLUMNS].apply(pd.to_numeric)  # a survivor's round: NaN, shown `-`
-    objective = next((o for o in objectives if o in METRICS), "val_acc")
     common = set.intersection(*(set(p.items()) for p in params)) if params else set()
     fixed = {k: v for k, v in common if k not in swept}
     app = str((_multirun_hydra_config(sweep_dir).get("job") or {}).get("name") or "run")
@@ -251,13 +252,36 @@ def _returned(result: RunResult) -> dict[str, float]:
     return {"value": result.values[0]} | {f"value_{i}": v for i, v in enumerate(result.values)}
 
 
-def _read_race(sweep_dir: Path) -> Race | None:
-    """The sweep dir's race record; None (with a one-line warning when it is damaged) otherwise."""
+def _read_race(sweep_dir: Path, objective: str) -> Race | None:
+    """The sweep dir's race record, when its runs say the same: each value it holds is its run's
+    result at that seed, and its direction is the runs' objective's. None otherwise, with a warning:
+    race.json is someone's file, and what the runs can say is taken from the runs."""
     try:
-        return Race.read(sweep_dir)
+        race = Race.read(sweep_dir)
     except ValueError as e:
         log.warning("warning: %s; the race's columns are left out", e)
         return None
+    why = None if race is None else _disagreement(race, sweep_dir, METRICS[objective])
+    if why is not None:
+        log.warning("warning: %s does not agree with its runs (%s); the race's columns are left out",
+                    Path(sweep_dir) / RACE_FILE, why)  # fmt: skip
+        return None
+    return race
+
+
+def _disagreement(race: Race, sweep_dir: Path, metric: Any) -> str | None:
+    """Why `race` cannot be the record of the runs in `sweep_dir`, or None."""
+    if not race.entries:
+        return "it has no settings"
+    if race.higher_is_better != metric.higher_is_better:
+        return f"its direction is not {metric.name}'s"
+    for entry in race.entries:
+        for i, value in enumerate(entry.values):
+            run = Path(sweep_dir) / seed_dir(entry.dir, race.seed + i)
+            found = RunResult.read(run, [*entry.overrides, f"seed={race.seed + i}"])
+            if found.status is not Status.COMPLETED or not math.isclose(found.metric(metric.column), value):
+                return f"setting {entry.dir} at seed {race.seed + i}: {value} against its run's {found.status}"
+    return None
 
 
 def sort_by_objective(table: pd.DataFrame, objective: str = "val_acc") -> pd.DataFrame:

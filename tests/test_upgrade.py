@@ -51,3 +51,31 @@ def test_a_study_written_before_the_wing_adds_trials_after_its_own(tmp_path):
     study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{sweep_dir}/optuna.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     assert study.trials[2].user_attrs["runs"] == ["trial_0002"] and (sweep_dir / "trial_0002" / "result.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda r: r | {"entries": r["entries"] + [dict(r["entries"][0], dir="9", values=[0.9, 0.9])]}, "setting 9"),
+        (lambda r: r | {"higher_is_better": False}, "its direction is not val_acc's"),
+        (lambda r: r | {"entries": [dict(r["entries"][0], values=[0.99, 0.99]), *r["entries"][1:]]}, "setting 0"),
+        (lambda r: r | {"entries": []}, "it has no settings"),
+    ],
+    ids=["a-setting-that-never-ran", "direction-flipped", "a-value-changed", "no-entries"],
+)
+def test_a_race_json_that_its_runs_contradict_is_left_out_with_a_warning(tmp_path, caplog, change, why):
+    """race.json is someone's file: what it says that the runs can say is checked against them."""
+    import json
+    import logging
+
+    from sweep.summary import build_summary
+
+    sweep_dir = tmp_path / "race"
+    shutil.copytree(BEFORE / "race", sweep_dir)
+    assert build_summary(sweep_dir).race is not None  # as written, it agrees with its runs
+    raw = json.loads((sweep_dir / "race.json").read_text())
+    (sweep_dir / "race.json").write_text(json.dumps(change(raw)))
+    with caplog.at_level(logging.WARNING, logger="sweep"):
+        sweep = build_summary(sweep_dir)
+    assert sweep.race is None and "seeds_run" not in sweep.table.columns
+    assert any("does not agree with its runs" in r.getMessage() and why in r.getMessage() for r in caplog.records)
