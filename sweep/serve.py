@@ -82,6 +82,11 @@ def _refuse(status: int, why: str) -> Any:
     return JSONResponse({"error": " ".join(why.split())[:500]}, status_code=status)
 
 
+def body_cap(max_bytes: int) -> int:
+    """The most a request's body may hold: MAX_IMAGES uploads, and a MiB of form framing."""
+    return MAX_IMAGES * max_bytes + 2**20
+
+
 class _TooLarge(Exception):
     """A request body past its cap, found while it arrives."""
 
@@ -136,7 +141,7 @@ def _guard(app: Any, max_bytes: int) -> None:
     @app.middleware("http")
     async def _too_large(request: Request, call_next: Any) -> Any:
         started, length = time.perf_counter(), request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_IMAGES * max_bytes + 2**20:
+        if length.isdigit() and int(length) > body_cap(max_bytes):
             response = _refuse(413, f"a request of {length} bytes; at most {MAX_IMAGES} images of {max_bytes} bytes")
         else:
             response = await call_next(request)
@@ -213,7 +218,7 @@ def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
     result = RunResult.read(run_dir)
     app = FastAPI(title="sweep-serve", docs_url=None, redoc_url=None)
     _guard(app, max_bytes)
-    app.add_middleware(BodyLimit, limit=MAX_IMAGES * max_bytes + 2**20)
+    app.add_middleware(BodyLimit, limit=body_cap(max_bytes))
 
     @app.api_route("/health", methods=["GET", "HEAD"])  # load balancers ask with HEAD
     async def health() -> dict:
