@@ -22,6 +22,7 @@ from sweep.data import Data, cached, check_memory
 from sweep.errors import UserError
 
 SPLITS = ("train", "val", "test")
+MAX_CSV_BYTES = 256 * 2**20  # a labels CSV: ~10 million rows, far past a data set memory holds
 KEEP_CACHES = 3  # decodes of one folder kept (the most recently used): other sizes and file lists
 log = logging.getLogger("sweep")
 
@@ -86,7 +87,12 @@ def _class_folders(folder: Path) -> list[tuple[Path, str]]:
 def _csv_text(path: Path) -> str:
     """A CSV's text: UTF-8 (with or without a byte-order mark) or UTF-16 with one, as spreadsheets
     save it; anything else is one line naming the file."""
-    raw = path.read_bytes()
+    from sweep.files import read_bounded
+
+    try:
+        raw = read_bounded(path, MAX_CSV_BYTES)
+    except (OSError, ValueError) as e:
+        raise UserError(f"data.annotations_file={path}: {e} (a CSV of filename,label lines)") from None
     try:
         if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             return raw.decode("utf-16")
@@ -136,12 +142,17 @@ def _parse_labels(labels: list[str], csv_path: Path, first_line: int) -> tuple[l
     return [index[v] for v in labels], names
 
 
-def _csv_items(csv_path: Path, img_dir: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+def _csv_items(
+    csv_path: Path, img_dir: Path, shape: tuple[int, ...], what: str
+) -> tuple[list[tuple[Path, int]], list[str]]:
     if not csv_path.is_file():
         raise UserError(f"data.annotations_file={csv_path}: no such file")
     if not img_dir.is_dir():
         raise UserError(f"data.img_dir={img_dir}: no such folder")
-    rows = [r for r in csv.reader(io.StringIO(_csv_text(csv_path), newline="")) if any(c.strip() for c in r)]
+    text = _csv_text(csv_path)
+    lines = text.count("\n") + (not text.endswith("\n"))
+    check_memory(lines, shape, what)  # before its rows are parsed: each line may be an image
+    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
     if rows and len(rows[0]) >= 2 and not (img_dir / rows[0][0].strip()).is_file() and "." not in rows[0][0]:
         rows, first_line = rows[1:], 2  # a header: its first cell names a column, not a file
     else:
@@ -226,18 +237,19 @@ def image_folder(
     size = (int(size[0]), int(size[1]))
     if (root is None) == (annotations_file is None):
         raise UserError("data=folder: give data.root (class subfolders) or data.annotations_file (a CSV), one of them")
+    what = f"data.size={list(size)} data.channels={channels}"
     if annotations_file is not None:
         csv_path = Path(annotations_file).expanduser()
         folder = Path(img_dir).expanduser() if img_dir else csv_path.parent
-        pairs, names = _csv_items(csv_path, folder)
+        pairs, names = _csv_items(csv_path, folder, (channels, *size), what)
         items = {"all": pairs}
     else:
         folder = Path(root).expanduser()
         items, names = _folder_items(folder)
     if len(names) < 2 or len({y for pairs in items.values() for _, y in pairs}) < 2:
         raise UserError(f"data: {len(names)} class(es) found ({', '.join(names)}); a classifier needs at least two")
-    images = len({p for pairs in items.values() for p, _ in pairs})
-    check_memory(images, (channels, *size), f"data.size={list(size)} data.channels={channels}")
+    images = sum(len(pairs) for pairs in items.values())  # a file listed twice is two images
+    check_memory(images, (channels, *size), what)
 
     def decode() -> dict:
         from tqdm import tqdm

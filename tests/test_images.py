@@ -259,3 +259,26 @@ def test_a_folder_decoded_at_a_size_the_machine_cannot_hold_is_one_line_before_d
     monkeypatch.setattr(models, "machine_memory", lambda: 8 * 2**30)
     with pytest.raises(UserError, match=r"data.size=\[4096, 4096\] data.channels=3: 24 images of 3x4096x4096 would"):
         image_folder(root=str(tmp_path / "photos"), size=[4096, 4096], channels=3)
+
+
+def test_a_labels_csv_listing_one_image_a_million_times_is_counted_by_its_rows(tmp_path, monkeypatch):
+    """Each row of a CSV is an image of the data set (a file listed twice is two images): the
+    memory check counts rows, not distinct files, so a million rows of one file are refused."""
+    from sweep import models
+
+    write_colours(tmp_path / "photos", per_class=1, side=8)
+    one = next(p for p in (tmp_path / "photos").rglob("*.png"))
+    rows = "".join(f"{one.relative_to(tmp_path / 'photos')},{i % 2}\n" for i in range(4000))
+    (tmp_path / "photos" / "labels.csv").write_text(rows)
+    monkeypatch.setattr(models, "machine_memory", lambda: 2 * 2**20)  # 1 MiB for the data set
+    with pytest.raises(UserError, match=r"4000 images of 3x16x16 would take 0.0 GiB"):
+        image_folder(annotations_file=str(tmp_path / "photos" / "labels.csv"), size=[16, 16], channels=3)
+
+
+def test_a_labels_csv_larger_than_any_data_set_is_one_line_before_it_is_parsed(tmp_path):
+    write_colours(tmp_path / "photos", per_class=1, side=8)
+    big = tmp_path / "photos" / "labels.csv"
+    with big.open("wb") as f:
+        f.truncate(300 * 2**20)  # sparse: no disk taken
+    with pytest.raises(UserError, match=r"labels.csv: larger than 256 MiB"):
+        image_folder(annotations_file=str(big), size=[16, 16], channels=3)
