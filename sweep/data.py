@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import io
 import logging
 import math
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 from sweep.errors import DataNotFound, UserError
-from sweep.files import load_tensors
+from sweep.files import load_tensors, machine_key, user_cache_dir
 
 log = logging.getLogger("sweep")
 
@@ -158,20 +159,15 @@ def split(
 # ----------------------------------------------------------------------------- caching
 
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: sealed with the machine key
 # torchvision's python-batch data sets and their folders; IDX ones keep their files in <name>/raw
 BATCH_FOLDERS = {"CIFAR10": "cifar-10-batches-py", "CIFAR100": "cifar-100-python"}
 
 
-def user_cache_dir() -> Path:
-    """Where caches go when a data root is read-only: $SWEEP_CACHE_DIR, else $XDG_CACHE_HOME/sweep or ~/.cache/sweep."""
-    if os.environ.get("SWEEP_CACHE_DIR"):
-        return Path(os.environ["SWEEP_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweep"
-
-
-def _checksum(tensors: dict) -> str:
-    h = hashlib.sha256()
+def _seal(tensors: dict) -> str:
+    """Every tensor's name, shape and bytes, keyed by this machine's secret: a checksum anyone who
+    shares the folder could recompute would vouch for whatever they wrote."""
+    h = hmac.new(machine_key(), digestmod="sha256")
     for key in sorted(tensors):
         v = tensors[key]
         if isinstance(v, Tensor):
@@ -200,8 +196,8 @@ def _load_cache(path: Path, source: str) -> dict | None:
             raise ValueError("written by another version")
         if source and stored.get("source") and stored["source"] != source:
             raise ValueError("its source files changed")
-        if _checksum(stored["tensors"]) != stored.get("checksum"):
-            raise ValueError("checksum mismatch")
+        if not hmac.compare_digest(_seal(stored["tensors"]), str(stored.get("checksum"))):
+            raise ValueError("not sealed on this machine, or changed since")
         log.info("data: read %s (process %d)", path, os.getpid())
         while len(_READ) >= _READ_KEEP:
             _READ.pop(next(iter(_READ)))
@@ -237,7 +233,7 @@ def cached(root: str | Path, name: str, decode: Callable[[], dict], source: str 
             return tensors
     tensors = decode()
     buf = io.BytesIO()
-    torch.save({"format": CACHE_FORMAT, "source": source, "checksum": _checksum(tensors), "tensors": tensors}, buf)
+    torch.save({"format": CACHE_FORMAT, "source": source, "checksum": _seal(tensors), "tensors": tensors}, buf)
     for place in places:
         try:
             place.mkdir(parents=True, exist_ok=True)

@@ -100,6 +100,56 @@ def load_tensors(path: Path, **kwargs: Any) -> Any:
     return torch.load(path, weights_only=True, **kwargs)
 
 
+# ----------------------------------------------------------------------------- this user's own
+
+KEY_FILE = "machine.key"
+_PROCESS_KEY = os.urandom(32)  # when no key can be kept: seals that hold for this process only
+
+
+def user_cache_dir() -> Path:
+    """Where this user's caches go: $SWEEP_CACHE_DIR, else $XDG_CACHE_HOME/sweep or ~/.cache/sweep."""
+    if os.environ.get("SWEEP_CACHE_DIR"):
+        return Path(os.environ["SWEEP_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweep"
+
+
+def machine_key() -> bytes:
+    """A secret of this machine's user (32 random bytes in the user cache dir, readable by the user
+    alone, made once): the key caches are sealed with, so that one written elsewhere, or rewritten
+    by whoever shares a data folder, does not pass as this machine's own."""
+    path = user_cache_dir() / KEY_FILE
+    for _ in range(2):
+        try:
+            key = read_bounded(path, 32)
+            if len(key) == 32:
+                return key
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            pass  # damaged, or not a file: made anew below
+        try:
+            _make_key(path)
+        except OSError:
+            break
+    return _PROCESS_KEY
+
+
+def _make_key(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+        if not (path.is_file() and path.stat().st_size == 32):
+            path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")  # mode 0600
+    try:
+        os.write(fd, os.urandom(32))
+        os.fsync(fd)
+        os.close(fd)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)  # never replaces: of two processes making one at once, the first key stands
+    finally:
+        os.unlink(tmp)
+
+
 LOCK_FILE = ".lock"  # a run dir's claim: held while a process trains the run
 
 

@@ -75,12 +75,12 @@ def test_frozen_features_are_computed_once_and_again_when_the_data_changes(tmp_p
 
     assert features_line("a").startswith("features: computing resnet18's output for 90 images")
     assert "read from the cache" in features_line("b", "lr=1e-2", "optimizer=sgd")  # a head setting: a hit
-    from sweep.data import _checksum
+    from sweep.data import _seal
 
     [cache] = (tmp_path / "cache" / "features").rglob("features-resnet18-*.pt")  # made another backbone's
     stored = torch.load(cache, weights_only=True)
     stored["tensors"] = {k: v[:, :7] for k, v in stored["tensors"].items()}
-    torch.save(stored | {"checksum": _checksum(stored["tensors"])}, cache)
+    torch.save(stored | {"checksum": _seal(stored["tensors"])}, cache)
     assert features_line("b2").startswith("features: computing")  # not a shape error on every attempt
     assert any(str(cache) in r.getMessage() and "features are (" in r.getMessage() for r in caplog.records)
     from PIL import Image

@@ -85,6 +85,41 @@ def test_a_corrupt_cache_is_rebuilt_with_one_warning_naming_it(tmp_path, caplog)
     assert torchvision_dataset("MNIST", root=str(tmp_path), download=False)  # and the rebuilt one loads
 
 
+def test_a_cache_rewritten_with_other_images_and_a_recomputed_checksum_is_not_trusted(tmp_path, caplog):
+    """Whoever shares a data folder can rewrite its cache and recompute any public checksum; the
+    cache's seal is keyed by a secret of this machine's user, so theirs does not verify."""
+    import hashlib
+
+    write_mnist(tmp_path)
+    first = torchvision_dataset("MNIST", root=str(tmp_path), download=False)
+    cache = tmp_path / CACHE_DIR / "MNIST.pt"
+    stored = torch.load(cache, weights_only=True)
+    stored["tensors"]["x"] = torch.zeros_like(stored["tensors"]["x"])  # black images
+    h = hashlib.sha256()  # the checksum as anyone can compute it: every tensor's name, shape and bytes
+    for key in sorted(stored["tensors"]):
+        v = stored["tensors"][key]
+        h.update(f"{key}{tuple(v.shape)}{v.dtype}".encode() if isinstance(v, torch.Tensor) else f"{key}{v!r}".encode())
+        h.update(v.contiguous().view(torch.uint8).numpy().tobytes() if isinstance(v, torch.Tensor) else b"")
+    torch.save(stored | {"checksum": h.hexdigest()}, cache)
+    again = torchvision_dataset("MNIST", root=str(tmp_path), download=False)
+    assert torch.equal(first.x_train, again.x_train)
+    assert any(f"{cache}: unusable cache" in r.getMessage() and "not sealed on this machine" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+
+
+def test_the_machine_key_is_made_once_readable_by_its_user_only(tmp_path, monkeypatch):
+    import stat
+
+    from sweep.files import machine_key
+
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    key = machine_key()
+    assert len(key) == 32 and machine_key() == key
+    assert stat.S_IMODE((tmp_path / "cache" / "machine.key").stat().st_mode) == 0o600
+    (tmp_path / "cache" / "machine.key").write_bytes(b"short")  # damaged: a new one, never a weak one
+    assert len(machine_key()) == 32 and machine_key() != key
+
+
 def test_a_cache_of_files_since_replaced_is_rebuilt(tmp_path):
     write_mnist(tmp_path, seed=0)
     old = torchvision_dataset("MNIST", root=str(tmp_path), download=False)
