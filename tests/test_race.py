@@ -65,6 +65,25 @@ def test_the_level_is_the_simulated_quantile_and_smaller_for_more_settings_and_l
     assert 0.004 < nominal_level(2, 3, 10, 0.05, "t") < 0.009
 
 
+def test_a_level_is_simulated_once_per_race_shape_and_read_back_by_the_next_process(tmp_path, monkeypatch):
+    """A resumed race (a new process) reads its level from this user's cache instead of simulating
+    it again (a minute for a large grid); a level written there by hand is not taken."""
+    import sweep.search.race as race_module
+
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real = race_module.nominal_level
+    monkeypatch.setattr(race_module, "nominal_level", lambda *a: calls.append(a) or real(*a))
+    first = _race(3, "t", min_seeds=3, max_seeds=5).level
+    race_module.calibrated_level.cache_clear()  # as in the next process
+    assert _race(3, "t", min_seeds=3, max_seeds=5).level == first and len(calls) == 1
+    assert _race(4, "t", min_seeds=3, max_seeds=5).level < first and len(calls) == 2  # another shape
+    for f in (tmp_path / "cache" / "levels").glob("*.json"):
+        f.write_text(json.dumps(json.loads(f.read_text()) | {"level": 0.5}))
+    race_module.calibrated_level.cache_clear()
+    assert _race(3, "t", min_seeds=3, max_seeds=5).level == first and len(calls) == 3
+
+
 def test_paired_p_values_match_scipy():
     from scipy import stats
 

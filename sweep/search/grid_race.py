@@ -55,7 +55,8 @@ class GridRace:
         atomic_write(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as the basic sweeper does
         metric = METRICS[self.config.objective]
         if len(settings) * self.max_seeds**2 > 10_000:  # seconds of simulation before the first round
-            log.info("Simulating races of %d identical settings over %d seeds to set the level each look uses ...",
+            log.info("Setting the level each look uses: races of %d identical settings over %d seeds, simulated "
+                     "once on this machine (then read from the user cache dir) ...",
                      len(settings), self.max_seeds)  # fmt: skip
         entries = [Entry(s, setting_dir(i)) for i, s in enumerate(settings)]
         race = Race(entries, self.min_seeds, self.max_seeds, self.alpha, self.test, metric.higher_is_better, seed)

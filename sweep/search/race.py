@@ -13,6 +13,8 @@ benchmark's replays share it."""
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -27,20 +29,49 @@ from sweep.files import (
     from_fields,
     item_text,
     list_of,
+    machine_key,
     number,
     one_of,
     read_json,
     required,
     text,
+    user_cache_dir,
 )
 from sweep.results import overrides_dict, varying_keys
-from sweep.search.sequential import holm, nominal_level, one_sided_p, p_values, pick_test
+from sweep.search.sequential import SIMULATIONS, holm, nominal_level, one_sided_p, p_values, pick_test
 from sweep.search.settings import ALPHA, MAX_SEEDS, MIN_SEEDS, SEED_BOUND, TESTS
 
 RACE_FILE = "race.json"  # in the sweep dir: the race's settings, per-seed values and eliminations
 MAX_RACE_BYTES = 16 * 2**20
 MAX_SETTINGS = 100_000
 _ROUND = number(1, SEED_BOUND, integer=True)
+
+
+@functools.lru_cache(maxsize=64)
+def calibrated_level(settings: int, min_seeds: int, max_seeds: int, alpha: float, test: str) -> float:
+    """`nominal_level`, simulated once per race shape on this machine: a resumed race (a new
+    process) reads it from the user cache dir (`levels/`), sealed with the machine key, instead of
+    simulating it again, which takes up to a minute for a large grid."""
+    shape = json.dumps([settings, min_seeds, max_seeds, alpha, test, SIMULATIONS])
+    path = user_cache_dir() / "levels" / f"{hashlib.sha256(shape.encode()).hexdigest()[:20]}.json"
+
+    def seal(level: float) -> str:
+        return hmac.new(machine_key(), f"{shape} {level!r}".encode(), "sha256").hexdigest()
+
+    try:
+        stored = read_json(path, 4096)
+        level = float(stored["level"])
+        if hmac.compare_digest(seal(level), str(stored["seal"])) and 0 < level < 1:
+            return level
+    except (OSError, ValueError, TypeError, KeyError):
+        pass  # none yet, or not this machine's: simulated anew
+    level = nominal_level(settings, min_seeds, max_seeds, alpha, test)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps({"shape": json.loads(shape), "level": level, "seal": seal(level)}))
+    except OSError:
+        pass  # a read-only cache: the next process simulates it again
+    return level
 
 
 @dataclass
@@ -86,7 +117,7 @@ class Race:
     def level_for(self, test: str) -> float:
         """The level a look with `test` uses: calibrated for the race's full field, so it holds for
         every look before a first elimination; after one, for fewer settings, it errs on the safe side."""
-        return nominal_level(len(self.entries), self.min_seeds, self.max_seeds, self.alpha, test)
+        return calibrated_level(len(self.entries), self.min_seeds, self.max_seeds, self.alpha, test)
 
     @property
     def survivors(self) -> list[Entry]:
@@ -210,7 +241,7 @@ def behind_best(best: tuple[int, list[float]] | None, mine: list[float], higher_
     number_, values = best
     sign = 1.0 if higher_is_better else -1.0
     d = sign * (np.array(values[:n]) - np.array(mine))
-    p, level = float(one_sided_p(d, "t")), nominal_level(2, min_seeds, repeats, alpha, "t")
+    p, level = float(one_sided_p(d, "t")), calibrated_level(2, min_seeds, repeats, alpha, "t")
     if p >= level:
         return None
     lead = f"behind trial {number_} by {d.mean():.3g} on the same seeds"
