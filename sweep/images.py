@@ -7,10 +7,12 @@ sizes and times, so changed files are decoded again); splits are seeded unless t
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 import io
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,21 +47,41 @@ def read_image(
     """One image (a file, or an open binary stream) as uint8 (channels, height, width), converted
     and resized as training read its data. With `max_pixels`, a larger image is refused from its
     header, before it is decoded."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     name = name or str(source)
+    with _one_line(source, name), Image.open(source, formats=RASTER_FORMATS) as im:
+        if max_pixels is not None and im.width * im.height > max_pixels:
+            raise UserError(f"{name}: {im.width}x{im.height} pixels; at most {max_pixels} are taken")
+        im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def decoding_cost(source: Path | BinaryIO, channels: int, name: str = "") -> tuple[int, str]:
+    """The bytes `read_image` holds at once to decode this image (as decoded, plus converted to
+    `channels`), read from its header; and the image as a person would name it (`2000x2000 RGBA`)."""
+    from PIL import Image, ImageMode
+
+    name = name or str(source)
+    with _one_line(source, name), Image.open(source, formats=RASTER_FORMATS) as im:
+        mode = ImageMode.getmode(im.mode)
+        per_pixel = len(mode.bands) * int(mode.typestr[-1]) + (1 if channels == 1 else 3)
+        return im.width * im.height * per_pixel, f"{im.width}x{im.height} {im.mode}"
+
+
+@contextlib.contextmanager
+def _one_line(source: object, name: str) -> Iterator[None]:
+    """PIL's errors on an image as one line naming it; anything else is raised as it is."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with Image.open(source, formats=RASTER_FORMATS) as im:
-            if max_pixels is not None and im.width * im.height > max_pixels:
-                raise UserError(f"{name}: {im.width}x{im.height} pixels; at most {max_pixels} are taken")
-            im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            a = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        if isinstance(e, UnidentifiedImageError):  # PIL's words name the stream object, not the image
-            raise UserError(f"{name}: not an image PIL can read (none of {', '.join(RASTER_FORMATS)})") from None
+        yield
+    except UnidentifiedImageError:  # PIL's words name the stream object, not the image
+        raise UserError(f"{name}: not an image PIL can read (none of {', '.join(RASTER_FORMATS)})") from None
+    except (OSError, ValueError, KeyError, Image.DecompressionBombError) as e:
         why = (str(e).replace(repr(source), "the file").splitlines() or [""])[0][:200]  # no object's address
         raise UserError(f"{name}: not an image PIL can read ({type(e).__name__}: {why})") from None
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
 def _hidden(path: Path, below: Path) -> bool:

@@ -32,7 +32,48 @@ MAX_PIXELS = 40_000_000  # an image's pixel count, default: refused from its hea
 MAX_IMAGES = 64  # images a request may hold
 MAX_BYTES_BOUND, MAX_PIXELS_BOUND = 2**30, 10**9  # the most --max-bytes and --max-pixels may be
 MAX_BATCH = 256  # images the model runs at once
+MAX_DECODING = 512 * 2**20  # bytes of images being decoded at once, server-wide, default
 log = logging.getLogger("sweep.serve")
+
+
+class DecodeBudget:
+    """Bytes of images the server decodes at once, at most `limit` whatever the number of clients:
+    an image waits until the others' decodes leave it room."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used, self._room = limit, 0, asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, n: int) -> Any:
+        async with self._room:
+            await self._room.wait_for(lambda: self.used + n <= self.limit)
+            self.used += n
+        try:
+            yield
+        finally:
+            async with self._room:
+                self.used -= n
+                self._room.notify_all()
+
+
+def _decode(data: bytes, in_shape: tuple[int, ...], max_pixels: int, name: str, need: int) -> Any:
+    from sweep.images import read_image
+
+    try:
+        return read_image(io.BytesIO(data), in_shape[0], in_shape[1:], max_pixels, name)
+    finally:
+        if need > 64 * 2**20:
+            _give_back_memory()
+
+
+def _give_back_memory() -> None:
+    """Hand freed heap back to the system (glibc keeps a large decode's pages otherwise, and the
+    server's memory would stay at its peak); elsewhere, nothing."""
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 class Batcher:
@@ -166,13 +207,14 @@ def _guard(app: Any, max_bytes: int) -> None:
         return _refuse(500, f"the server failed on this request ({type(e).__name__})")
 
 
-async def decode_request(uploads: list[Any], in_shape: tuple[int, ...], max_bytes: int, max_pixels: int) -> Any:
+async def decode_request(uploads: list[Any], in_shape: tuple[int, ...], max_bytes: int, max_pixels: int,
+                         budget: DecodeBudget) -> Any:  # fmt: skip
     """The uploads as one batch of images the model reads (read as predict.py reads them), or the
-    refusal naming the first that is not one."""
+    refusal naming the first that is not one. Each is decoded within the server's budget."""
     import numpy as np
     import torch
 
-    from sweep.images import read_image
+    from sweep.images import decoding_cost
 
     if len(uploads) > MAX_IMAGES:
         return _refuse(413, f"{len(uploads)} images; at most {MAX_IMAGES} a request")
@@ -185,9 +227,12 @@ async def decode_request(uploads: list[Any], in_shape: tuple[int, ...], max_byte
         if len(data) > max_bytes:
             return _refuse(413, f"{name}: over {max_bytes} bytes")
         try:  # decoded in a worker thread: a large image does not hold up the other requests
-            arrays.append(
-                await asyncio.to_thread(read_image, io.BytesIO(data), in_shape[0], in_shape[1:], max_pixels, name)
-            )
+            need, what = decoding_cost(io.BytesIO(data), in_shape[0], name)
+            if need > budget.limit:
+                return _refuse(413, f"{name}: {what} takes {need / 1e6:.0f} MB to decode; "
+                                    f"the server decodes at most {budget.limit / 2**20:.0f} MB at once")  # fmt: skip
+            async with budget.hold(need):
+                arrays.append(await asyncio.to_thread(_decode, data, in_shape, max_pixels, name, need))
         except UserError as e:
             return _refuse(413 if "pixels; at most" in str(e) else 400, str(e))
     return torch.as_tensor(np.stack(arrays))
@@ -204,7 +249,8 @@ def encode_response(ckpt: Any, uploads: list[Any], probs: Any, top_k: int) -> di
     return {"predictions": answers, **note}
 
 
-def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Any:
+def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
+               max_decoding: int = MAX_DECODING) -> Any:  # fmt: skip
     """The FastAPI app serving the run's best.pt: a request is decoded, batched with the others
     waiting, predicted and encoded."""
     import torch
@@ -215,6 +261,7 @@ def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
 
     ckpt = load_checkpoint(run_dir)
     batcher = Batcher(ckpt.model())
+    budget = DecodeBudget(max_decoding)
     result = RunResult.read(run_dir)
     app = FastAPI(title="sweep-serve", docs_url=None, redoc_url=None)
     _guard(app, max_bytes)
@@ -241,7 +288,7 @@ def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
         request: Request, image: Annotated[list[UploadFile], File()], top_k: Annotated[int, Query(ge=1)] = 1
     ) -> Any:
         request.state.images = len(image)
-        x = await decode_request(image, ckpt.in_shape, max_bytes, max_pixels)
+        x = await decode_request(image, ckpt.in_shape, max_bytes, max_pixels, budget)
         if not isinstance(x, torch.Tensor):
             return x  # the refusal
         return encode_response(ckpt, image, await batcher.probabilities(x), top_k)

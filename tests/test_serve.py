@@ -155,3 +155,72 @@ def test_serve_refuses_a_host_or_port_it_cannot_listen_on_before_saying_it_serve
             p = call(lambda h=host: serve.main([str(run), "--host", h, "--port", str(port)]), ["sweep-serve"], tmp_path)
             assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith(line), p.stderr
             assert "Serving" not in p.stderr
+
+
+def _png_rgba16(width: int, height: int) -> bytes:
+    """A 16-bit RGBA PNG of one colour, written by hand (PIL writes none): small as a file, large
+    decoded, as an adversary's upload is."""
+    import struct
+    import zlib
+
+    pack = zlib.compressobj(9)
+    body = b"".join(pack.compress(b"\x00" + b"\x12\x34" * 4 * width) for _ in range(height)) + pack.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_an_image_larger_decoded_than_the_servers_decode_budget_is_413_naming_its_bytes(served_run):
+    from fastapi.testclient import TestClient
+
+    from sweep.serve import create_app
+
+    run, _ = served_run
+    client = TestClient(create_app(run, max_decoding=20 * 2**20))
+    big = _png_rgba16(2000, 2000)  # 4 million pixels, under --max-pixels; 28 MB decoded and converted
+    r = client.post("/predict", files=[("image", ("big.png", big, "image/png"))])
+    assert r.status_code == 413, r.text
+    assert r.json() == {"error": "big.png: 2000x2000 RGBA takes 28 MB to decode; the server decodes at most 20 MB at once"}
+    assert client.post("/predict", files=[("image", ("ok.png", _png(), "image/png"))]).status_code == 200
+
+
+@pytest.mark.parametrize(("budget_mb", "together"), [(40, 1), (60, 2)])
+def test_images_decode_together_only_within_the_decode_budget(served_run, monkeypatch, budget_mb, together):
+    """Two requests of a 28 MB image each: within a 40 MB budget one waits for the other (memory
+    stays bounded whatever the number of clients); within 60 MB they decode at once."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    import sweep.images
+    from sweep.serve import create_app
+
+    # a decode waits for the other to join it: for long when they should meet, briefly when not
+    real, running, most = sweep.images.read_image, [0], [0]
+    both_in = threading.Barrier(2, timeout=60 if together == 2 else 0.5)
+
+    def read_image(*args, **kwargs):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            both_in.wait()  # passes only when both decode at once
+        except threading.BrokenBarrierError:
+            pass
+        running[0] -= 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep.images, "read_image", read_image)
+    run, _ = served_run
+    big = _png_rgba16(2000, 2000)
+    with TestClient(create_app(run, max_decoding=budget_mb * 2**20)) as client:
+        answers = []
+        post = lambda: answers.append(client.post("/predict", files=[("image", ("big.png", big, "image/png"))]))  # noqa: E731
+        threads = [threading.Thread(target=post) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert [a.status_code for a in answers] == [200, 200] and most[0] == together
