@@ -30,7 +30,8 @@ from sweep.errors import UserError, exit_with  # noqa: E402
 MAX_BYTES = 8 * 2**20  # an upload's size, default
 MAX_PIXELS = 40_000_000  # an image's pixel count, default: refused from its header, before decoding
 MAX_IMAGES = 64  # images a request may hold
-MAX_BYTES_BOUND, MAX_PIXELS_BOUND = 2**30, 10**9  # the most --max-bytes and --max-pixels may be
+REQUEST_TIMEOUT = 30.0  # seconds to receive a whole request (headers and body), default
+BOUNDS = {"port": (0, 65535), "max-bytes": (1, 2**30), "max-pixels": (1, 10**9), "request-timeout": (0.1, 3600)}
 MAX_BATCH = 256  # images the model runs at once
 MAX_DECODING = 512 * 2**20  # bytes of images being decoded at once, server-wide, default
 log = logging.getLogger("sweep.serve")
@@ -308,19 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", metavar="URL", help="a sweep's study storage, when not a file in its dir")
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, help=f"an upload's size limit ({MAX_BYTES})")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"an image's pixel limit ({MAX_PIXELS})")
+    parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT, metavar="SECONDS",
+                        help=f"to receive a whole request, headers and body ({REQUEST_TIMEOUT:g})")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         try:
             import uvicorn
         except ImportError:
             raise UserError('sweep-serve needs FastAPI and uvicorn: pip install -e ".[serve]"') from None
-        if (
-            not 0 <= args.port <= 65535
-            or not 1 <= args.max_bytes <= MAX_BYTES_BOUND
-            or not 1 <= args.max_pixels <= (MAX_PIXELS_BOUND)
-        ):
-            raise UserError(f"--port must be in [0, 65535], --max-bytes in [1, {MAX_BYTES_BOUND}] and --max-pixels in "
-                            f"[1, {MAX_PIXELS_BOUND}] (an upload and an image the server holds in memory)")  # fmt: skip
+        for option, (low, high) in BOUNDS.items():
+            if not low <= getattr(args, option.replace("-", "_")) <= high:  # NaN is not within either
+                raise UserError(f"--{option} {getattr(args, option.replace('-', '_'))}: must be in [{low}, {high}]")
         if not args.host.strip():
             raise UserError("--host '': an empty host listens on every interface; leave --host out (127.0.0.1, this "
                             "machine only), or say --host 0.0.0.0 if every interface is meant")  # fmt: skip
@@ -340,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     # a client stalled mid-upload may not hold a stop up for more than a few seconds, nor may more
     # connections than this be open at once (the ones past it are answered 503 at once)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, timeout_keep_alive=5,
-                            limit_concurrency=256)  # fmt: skip
+                            limit_concurrency=256, http=_deadline_protocol(args.request_timeout))  # fmt: skip
     server = _server_class()(config)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, server.handle_exit)  # finish the requests in flight, then exit 0
@@ -362,6 +361,58 @@ def _bind(host: str, port: int) -> Any:
     except OSError as e:
         why = {errno.EADDRINUSE: "in use", errno.EADDRNOTAVAIL: "not an address of this machine"}.get(e.errno)
         raise UserError(f"--host {host} --port {port}: cannot listen there ({why or e.strerror})") from None
+
+
+def _deadline_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol with a deadline for receiving each request whole, headers and body: a
+    connection that sends nothing, or trickles its request, is closed at the deadline (uvicorn's own
+    keep-alive timeout starts only after a response and restarts with every byte, so a slow
+    client would hold its connection for ever)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    received = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR)
+
+    class DeadlineProtocol(H11Protocol):
+        deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state in received:
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state not in received:
+                self._arm()  # the next request on this connection has its own deadline
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.deadline = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def _expire(self) -> None:
+            if not self.transport.is_closing():
+                log.info("closed a connection from %s: no whole request within %g s", _peer(self.client), seconds)
+                self.transport.close()
+
+    return DeadlineProtocol
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "a client"
 
 
 def _server_class() -> type:
