@@ -128,13 +128,20 @@ def _forget(run_dir: Path, job_name: str) -> None:
 def main() -> None:
     from sweep import stops
     from sweep.errors import UserError, exit_with
-    from sweep.validate import check_command_line_keys, check_command_line_targets, check_output_dirs, check_sampler
+    from sweep.validate import (
+        check_command_line_keys,
+        check_command_line_targets,
+        check_grid_size,
+        check_output_dirs,
+        check_sampler,
+    )
 
     try:
         check_sampler(sys.argv[1:])
         check_command_line_keys(sys.argv[1:], CONF)
         check_command_line_targets(sys.argv[1:])
         check_output_dirs(sys.argv[1:])
+        check_grid_size(sys.argv[1:])
     except UserError as e:
         exit_with(e)
     stops.install()

@@ -172,6 +172,28 @@ def check_sampler(args: list[str]) -> None:
             raise UserError(f"{arg}: {REMOVED_SAMPLERS[value]}")
 
 
+MAX_GRID_RUNS = 10_000  # Hydra's basic sweeper composes every job's config before the first one runs
+
+
+def check_grid_size(args: list[str]) -> None:
+    """A grid (a multirun with the basic sweeper) of more runs than a sweep can hold, counted without
+    expanding it, in one line: Hydra would compose each job's config first, silently, for minutes."""
+    from sweep.search.borrowed import grid_size
+
+    if not {"-m", "--multirun"} & set(args) or any(a.partition("=")[0].lstrip("+") == "search" and
+                                                  a.partition("=")[2] != "none" for a in args):  # fmt: skip
+        return  # one run, or a search whose own settings say how many runs
+    swept = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        size = grid_size(swept, most=MAX_GRID_RUNS)
+    except Exception:  # noqa: BLE001 - Hydra says what is wrong with an override it cannot read
+        return
+    if size > MAX_GRID_RUNS:
+        shown = " ".join(a for a in swept if grid_size([a], most=MAX_GRID_RUNS) > 1)  # the swept ones
+        raise UserError(f"a grid of more than {MAX_GRID_RUNS} runs ({shown}); narrow it, or search the space with "
+                        "search=optuna")  # fmt: skip
+
+
 def check_command_line_targets(args: list[str]) -> None:
     """A `_target_` given on the command line, checked before Hydra composes anything, so that a
     refused one is one line (Hydra refuses it too, with a traceback, when it instantiates)."""

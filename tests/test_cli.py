@@ -140,6 +140,17 @@ def test_the_commonest_mistakes_are_one_line_and_exit_2(tmp_path, args, line):
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
+def test_a_grid_larger_than_a_sweep_can_hold_is_one_line_at_once(tmp_path):
+    """Hydra's basic sweeper composes a config for every job before the first runs: a million-run
+    grid was a silent minute and more; it is counted without expanding it, and refused."""
+    p = app("-m", "lr=range(1,1000001)", "optimizer=adam,sgd", f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.strip() == (
+        "error: a grid of more than 10000 runs (lr=range(1,1000001) optimizer=adam,sgd); narrow it, or search the "
+        "space with search=optuna"
+    )
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_refused_single_run_leaves_no_run_dir(tmp_path):
     p = app("data=digits", "lr=0", cwd=tmp_path)
     assert p.returncode == 2 and p.stderr == "error: lr=0: must be a number > 0\n"
