@@ -369,3 +369,16 @@ def test_keys_the_command_line_fixes_are_not_searched_columns(tmp_path):
     assert ran.returncode == 0, ran.stderr
     columns = pd.read_csv(tmp_path / "s" / "summary.csv").columns
     assert "lr" in columns and "batch_size" not in columns and "dropout" not in columns
+
+
+def test_a_setting_asked_again_trains_the_next_seed_not_the_same_run(tmp_path):
+    """A search over choices asks a setting again (TPE does, on a small space): the second ask is
+    the setting at the next seed, evidence about it, not its first run trained once more."""
+    sweep_dir = tmp_path / "s"
+    search(sweep_dir, "search/space=none", "lr=choice(0.01)", "hydra.sweeper.n_trials=3", "hydra.sweeper.confirm=0",
+           "epochs=1", cwd=tmp_path, data=SMOKE)  # fmt: skip
+    runs = sorted(p.parent.relative_to(sweep_dir).as_posix() for p in sweep_dir.rglob("result.json"))
+    assert runs == ["trial_0000", "trial_0001/seed_1", "trial_0002/seed_2"]
+    seeds = [json.loads((sweep_dir / r / "result.json").read_text())["seed"] for r in runs]
+    values = [t.value for t in study(sweep_dir).trials]
+    assert seeds == [0, 1, 2] and len(set(values)) > 1

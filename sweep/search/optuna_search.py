@@ -64,13 +64,16 @@ class TrialSearch:
         min_seeds: int,
         alpha: float,
         seed_key: str,
+        confirm: int = settings.CONFIRM,
+        confirm_budget: float = settings.CONFIRM_BUDGET,
     ) -> None:
         settings.check(
             {"repeats": repeats, "max_failure_rate": max_failure_rate, "n_trials": n_trials, "n_jobs": n_jobs,
              "heartbeat_interval": heartbeat_interval, "direction": direction, "storage": storage, "race": race,
-             "min_seeds": min_seeds, "alpha": alpha},
+             "min_seeds": min_seeds, "alpha": alpha, "confirm": confirm, "confirm_budget": confirm_budget},
             EXTRA_RULES,
         )  # fmt: skip
+        self.confirm, self.confirm_budget = confirm, confirm_budget
         self.sampler_cfg, self.direction, self.storage, self.study_name = sampler, direction, storage, study_name
         self.n_trials, self.n_jobs = n_trials, n_jobs or (os.cpu_count() or 1)
         self.max_failure_rate, self.params = max_failure_rate, params
@@ -196,8 +199,11 @@ class TrialSearch:
         for name in fixed:
             distributions.pop(name, None)
         first = fixed.pop(self.seed_key, OmegaConf.select(self.config, self.seed_key, default=0))
-        seed = int(first) if self.repeats > 1 else None
-        return _Space(distributions, fixed, deletions, seed)
+        try:
+            first = int(first)
+        except (TypeError, ValueError):
+            first = 0  # not a number: only a repeat's override would set it, and none is asked for
+        return _Space(distributions, fixed, deletions, first if self.repeats > 1 else None, first)
 
     def _ask(self, study: optuna.Study, n: int, space: _Space) -> list[optuna.Trial]:
         """`n` new trials, each with its sampled values and (as user attributes) the fixed ones."""
@@ -222,8 +228,8 @@ class TrialSearch:
         significantly behind the best completed trial. Return each trial's run dirs, and why each
         trial that raced out did. A stop fails the batch's trials at once."""
         run_dirs: dict[int, list[Path]] = {t.number: [] for t in trials}
-        seeds = [None] if space.seed is None else list(range(space.seed, space.seed + self.repeats))
-        rounds = [[s] for s in seeds] if self.race else [seeds]
+        seeds = {t.number: self._seeds(study, t, space) for t in trials}
+        rounds = [slice(i, i + 1) for i in range(self.repeats)] if self.race else [slice(None)]
         racing, stopped, values = list(trials), {}, {}
         incumbent = _incumbent(study, self.directions) if self.race else None
         try:
@@ -231,9 +237,9 @@ class TrialSearch:
                 for i, batch in enumerate(rounds):
                     jobs = []
                     for trial in racing:
-                        for seed in batch:
+                        for seed in seeds[trial.number][batch]:
                             subdir = trial_dir(trial.number, seed)
-                            jobs.append(self._job(trial, space, seed, subdir))
+                            jobs.append(self._job(trial, space, seed, subdir, seed == seeds[trial.number][0]))
                             run_dirs[trial.number].append(sweep_dir / subdir)
                     returns = self.launcher.launch(
                         jobs, initial_job_idx=trials[0].number * self.repeats + i * len(trials)
@@ -253,14 +259,33 @@ class TrialSearch:
             raise
         return run_dirs, stopped
 
-    def _job(self, trial: optuna.Trial, space: _Space, seed: int | None, subdir: str) -> tuple[str, ...]:
-        """One run's overrides: the trial's values, its folder, its link to the trial, its seed."""
+    def _seeds(self, study: optuna.Study, trial: optuna.Trial, space: _Space) -> list[int | None]:
+        """The seeds a trial's runs train: with repeats, `repeats` of them from the first seed; a
+        setting asked again trains the next ones (so that a second ask adds evidence, not the same
+        run again), when the app's config has a seed key. None: the config's own seed, unnamed."""
+        mine = _setting(trial.params, trial.user_attrs, space.fixed)
+        again = sum(t.number < trial.number and _setting(t.params, t.user_attrs, space.fixed) == mine
+                    for t in study.get_trials(deepcopy=False))  # fmt: skip
+        if self.repeats == 1 and (again == 0 or not self.seeded):
+            return [None]
+        first = space.first + again * self.repeats if self.seeded else (space.seed or 0)
+        return list(range(first, first + self.repeats))
+
+    @property
+    def seeded(self) -> bool:
+        """Whether runs can be given other seeds: this project's task, or an app whose config has the key."""
+        return self.ours or OmegaConf.select(self.config, self.seed_key) is not None
+
+    def _job(self, trial: optuna.Trial, space: _Space, seed: int | None, subdir: str, first: bool = True
+             ) -> tuple[str, ...]:  # fmt: skip
+        """One run's overrides: the trial's values, its folder, its link to the trial, its seed
+        (intermediate values are reported from its first seed's run alone)."""
         return (
             tuple(f"{name}={value}" for name, value in {**trial.params, **space.fixed}.items())
             + tuple(space.deletions)
             + (f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_ENV}={borrowed.trial_id(trial)}")
             + (() if seed is None else (f"{self._seed_key()}={seed}",))
-            + (() if seed in (None, space.seed) else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
+            + (() if first else (f"+hydra.job.env_set.{REPORT_ENV}=0",))
         )
 
     def _seed_key(self) -> str:
@@ -490,6 +515,7 @@ class _Space:
     fixed: dict[str, Any]
     deletions: list[str]
     seed: int | None
+    first: int = 0  # the first seed of every run of the search (the config's, or the one given)
 
 
 @dataclass
@@ -522,6 +548,11 @@ def _incumbent(study: optuna.Study, directions: list[str]) -> tuple[int, list[fl
     values = best.user_attrs.get("seed_values")
     ok = isinstance(values, list) and values and all(isinstance(v, (int, float)) for v in values)
     return (best.number, [float(v) for v in values]) if ok else None
+
+
+def _setting(params: dict, user_attrs: dict, fixed: dict) -> dict:
+    """What makes a trial's setting: its sampled values and the fixed ones it ran with."""
+    return {**params, **{k: user_attrs.get(k) for k in fixed}}
 
 
 def _has_running(study: optuna.Study) -> bool:

@@ -23,7 +23,16 @@ from omegaconf import DictConfig
 
 from sweep.errors import UserError, exit_with
 from sweep.search import settings
-from sweep.search.settings import ALPHA, HEARTBEAT_INTERVAL, MAX_SEEDS, MIN_SEEDS, REPEATS, TEST
+from sweep.search.settings import (
+    ALPHA,
+    CONFIRM,
+    CONFIRM_BUDGET,
+    HEARTBEAT_INTERVAL,
+    MAX_SEEDS,
+    MIN_SEEDS,
+    REPEATS,
+    TEST,
+)
 
 
 @dataclass
@@ -45,6 +54,11 @@ class TrialSweeperConf(OptunaSweeperConf):
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     # The config key a trial's repeats set to seed, seed+1, ... (`+key` when the app's config lacks it).
     seed_key: str = "seed"
+    # At the search's end, this many leading settings race over more seeds (sweep.search.confirm),
+    # so that the answer is the best setting on average, not the luckiest trial; 0: off.
+    confirm: int = CONFIRM
+    # The runs that confirmation may add: a count, or a fraction of the search's runs.
+    confirm_budget: float = CONFIRM_BUDGET
 
 
 @dataclass

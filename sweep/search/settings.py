@@ -20,6 +20,8 @@ SEED_BOUND = 1000  # max_seeds and repeats at the most
 # The Optuna search's own.
 REPEATS = 1  # seeds a trial trains (seed, seed+1, ...); its value is their mean
 HEARTBEAT_INTERVAL = 30  # seconds; a trial silent for twice as long is failed when a sweeper next starts
+CONFIRM = 4  # leading settings a search's end races over seeds to confirm its winner (0: off)
+CONFIRM_BUDGET = 0.5  # runs the confirmation may add: a count (>= 1), or that fraction of the search's runs
 
 
 def _integer(v: Any) -> bool:
@@ -56,6 +58,14 @@ RULES: dict[str, Rule] = {
     "n_trials": _rule(lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "n_jobs": _rule(lambda v: v is None or (_integer(v) and v >= 1), "null (one a core) or an integer >= 1"),
     "heartbeat_interval": _rule(lambda v: _integer(v) and v >= 1, "an integer >= 1 (seconds)"),
+    "confirm": _rule(
+        lambda v: _integer(v) and (v == 0 or 2 <= v <= 100),
+        "0 (no confirmation) or the number of leading settings to race, in [2, 100]",
+    ),
+    "confirm_budget": _rule(
+        lambda v: _number(v) and (0 < v < 1 or (v >= 1 and float(v).is_integer() and v <= 10**6)),
+        "a fraction of the search's runs in (0, 1), or a number of runs >= 1",
+    ),
 }
 
 
