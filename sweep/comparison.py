@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -38,6 +40,8 @@ class Comparison:
     best_run: pd.Series | None = None  # the completed run with the best objective, if any
     race: Race | None = None  # a race's record: the verdicts then compare its survivors only
     race_table: pd.DataFrame | None = None
+    confirmation: Any = None  # a search's confirmation of its winner (sweep.search.confirmation)
+    confirm_table: pd.DataFrame | None = None
 
     @property
     def shown_keys(self) -> list[str]:
@@ -170,7 +174,32 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str |
     c.rerun = rerun_command(runs, objective_table if objective_table is not None else table, keys, program)
     best = best_run(runs, objective.name)
     c.best_run = None if best is None else runs.loc[best]
+    if search and len(sweeps) == 1 and sweeps[0].confirmation is not None:  # the answer is the confirmed setting
+        c.confirmation = sweeps[0].confirmation
+        c.confirm_table = confirm_table(c.confirmation, runs)
+        pick = runs[runs.run == c.confirmation.pick_run()]
+        c.best_run = pick.iloc[0] if len(pick) else c.best_run
     return c
+
+
+def confirm_table(record: Any, runs: pd.DataFrame) -> pd.DataFrame:
+    """A search's confirmation, best mean first: each leading setting's first trial and its
+    parameters, the seeds it ran in the confirmation, the mean with its 95% interval, and how it ended."""
+    from sweep.search.folders import trial_number
+
+    race, params = record.race, [p for p in param_columns(runs) if p not in ("trial", "state", "seed")]
+    first = runs.drop_duplicates("trial").set_index("trial") if "trial" in runs else pd.DataFrame()
+    rows = []
+    for e in race.entries:
+        number = trial_number(Path(e.dir))
+        low, high = ci95(pd.Series(e.values, dtype=float))
+        ended = ("leads" if e is race.leader() else "survived" if e.alive
+                 else f"eliminated after {e.eliminated_after} seeds: {e.reason}")  # fmt: skip
+        shown = {p: first[p].get(number) for p in params} if number in first.index else {}
+        rows.append({"trial": number, **shown, "seeds": len(e.values), "mean": e.mean(), "ci95_low": low,
+                     "ci95_high": high, "outcome": ended})  # fmt: skip
+    table = pd.DataFrame(rows)
+    return table.sort_values("mean", ascending=not race.higher_is_better, na_position="last", kind="stable")
 
 
 def race_table(race: Race) -> pd.DataFrame:

@@ -168,7 +168,7 @@ def _search_text(c: Comparison) -> list[str]:
     # completed trials: a pruned one's value is not a final one, nor one that raced out over fewer seeds
     ranked = c.table[c.table["mean"].notna() & (c.table.get("state", pd.Series(index=c.table.index)) != "PRUNED")]
     unranked = len(c.table) - len(ranked)
-    text = [
+    text = _confirm_text(c) + [
         "## Top trials",
         "",
         f"The {min(TOP_TRIALS, len(ranked))} best of {len(ranked)} completed trials by "
@@ -188,13 +188,48 @@ def _search_text(c: Comparison) -> list[str]:
             "",
         ]
     text += _front_text(c)
-    text += [
-        "A search samples each setting once (or `repeats` times), so it does not test differences between "
-        "settings: it finds promising ones. To tell whether the best beats another, re-run both over seeds "
-        "with a grid (`seed=0,1,2`) and report that.",
+    if c.confirmation is None:
+        text += [
+            "A search samples each setting once (or `repeats` times), so it does not test differences between "
+            "settings: it finds promising ones. To tell whether the best beats another, re-run both over seeds "
+            "with a grid (`seed=0,1,2`) and report that.",
+            "",
+        ]
+    return text
+
+
+def _confirm_text(c: Comparison) -> list[str]:
+    """A search's answer: its leading settings raced over seeds, and the one it names."""
+    if c.confirmation is None:
+        return []
+    from sweep.search.confirm import verdict
+
+    race, name = c.confirmation.race, c.objective.name
+    v = verdict(race)
+    seeds = f"seeds {race.seed}..{race.seed + race.rounds - 1}"
+    text = [
+        "## The search's answer",
+        "",
+        f"The search's {len(race.entries)} leading settings (by their mean {name} over the seeds they ran) raced "
+        f"over {seeds}, reusing the runs they had and training the others: from {race.min_seeds} seeds on, each "
+        f"was compared with the leader, paired by seed and one-sided, at the level {race.level:.2g} every look uses "
+        f"(set so that identical settings are told apart in at most {race.alpha:.0%} of races). A single trial's "
+        "value is one seed's; the luckiest one is not the answer.",
+        "",
+        markdown_table(c.confirm_table),
         "",
     ]
-    return text
+    if v is None:
+        return text + ["No leading setting completed a run: nothing is confirmed.", ""]
+    trial = c.confirm_table.iloc[0]["trial"]
+    interval = f"{v.mean:.4g} (95% interval {v.low:.4g}..{v.high:.4g}) over {len(v.pick.values)} seeds"
+    if v.confirmed:
+        return text + [f"**Confirmed: trial {trial}'s setting**, {name} {interval}, ahead of every other leading "
+                       "setting beyond seed noise.", ""]  # fmt: skip
+    tied = ", ".join(str(t) for t in c.confirm_table[c.confirm_table.outcome.isin(["leads", "survived"])]["trial"])
+    return text + [f"**Not distinguishable: the settings of trials {tied}** could not be told apart over "
+                   f"{race.rounds} seeds. The pick, trial {trial}'s, has the best mean, {name} {interval}; more "
+                   "seeds (`hydra.sweeper.confirm_budget`) may tell them apart.", ""]  # fmt: skip
 
 
 def _front_text(c: Comparison) -> list[str]:

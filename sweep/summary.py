@@ -52,6 +52,7 @@ class Sweep:
     fixed: dict[str, str] = field(default_factory=dict)  # overrides every run shares (not swept)
     race: Race | None = None  # the race, when the sweep was one (search=race)
     app: str = "run"  # Hydra's job name: this project's `run`, or another app's script
+    confirmation: Any = None  # an Optuna search's confirmation of its winner, when it held one
 
     @property
     def overrides(self) -> list[dict[str, str]]:
@@ -215,11 +216,7 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
     objective = next((o for o in objectives if o in METRICS), "val_acc")
     race = _read_race(sweep_dir, objective)
     if race is not None:
-        entries = {e.dir: e for e in race.entries}
-        for row, run_dir in zip(rows, run_dirs):
-            entry = entries.get(run_dir.relative_to(sweep_dir).parts[0])
-            if entry is not None:
-                row |= {"seeds_run": race.seeds_run(entry), "eliminated_after": entry.eliminated_after}
+        _mark_race(race, rows, [d.relative_to(sweep_dir) for d in run_dirs])
 
     has_trials = any("trial" in r for r in rows)
     values = sorted({k for r in rows for k in r if RETURNED_COLUMN.fullmatch(k)}, key=lambda k: (len(k), k))
@@ -240,7 +237,8 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
     common = set.intersection(*(set(p.items()) for p in params)) if params else set()
     fixed = {k: v for k, v in common if k not in swept}
     app = str((_multirun_hydra_config(sweep_dir).get("job") or {}).get("name") or "run")
-    return Sweep(sweep_dir, table, run_dirs, raw, study, objective, fixed, race, app)
+    confirmation = _read_confirmation(sweep_dir, objective) if has_trials else None
+    return Sweep(sweep_dir, table, run_dirs, raw, study, objective, fixed, race, app, confirmation)
 
 
 def _returned(result: RunResult) -> dict[str, float]:
@@ -267,6 +265,35 @@ def _read_race(sweep_dir: Path, objective: str) -> Race | None:
                     Path(sweep_dir) / RACE_FILE, why)  # fmt: skip
         return None
     return race
+
+
+def _mark_race(race: Race, rows: list[dict], runs: list[Path]) -> None:
+    """Each raced run's row gets its setting's seeds and the round it was eliminated after."""
+    entries = {e.dir: e for e in race.entries}
+    for row, run in zip(rows, runs):
+        if (entry := entries.get(run.parts[0])) is not None:
+            row |= {"seeds_run": race.seeds_run(entry), "eliminated_after": entry.eliminated_after}
+
+
+def _read_confirmation(sweep_dir: Path, objective: str) -> Any:
+    """The search's confirmation record, when its runs say the same (as `_read_race`); None otherwise."""
+    from sweep.search.confirmation import CONFIRMATION_FILE, Confirmation
+
+    try:
+        record = Confirmation.read(sweep_dir)
+    except ValueError as e:
+        log.warning("warning: %s; the search's confirmation is left out", e)
+        return None
+    metric = METRICS[objective]
+    why = None
+    if record is not None:
+        why = (f"its direction is not {metric.name}'s" if record.race.higher_is_better != metric.higher_is_better
+               else record.disagreement(sweep_dir, metric.column))  # fmt: skip
+    if why is not None:
+        log.warning("warning: %s does not agree with its runs (%s); the search's confirmation is left out",
+                    Path(sweep_dir) / CONFIRMATION_FILE, why)  # fmt: skip
+        return None
+    return record
 
 
 def _disagreement(race: Race, sweep_dir: Path, metric: Any) -> str | None:
@@ -307,6 +334,9 @@ def best_run_dir(source: Path, storage: str | None = None) -> tuple[Path, str | 
     if not source.is_dir() or not find_runs(source):
         raise UserError(f"{source}: neither a run dir (with {CHECKPOINT_FILE}) nor a sweep dir (with run dirs)")
     sweep = build_summary(source, storage)
+    pick = sweep.confirmation.pick_run() if sweep.confirmation is not None else None
+    if pick is not None and (source / pick / CHECKPOINT_FILE).is_file():
+        return source / pick, f"Using run {pick} of {source}: the confirmed winner of its search"
     table = sweep.table[[(d / CHECKPOINT_FILE).is_file() for d in sweep.run_dirs]]
     best = best_run(table, sweep.objective)
     if best is None:

@@ -24,11 +24,12 @@ def study(sweep_dir, name="sweep") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir}/optuna.db")
 
 
-def search(sweep_dir, *args, cwd, data=TINY, process=False):
-    # the report is test_report.py's subject: here it would cost every search seconds of plotting
+def search(sweep_dir, *args, cwd, data=TINY, process=False, confirm=False):
+    # the report is test_report.py's subject: here it would cost every search seconds of plotting; and
+    # the confirmation of the winner is test_confirm.py's, where it is not the subject it is left out
     run = cli if process else app
     p = run("-m", "search=optuna", *data, f"hydra.sweep.dir={sweep_dir}", "hydra.callbacks.summary.report=false",
-            *args, cwd=cwd)  # fmt: skip
+            *(() if confirm else ("hydra.sweeper.confirm=0",)), *args, cwd=cwd)  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Callback SummaryCallback" not in p.stderr, p.stderr[-3000:]  # the summary landed
     return p
@@ -375,8 +376,8 @@ def test_a_setting_asked_again_trains_the_next_seed_not_the_same_run(tmp_path):
     """A search over choices asks a setting again (TPE does, on a small space): the second ask is
     the setting at the next seed, evidence about it, not its first run trained once more."""
     sweep_dir = tmp_path / "s"
-    search(sweep_dir, "search/space=none", "lr=choice(0.01)", "hydra.sweeper.n_trials=3", "hydra.sweeper.confirm=0",
-           "epochs=1", cwd=tmp_path, data=SMOKE)  # fmt: skip
+    search(sweep_dir, "search/space=none", "lr=choice(0.01)", "hydra.sweeper.n_trials=3", "epochs=1", cwd=tmp_path,
+           data=SMOKE)  # fmt: skip
     runs = sorted(p.parent.relative_to(sweep_dir).as_posix() for p in sweep_dir.rglob("result.json"))
     assert runs == ["trial_0000", "trial_0001/seed_1", "trial_0002/seed_2"]
     seeds = [json.loads((sweep_dir / r / "result.json").read_text())["seed"] for r in runs]

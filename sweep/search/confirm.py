@@ -48,19 +48,24 @@ def budget_runs(budget: float, trials: int, repeats: int) -> int:
 
 def confirmation_race(chosen: list[Candidate], dirs: list[str], have: dict[str, int], runs: int, min_seeds: int,
                       alpha: float, higher_is_better: bool, most_seeds: int = MAX_SEEDS) -> Race | None:  # fmt: skip
-    """The race of `chosen` (run folders `dirs`) over their seeds 0, 1, ... (offsets from the search's
-    first seed): as many as `runs` more runs allow, counting the seeds each leader already ran
-    (`have`, by folder), `most_seeds` at most. None when that is fewer than two seeds, or fewer than
-    two leaders."""
-    if len(chosen) < 2:
-        return None
+    """The race of the leaders `chosen` (run folders `dirs`) over their seeds 0, 1, ... (offsets from
+    the search's first seed): as many as `runs` more runs allow, counting the seeds each already ran
+    (`have`, by folder), `most_seeds` at most. When that is fewer than `min_seeds`, fewer leaders (the
+    best ones, two at least) get more seeds. None when two leaders cannot get two seeds."""
+    for k in range(len(chosen), 1, -1):
+        seeds = _affordable(dirs[:k], have, runs, most_seeds)
+        if seeds >= min_seeds or (k == 2 and seeds >= 2):
+            entries = [Entry(list(c.overrides), d) for c, d in zip(chosen[:k], dirs[:k])]
+            return Race(entries, min(min_seeds, seeds), seeds, alpha, "t", higher_is_better, 0)
+    return None
+
+
+def _affordable(dirs: list[str], have: dict[str, int], runs: int, most_seeds: int) -> int:
+    """The most seeds every one of `dirs` can have within `runs` more runs (and `most_seeds`)."""
     seeds = 1
     while seeds < most_seeds and sum(max(0, seeds + 1 - have.get(d, 0)) for d in dirs) <= runs:
         seeds += 1
-    if seeds < 2:
-        return None
-    entries = [Entry(list(c.overrides), d) for c, d in zip(chosen, dirs)]
-    return Race(entries, min(min_seeds, seeds), seeds, alpha, "t", higher_is_better, 0)
+    return seeds
 
 
 @dataclass(frozen=True)

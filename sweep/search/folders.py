@@ -1,6 +1,7 @@
 """Where a sweeper puts its runs, relative to the sweep dir: the one place that names run folders.
 
 - an Optuna trial: `trial_0007`, and with repeats one folder a seed, `trial_0007/seed_1`;
+- a search's confirmation run of the setting trial 7 ran: `confirm/trial_0007/seed_3`;
 - a raced grid's setting: `<setting number>/seed_<seed>`."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 TRIAL_PREFIX, SEED_PREFIX = "trial_", "seed_"
+CONFIRM_FOLDER = "confirm"
 
 
 def seed_dir(folder: str, seed: int | None) -> str:
@@ -24,6 +26,11 @@ def seed_dirs(folder: Path) -> list[Path]:
 def trial_dir(number: int, seed: int | None = None) -> str:
     """A trial's run dir: `trial_0007`, or `trial_0007/seed_1` with repeats."""
     return seed_dir(f"{TRIAL_PREFIX}{number:04d}", seed)
+
+
+def confirm_dir(number: int) -> str:
+    """The folder of the confirmation runs of the setting trial `number` ran (one folder a seed)."""
+    return f"{CONFIRM_FOLDER}/{trial_dir(number)}"
 
 
 def trial_number(run_dir: Path) -> int | None:

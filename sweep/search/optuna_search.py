@@ -152,6 +152,7 @@ class TrialSearch:
         in_process = type(self.launcher).__name__ == "BasicLauncher"  # joblib's workers share the console
         bar = progress.trials_bar(n_trials, in_process and progress.bars_wanted(self.config.get("progress")))
         count = _Count(n_trials)
+        self.confirmed = None
         try:
             while count.finished < n_trials:
                 trials = self._ask(study, min(self.n_jobs, n_trials - count.finished), space)
@@ -165,6 +166,7 @@ class TrialSearch:
                         f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows (the last: {count.last}); "
                         f"see {sweep_dir}"
                     )
+            self._confirm(study, space, sweep_dir)
         finally:
             if bar is not None:
                 bar.close()
@@ -241,14 +243,7 @@ class TrialSearch:
                             subdir = trial_dir(trial.number, seed)
                             jobs.append(self._job(trial, space, seed, subdir, seed == seeds[trial.number][0]))
                             run_dirs[trial.number].append(sweep_dir / subdir)
-                    returns = self.launcher.launch(
-                        jobs, initial_job_idx=trials[0].number * self.repeats + i * len(trials)
-                    )
-                    if not self.ours:  # another app's task returns its value; its run dir gets a result.json
-                        for job, ret in zip(jobs, returns):
-                            run_dir = sweep_dir / _subdir(job)
-                            record_return(run_dir, ret, list(job), self.directions, _seed(job, self.seed_key),
-                                          trial_number(run_dir))  # fmt: skip
+                    self._run(jobs, trials[0].number * self.repeats + i * len(trials), sweep_dir)
                     if self.race:
                         racing = self._race(racing, run_dirs, values, incumbent, stopped)
         except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: no trial is left RUNNING for a later start
@@ -258,6 +253,43 @@ class TrialSearch:
                     _tell(study, trial, state=TrialState.FAIL)
             raise
         return run_dirs, stopped
+
+    def _run(self, jobs: list[tuple[str, ...]], first_index: int, sweep_dir: Path) -> None:
+        """Launch jobs through Hydra's launcher; another app's task returns its value, and its run
+        dir gets a result.json from it."""
+        returns = self.launcher.launch(jobs, initial_job_idx=first_index)
+        if not self.ours:
+            for job, ret in zip(jobs, returns):
+                run_dir = sweep_dir / _subdir(job)
+                seed = _seed(job, self.seed_key)
+                record_return(run_dir, ret, list(job), self.directions, seed, trial_number(run_dir))
+
+    def _confirm(self, study: optuna.Study, space: _Space, sweep_dir: Path) -> None:
+        """The search's end: its leading settings race over seeds (`sweep.search.confirmation`)."""
+        if not self.confirm or len(self.directions) > 1 or not self.seeded:
+            return
+        from sweep.search import confirm, confirmation
+
+        column, higher = METRICS[self.objective].column, self.directions[0] == "maximize"
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        found = confirmation.settings_run(complete, sweep_dir, column, self.seed_key, space.first)
+        budget = confirm.budget_runs(self.confirm_budget, sum(len(s.runs) for s in found), 1)
+        jobs_before = len(study.trials) * self.repeats
+
+        def run(missing: list) -> None:
+            jobs = [(*s.overrides, f"hydra.sweep.subdir={folder}", f"{self._seed_key()}={seed}")
+                    for s, seed, folder in missing]  # fmt: skip
+            self._run(jobs, jobs_before, sweep_dir)
+
+        record = confirmation.confirm_winner(found, self.confirm, budget, space.first, self.min_seeds, self.alpha,
+                                             higher, run, sweep_dir, column, self.seed_key)  # fmt: skip
+        self.confirmed = record
+        if record is None:
+            log.info("Not confirmed: fewer than 2 settings completed, or hydra.sweeper.confirm_budget=%s allows "
+                     "fewer than 2 seeds each", self.confirm_budget)  # fmt: skip
+            return
+        v = confirm.verdict(record.race)
+        log.info("Confirmation: %s", _verdict_line(v, record, METRICS[self.objective].name))
 
     def _seeds(self, study: optuna.Study, trial: optuna.Trial, space: _Space) -> list[int | None]:
         """The seeds a trial's runs train: with repeats, `repeats` of them from the first seed; a
@@ -413,10 +445,33 @@ class TrialSearch:
                 "best_value": best.value,
                 "best_trial": {"number": best.number, "run_dir": best.user_attrs.get("runs", [None])[0]},
             }
-            log.info(
-                "Best trial %d: %s = %.4f with %s", best.number, METRICS[self.objective].name, best.value, best.params
-            )
+            name = METRICS[self.objective].name
+            if self.confirmed is not None:  # the answer is the confirmed pick; the luckiest trial is shown as such
+                results |= self._confirmed_results(study)
+                log.info("Luckiest single trial %d: %s = %.4f with %s (one value; the answer is the confirmed "
+                         "setting, trial %d's)", best.number, name, best.value, best.params,
+                         results["best_trial"]["number"])  # fmt: skip
+            else:
+                log.info("Best trial %d: %s = %.4f with %s", best.number, name, best.value, best.params)
         atomic_write(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
+
+    def _confirmed_results(self, study: optuna.Study) -> dict[str, Any]:
+        """optimization_results.yaml's answer from the confirmation: the pick's params, its mean over
+        the race's seeds, its trial; the confirmation's verdict; and the luckiest single trial."""
+        from sweep.search import confirm
+
+        race = self.confirmed.race
+        v = confirm.verdict(race)
+        numbers = {e.dir: trial_number(Path(e.dir)) for e in race.entries}
+        pick = next(t for t in study.get_trials(deepcopy=False) if t.number == numbers[v.pick.dir])
+        best = study.best_trial
+        return {
+            "best_params": dict(pick.params),
+            "best_value": v.mean,
+            "best_trial": {"number": pick.number, "run_dir": self.confirmed.pick_run()},
+            "confirmation": confirm.as_dict(v, race, numbers),
+            "luckiest_trial": {"number": best.number, "value": best.value, "params": dict(best.params)},
+        }
 
 
 SUMMARY_CALLBACK = "sweep.callbacks.SummaryCallback"
@@ -553,6 +608,21 @@ def _incumbent(study: optuna.Study, directions: list[str]) -> tuple[int, list[fl
 def _setting(params: dict, user_attrs: dict, fixed: dict) -> dict:
     """What makes a trial's setting: its sampled values and the fixed ones it ran with."""
     return {**params, **{k: user_attrs.get(k) for k in fixed}}
+
+
+def _verdict_line(v: Any, record: Any, objective: str) -> str:
+    """The confirmation's answer in one line: the winner, or the leaders it could not tell apart."""
+
+    def trial(e: Any) -> int | None:
+        return trial_number(Path(e.dir))
+
+    seeds = record.race.rounds
+    if v.confirmed:
+        return (f"trial {trial(v.pick)}'s setting is the best, {objective} {v.mean:.4f} (95% interval "
+                f"{v.low:.4f}..{v.high:.4f}) over {seeds} seeds, ahead of the other leaders beyond noise")  # fmt: skip
+    names = ", ".join(f"trial {trial(e)} ({e.mean(seeds):.4f})" for e in v.tied)
+    return (f"not distinguishable over {seeds} seeds: {names}; the pick, trial {trial(v.pick)}, has the best mean "
+            f"{v.mean:.4f} (95% interval {v.low:.4f}..{v.high:.4f})")  # fmt: skip
 
 
 def _has_running(study: optuna.Study) -> bool:

@@ -1,0 +1,168 @@
+"""Does a confirmed search name the truly best setting? Optuna's default TPE picking its best trial,
+against the same search whose leaders then race over fresh seeds (`sweep.search.confirm`), at the
+same budget of runs, replayed on measured tables.
+
+Tables: two full grids on digits (3 epochs) over 10 seeds, run once through the command (a sweep
+dir already holding one is resumed, so it is not run again):
+- grid12: optimizer=adam,sgd,rmsprop x lr=1e-4,1e-3,1e-2,1e-1 (120 runs);
+- grid48: the same x batch_size=32,128 x dropout=0.0,0.4 (480 runs).
+A setting's truth is its mean over the 10 seeds. A replayed search asks a setting and gets a stored
+seed's result (exact: no training while searching). Repeat r searches at seed r % 10 (every trial's
+run uses it, as the command's `seed` does) with TPE seeded r; a confirmation races over the other
+nine seeds, in an order drawn for the repeat.
+
+Printed, for each table and budget (runs, as a fraction of grid x seeds): mean regret (the best
+mean minus the pick's), the fraction of picks within half a seed sd of the best, and the runs
+used; default TPE's `best_trial` and the confirmed search side by side, measured in the same run.
+
+    python tests/benchmarks/bench_confirm.py [--out outputs/bench_confirm] [--repeats 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from sweep.search.confirm import Candidate, confirmation_race, leaders, verdict  # noqa: E402
+from sweep.search.settings import ALPHA, CONFIRM, CONFIRM_BUDGET, MIN_SEEDS  # noqa: E402
+
+SEEDS = 10
+GRID12 = {"optimizer": "adam,sgd,rmsprop", "lr": "1e-4,1e-3,1e-2,1e-1"}
+GRIDS = {"grid12": GRID12, "grid48": GRID12 | {"batch_size": "32,128", "dropout": "0.0,0.4"}}
+
+
+def measure(sweep_dir: Path, grid: dict[str, str]) -> None:
+    swept = [f"{k}={v}" for k, v in grid.items()]
+    subprocess.run([sys.executable, str(REPO / "sweep" / "run.py"), "-m", "data=digits", "epochs=3", *swept,
+                    f"seed=range(0,{SEEDS})", f"hydra.sweep.dir={sweep_dir}", "hydra.callbacks.summary.report=false"],
+                   check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+class Table:
+    """A measured grid: each setting's validation accuracy at each seed (NaN: failed or diverged)."""
+
+    def __init__(self, summary: pd.DataFrame, keys: list[str]) -> None:
+        self.keys = keys
+        summary = summary.assign(setting=summary[keys].astype(str).agg(" ".join, axis=1))
+        value = summary.best_val_acc.where(summary.status == "completed")
+        self.values = value.groupby([summary.setting, summary.seed]).first().unstack().reindex(columns=range(SEEDS))
+        self.choices = {k: sorted(summary[k].astype(str).unique()) for k in keys}
+        self.means = self.values.mean(axis=1, skipna=False)  # a setting that failed once is not the best
+        self.best = self.means.max()
+        self.sd = float(self.values.std(axis=1, ddof=1).median())  # the median setting's seed sd
+
+    def regret(self, setting: str) -> float:
+        mean = self.means[setting]
+        return self.best - mean if math.isfinite(mean) else self.best - np.nanmin(self.means)
+
+
+def search(table: Table, n: int, seed: int, order: list[int], fresh: bool) -> list[tuple[str, float]]:
+    """Default TPE's trials, in order: (setting, its value). A setting's first trial runs at the
+    search seed `order[0]`; with `fresh`, each later trial of it at the next seed of `order` (as
+    the command runs a setting asked again), else at the search seed again."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    asked: list[tuple[str, float]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        setting = " ".join(trial.suggest_categorical(k, table.choices[k]) for k in table.keys)
+        before = sum(s == setting for s, _ in asked) if fresh else 0
+        value = float(table.values.loc[setting, order[before % len(order)]])
+        asked.append((setting, value))
+        return value  # NaN: a FAIL trial, as a diverged run is
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.optimize(objective, n_trials=n)
+    return asked
+
+
+def tpe_pick(trials: list[tuple[str, float]]) -> str:
+    """Optuna's best_trial: the first trial with the best value."""
+    finite = [(v, -i, s) for i, (s, v) in enumerate(trials) if math.isfinite(v)]
+    return max(finite)[2]
+
+
+def confirmed_pick(
+    table: Table, trials: list[tuple[str, float]], runs: int, k: int, order: list[int]
+) -> tuple[str, int]:
+    """The confirmed search's pick from these search trials (each setting's runs at seeds order[0],
+    order[1], ...) and `runs` more runs; the runs the confirmation trained."""
+    seen: dict[str, list[float]] = {}
+    for setting, value in trials:
+        seen.setdefault(setting, []).append(value)
+    candidates = [Candidate(i, (s,), float(np.mean(v))) for i, (s, v) in enumerate(seen.items())]
+    chosen = leaders(candidates, k, True)
+    have = {c.overrides[0]: len(seen[c.overrides[0]]) for c in chosen}
+    race = confirmation_race(chosen, list(have), have, runs, MIN_SEEDS, ALPHA, True, len(order))
+    if race is None:
+        return (chosen[0].overrides[0] if chosen else tpe_pick(trials)), 0
+    trained = 0
+    while not race.over:
+        seed = order[race.rounds]
+        trained += sum(race.rounds >= have[e.dir] for e in race.survivors)
+        race.record([v if math.isfinite(v := table.values.loc[e.dir, seed]) else "diverged" for e in race.survivors])
+    return verdict(race).pick.dir, trained
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_confirm")
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--budgets", default="0.2,0.3,0.5")
+    parser.add_argument(
+        "--split",
+        type=float,
+        default=CONFIRM_BUDGET / (1 + CONFIRM_BUDGET),
+        help="the budget's fraction the confirmation gets (default: as confirm_budget gives it)",
+    )
+    parser.add_argument("--leaders", type=int, default=CONFIRM)
+    parser.add_argument("--tables", default=",".join(GRIDS))
+    args = parser.parse_args()
+
+    for name, grid in ((n, GRIDS[n]) for n in args.tables.split(",")):
+        sweep_dir = args.out / name
+        if not (sweep_dir / "summary.csv").exists():
+            measure(sweep_dir, grid)
+        table = Table(pd.read_csv(sweep_dir / "summary.csv"), list(grid))
+        cells = len(table.values) * SEEDS
+        top = table.means.sort_values(ascending=False)[:4]
+        print(f"\n{name}: {len(table.values)} settings x {SEEDS} seeds; best means "
+              + ", ".join(f"{s} {m:.4f}" for s, m in top.items()) + f"; median seed sd {table.sd:.4f}")  # fmt: skip
+        budgets = [round(float(b) * cells) for b in args.budgets.split(",")]
+        rng = np.random.default_rng(0)
+        rows = {b: {"tpe": [], "confirmed": [], "runs": []} for b in budgets}
+        for r in range(args.repeats):
+            s0 = r % SEEDS
+            order = [s0] + list(rng.permutation([s for s in range(SEEDS) if s != s0]))
+            plain = search(table, max(budgets), r, order, fresh=False)
+            trials = search(table, max(budgets), r, order, fresh=True)
+            for b in budgets:
+                confirm_runs = round(args.split * b)
+                rows[b]["tpe"].append(table.regret(tpe_pick(plain[:b])))
+                pick, used = confirmed_pick(table, trials[: b - confirm_runs], confirm_runs, args.leaders, order)
+                rows[b]["confirmed"].append(table.regret(pick))
+                rows[b]["runs"].append(b - confirm_runs + used)
+        print(f"{'budget':>14} | {'TPE best_trial':^24} | {'confirmed (' + str(args.leaders) + ' leaders)':^34}")
+        print(f"{'runs':>14} | {'regret':>10} {'within sd/2':>12} | {'regret':>10} {'within sd/2':>12} {'ratio':>9}")
+        for b in budgets:
+            tpe, ours = np.array(rows[b]["tpe"]), np.array(rows[b]["confirmed"])
+            print(f"{b:>5} ({b / cells:4.0%}) | {tpe.mean():10.4f} {np.mean(tpe <= table.sd / 2):12.0%} | "
+                  f"{ours.mean():10.4f} {np.mean(ours <= table.sd / 2):12.0%} {ours.mean() / tpe.mean():9.2f}"
+                  f"   runs used {np.mean(rows[b]['runs']) / cells:.0%}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
