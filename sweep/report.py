@@ -28,7 +28,7 @@ from sweep.files import atomic_write  # noqa: E402
 from sweep.outcomes import METRICS, Status  # noqa: E402
 from sweep.search.sequential import FRIEDMAN_FROM  # noqa: E402
 from sweep.statistics import ALPHA, Contrast, FactorVerdict  # noqa: E402
-from sweep.summary import Sweep, build_summary, find_runs, param_columns, still_improving_line  # noqa: E402
+from sweep.summary import Sweep, best_run, build_summary, find_runs, param_columns, still_improving_line  # noqa: E402
 from sweep.text import code, code_block  # noqa: E402
 from sweep.text import markdown as md  # noqa: E402
 
@@ -223,13 +223,18 @@ def _confirm_text(c: Comparison) -> list[str]:
         return text + ["No leading setting completed a run: nothing is confirmed.", ""]
     trial = c.confirm_table.iloc[0]["trial"]
     interval = f"{v.mean:.4g} (95% interval {v.low:.4g}..{v.high:.4g}) over {len(v.pick.values)} seeds"
+    lucky, searched = [], c.runs.loc[c.runs.run.str.startswith("trial_")]
+    if (best := best_run(searched, c.objective.name)) is not None:
+        row = searched.loc[best]
+        lucky = [f"The luckiest single run of the search, {code(row.run)} ({name} {row[c.objective.column]:.4g}), "
+                 "is one seed's value, not the answer.", ""]  # fmt: skip
     if v.confirmed:
         return text + [f"**Confirmed: trial {trial}'s setting**, {name} {interval}, ahead of every other leading "
-                       "setting beyond seed noise.", ""]  # fmt: skip
+                       "setting beyond seed noise.", ""] + lucky  # fmt: skip
     tied = ", ".join(str(t) for t in c.confirm_table[c.confirm_table.outcome.isin(["leads", "survived"])]["trial"])
     return text + [f"**Not distinguishable: the settings of trials {tied}** could not be told apart over "
                    f"{race.rounds} seeds. The pick, trial {trial}'s, has the best mean, {name} {interval}; more "
-                   "seeds (`hydra.sweeper.confirm_budget`) may tell them apart.", ""]  # fmt: skip
+                   "seeds (`hydra.sweeper.confirm_budget`) may tell them apart.", ""] + lucky  # fmt: skip
 
 
 def _front_text(c: Comparison) -> list[str]:

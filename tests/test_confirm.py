@@ -74,7 +74,7 @@ def test_a_search_names_its_confirmed_winner_in_the_results_summary_and_report(t
     confirm_runs = sorted(x.parent.relative_to(sweep).as_posix() for x in (sweep / "confirm").rglob("result.json"))
     assert confirm_runs and all(r.startswith("confirm/trial_") for r in confirm_runs)
     text = (sweep / "report.md").read_text()
-    assert f"**Confirmed: trial {winner}'s setting**" in text
+    assert f"**Confirmed: trial {winner}'s setting**" in text and "The luckiest single run of the search" in text
     assert f"`{sweep / results['best_trial']['run_dir']}`" in text.split("## The best run")[1]  # its run, not another's
 
 
@@ -103,6 +103,22 @@ def test_confirming_again_reads_the_runs_it_has_and_trains_none_of_them_again(tm
     _search(sweep, *args, cwd=tmp_path)
     assert {p: p.stat().st_mtime_ns for p in (sweep / "confirm").rglob("result.json")} == before
     assert json.loads((sweep / "confirmation.json").read_text()) == first
+
+
+@pytest.mark.slow
+def test_a_worker_leaves_the_confirmation_to_the_worker_already_confirming(tmp_path):
+    """Workers sharing a study each end their search; two confirming at once would train the same
+    runs, and one would read the other's unfinished run as a failure. The second one leaves it."""
+    from sweep.files import claim
+
+    sweep = tmp_path / "s"
+    held = claim(sweep / "confirm")  # another worker, confirming
+    p = _search(sweep, "optimizer=adam", "lr=choice(0.001,0.00001)", "hydra/sweeper/sampler=grid",
+                "hydra.sweeper.n_trials=2", "hydra.sweeper.confirm_budget=6", cwd=tmp_path)  # fmt: skip
+    held.close()
+    assert "another process is confirming this study's winner" in p.stdout + p.stderr
+    assert not list((sweep / "confirm").rglob("result.json")) and not (sweep / "confirmation.json").exists()
+    assert "confirmation" not in yaml.safe_load((sweep / "optimization_results.yaml").read_text())
 
 
 @pytest.mark.parametrize(

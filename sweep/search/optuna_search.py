@@ -25,11 +25,11 @@ from optuna.trial import TrialState
 
 from sweep import progress
 from sweep.errors import UserError
-from sweep.files import atomic_write
+from sweep.files import LOCK_FILE, atomic_write, claim
 from sweep.outcomes import METRICS, Status, returned
 from sweep.results import RunResult
 from sweep.search import borrowed, settings
-from sweep.search.folders import seed_dirs, trial_dir, trial_number
+from sweep.search.folders import CONFIRM_FOLDER, seed_dirs, trial_dir, trial_number
 from sweep.search.returns import record_return
 from sweep.search.study import DEFAULT_STUDY, StudyRef, storage_kind, storage_url
 from sweep.search.trial_link import OWN_TASK, REPORT_ENV, TRIAL_ENV
@@ -281,8 +281,14 @@ class TrialSearch:
                     for s, seed, folder in missing]  # fmt: skip
             self._run(jobs, jobs_before, sweep_dir)
 
-        record = confirmation.confirm_winner(found, self.confirm, budget, space.first, self.min_seeds, self.alpha,
-                                             higher, run, sweep_dir, column, self.seed_key)  # fmt: skip
+        held = claim(sweep_dir / CONFIRM_FOLDER)  # workers sharing the study: one confirms, the others leave it
+        if held is None:
+            log.info("Not confirmed here: another process is confirming this study's winner (it holds %s)",
+                     sweep_dir / CONFIRM_FOLDER / LOCK_FILE)  # fmt: skip
+            return
+        with held:
+            record = confirmation.confirm_winner(found, self.confirm, budget, space.first, self.min_seeds,
+                                                 self.alpha, higher, run, sweep_dir, column, self.seed_key)  # fmt: skip
         self.confirmed = record
         if record is None:
             log.info("Not confirmed: fewer than 2 settings completed, or hydra.sweeper.confirm_budget=%s allows "

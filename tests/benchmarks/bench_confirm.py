@@ -26,6 +26,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,7 +67,8 @@ class Table:
         return self.best - mean if math.isfinite(mean) else self.best - np.nanmin(self.means)
 
 
-def search(table: Table, n: int, seed: int, order: list[int], fresh: bool) -> list[tuple[str, float]]:
+def search(table: Table, n: int, seed: int, order: list[int], fresh: bool, frozen: list | None = None
+           ) -> list[tuple[str, float]]:  # fmt: skip
     """Default TPE's trials, in order: (setting, its value). A setting's first trial runs at the
     search seed `order[0]`; with `fresh`, each later trial of it at the next seed of `order` (as
     the command runs a setting asked again), else at the search seed again."""
@@ -86,6 +88,8 @@ def search(table: Table, n: int, seed: int, order: list[int], fresh: bool) -> li
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study.optimize(objective, n_trials=n)
+    if frozen is not None:
+        frozen.extend(study.trials)
     return asked
 
 
@@ -117,6 +121,105 @@ def confirmed_pick(
     return verdict(race).pick.dir, trained
 
 
+# ----------------------------------------------------------------------------- a stop rule, measured
+# Makarova et al. 2022's rule as Optuna's Terminator has it: stop when the regret bound of a GP fitted
+# to the trials (Optuna's RegretBoundEvaluator) is below the best setting's seed noise. Measured here
+# before it is offered: on these tables the bound stays well above the noise (see README.md).
+
+MIN_TRIALS = 10  # completed trials before the rule is asked (TPE's own random start is 10)
+
+
+def regret_bound(trials: list[Any], maximize: bool, seed: int = 0) -> float:
+    """The upper bound on what the best trial could still be improved by (Optuna's GP-based bound),
+    over these completed trials; NaN with fewer than `MIN_TRIALS`."""
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.study import StudyDirection
+    from optuna.terminator import RegretBoundEvaluator
+
+    if len(trials) < MIN_TRIALS:
+        return math.nan
+    direction = StudyDirection.MAXIMIZE if maximize else StudyDirection.MINIMIZE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return float(RegretBoundEvaluator(min_n_trials=MIN_TRIALS, seed=seed).evaluate(trials, direction))
+
+
+def seed_noise(values: list[list[float]], maximize: bool) -> float:
+    """The standard deviation over seeds of the best setting (by mean) among those that ran two seeds
+    or more (`values`: each setting's values, one a seed); NaN when none did."""
+    ran = [v for v in values if len(v) >= 2]
+    if not ran:
+        return math.nan
+    sign = 1.0 if maximize else -1.0
+    best = max(ran, key=lambda v: sign * float(np.mean(v)))
+    return float(np.std(best, ddof=1))
+
+
+def best_needing_a_seed(values: dict[Any, list[float]], maximize: bool) -> Any | None:
+    """The best setting by mean when it ran one seed only (its noise is then unknown: one more seed
+    tells it), else None."""
+    if not values:
+        return None
+    sign = 1.0 if maximize else -1.0
+    best = max(values, key=lambda k: sign * float(np.mean(values[k])))
+    return best if len(values[best]) < 2 else None
+
+
+def stopped_search(
+    table: Table, trials: list[tuple[str, float]], frozen: list, order: list[int]
+) -> tuple[int, str, int]:
+    """The stop rule over a search's trials (`stop=auto`): after each trial from MIN_TRIALS on, the
+    regret bound against the best setting's seed noise; when the best setting ran one seed, one
+    more run of it (a probe) tells its noise. Where it stopped (trials), its confirmed pick, and
+    the runs it used in all (trials, probes and confirmation)."""
+    extra: dict[str, list[float]] = {}
+    n = len(trials)
+    for n in range(MIN_TRIALS, len(trials) + 1):
+        seen: dict[str, list[float]] = {}
+        for setting, value in trials[:n]:
+            if math.isfinite(value):
+                seen.setdefault(setting, []).append(value)
+        for setting, more in extra.items():
+            seen.setdefault(setting, []).extend(more)
+        if (probe := best_needing_a_seed(seen, True)) is not None:
+            extra.setdefault(probe, []).append(float(table.values.loc[probe, order[len(seen[probe]) % len(order)]]))
+            seen[probe].append(extra[probe][-1])
+        complete = [t for t in frozen[:n] if t.state.name == "COMPLETE"]
+        if regret_bound(complete, True, seed=0) < seed_noise(list(seen.values()), True):
+            break
+    runs = n + sum(len(v) for v in extra.values())
+    with_probes = trials[:n] + [(s, v) for s, vs in extra.items() for v in vs]
+    pick, used = confirmed_pick(table, with_probes, round(CONFIRM_BUDGET * runs), CONFIRM, order)
+    return n, pick, runs + used
+
+
+def real_searches(out: Path, table: Table, trials: int) -> None:
+    """Two searches through the command on grid12's space (TPE seeds 0 and 1), each judged by the
+    table: the confirmed pick's regret, and the luckiest trial's."""
+    import yaml
+
+    space = [f"{k}=choice({v})" for k, v in GRID12.items()]
+    for seed in (0, 1):
+        sweep_dir = out / f"search_{seed}"
+        subprocess.run([sys.executable, str(REPO / "sweep" / "run.py"), "-m", "search=optuna", "search/space=none",
+                        "data=digits", "epochs=3", *space, f"hydra.sweeper.n_trials={trials}",
+                        f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweep.dir={sweep_dir}",
+                        "hydra.callbacks.summary.report=false"], check=True, cwd=REPO,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+        pick = " ".join(_as_table(results["best_params"][k]) for k in GRID12)
+        lucky = " ".join(_as_table(results["luckiest_trial"]["params"][k]) for k in GRID12)
+        runs = len(list(sweep_dir.rglob("result.json")))
+        print(f"real search (TPE seed {seed}, {trials} trials): {runs} runs; confirmed pick {pick} "
+              f"({results['confirmation']['verdict']}), regret {table.regret(pick):.4f}; luckiest trial "
+              f"{lucky}, regret {table.regret(lucky):.4f}")  # fmt: skip
+
+
+def _as_table(v: object) -> str:
+    """A value as the table's settings spell it (the summary's numbers: 0.001, not 1e-3)."""
+    return str(float(v)) if isinstance(v, float) else str(v)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_confirm")
@@ -130,6 +233,8 @@ def main() -> None:
     )
     parser.add_argument("--leaders", type=int, default=CONFIRM)
     parser.add_argument("--tables", default=",".join(GRIDS))
+    parser.add_argument("--real", type=int, default=24, help="trials of each real search (0: none)")
+    parser.add_argument("--stop-budget", type=int, default=60, help="the trials a search with stop=auto may run")
     args = parser.parse_args()
 
     for name, grid in ((n, GRIDS[n]) for n in args.tables.split(",")):
@@ -144,11 +249,17 @@ def main() -> None:
         budgets = [round(float(b) * cells) for b in args.budgets.split(",")]
         rng = np.random.default_rng(0)
         rows = {b: {"tpe": [], "confirmed": [], "runs": []} for b in budgets}
+        stops = {"at": [], "regret": [], "runs": []}
         for r in range(args.repeats):
             s0 = r % SEEDS
             order = [s0] + list(rng.permutation([s for s in range(SEEDS) if s != s0]))
             plain = search(table, max(budgets), r, order, fresh=False)
-            trials = search(table, max(budgets), r, order, fresh=True)
+            frozen: list = []
+            trials = search(table, max(max(budgets), args.stop_budget), r, order, fresh=True, frozen=frozen)
+            at, pick, used = stopped_search(table, trials[: args.stop_budget], frozen, order)
+            stops["at"].append(at)
+            stops["regret"].append(table.regret(pick))
+            stops["runs"].append(used)
             for b in budgets:
                 confirm_runs = round(args.split * b)
                 rows[b]["tpe"].append(table.regret(tpe_pick(plain[:b])))
@@ -162,6 +273,13 @@ def main() -> None:
             print(f"{b:>5} ({b / cells:4.0%}) | {tpe.mean():10.4f} {np.mean(tpe <= table.sd / 2):12.0%} | "
                   f"{ours.mean():10.4f} {np.mean(ours <= table.sd / 2):12.0%} {ours.mean() / tpe.mean():9.2f}"
                   f"   runs used {np.mean(rows[b]['runs']) / cells:.0%}")  # fmt: skip
+        at, regret = np.array(stops["at"]), np.array(stops["regret"])
+        print(f"stop=auto within {args.stop_budget} trials: stopped after {np.median(at):.0f} trials (median; "
+              f"{np.mean(at <= args.stop_budget / 2):.0%} by {args.stop_budget // 2}), runs used "
+              f"{np.mean(stops['runs']) / cells:.0%} of the grid's with its confirmation; pick's regret "
+              f"{regret.mean():.4f}, within sd/2 {np.mean(regret <= table.sd / 2):.0%}")  # fmt: skip
+        if name == "grid12" and args.real:
+            real_searches(args.out, table, args.real)
 
 
 if __name__ == "__main__":
