@@ -6,6 +6,7 @@ raised for the entry point (the task function, `sweep.run.task`) to report."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import traceback
@@ -21,6 +22,7 @@ from torch import nn
 from sweep import rules
 from sweep.backbones import frozen_features, pretrained
 from sweep.checkpoint import Checkpoint, write_checkpoint
+from sweep.cost import measure as measure_cost
 from sweep.data import Data
 from sweep.device import ThreadsFollower, configure_cpu, pick_device, pick_precision, pick_threads
 from sweep.errors import UserError
@@ -278,7 +280,7 @@ def finish(run_dir: Path, parts: Parts, fitted: Fit, record: RunRecord, follower
     before the hook), the test split scored once on the best weights with best.pt beside it, and
     the run's result."""
     write_metrics(run_dir, fitted.history)
-    test = Evaluation()
+    test, cost = Evaluation(), {}
     if fitted.best_epoch:
         data, trained = parts.data, parts.trained
         loss, acc = evaluate(trained, parts.train_data.x_test, parts.train_data.y_test, parts.loss_fn)
@@ -287,6 +289,7 @@ def finish(run_dir: Path, parts: Parts, fitted: Fit, record: RunRecord, follower
         state = {k: v.cpu() for k, v in parts.model.state_dict().items()}  # loads anywhere, GPU or not
         write_checkpoint(run_dir, Checkpoint(parts.spec, state, data.shape, data.classes, parts.log_probs, data.mean,
                                              data.std, data.class_names))  # fmt: skip
+        cost = dataclasses.asdict(measure_cost(run_dir))
     log.info(
         "%s%s after %d epochs (%s): best epoch %d, val_loss %.4f, val_acc %.4f, test_acc %.4f",
         f"{name}: " if name else "", fitted.status, len(fitted.history), fitted.stop_reason, fitted.best_epoch,
@@ -300,4 +303,5 @@ def finish(run_dir: Path, parts: Parts, fitted: Fit, record: RunRecord, follower
         train_images=len(parts.data.x_train),
         normalization=parts.normalization,
         threads_used=tuple(follower.used[: len(fitted.history)]) if follower else None,
+        **cost,
     )

@@ -139,6 +139,13 @@ class RunResult:
     test_acc: float = _summary(_SCORE, math.nan)
     test_macro_f1: float = _summary(_SCORE, math.nan)
     train_time_s: float = _summary(number(0.0), math.nan)
+    # what the model costs to run (sweep.cost): measured once it has best weights
+    parameters: int | None = _summary(lambda v: None if v is None else _COUNT(v))
+    model_bytes: int | None = _summary(lambda v: None if v is None else number(0, 2**50, integer=True)(v))
+    macs: int | None = _summary(lambda v: None if v is None else number(0, 2**62, integer=True)(v))
+    latency_ms: float = _summary(number(0.0), math.nan)  # per image, batch 1, on this machine's CPU
+    latency_ms_b64: float = _summary(number(0.0), math.nan)  # per image, in a batch of 64
+    latency_threads: int | None = checked(lambda v: None if v is None else number(1, 2**20, integer=True)(v))
     error: str | None = checked(text)  # one line: why it failed, or why it is incomplete
     divergence: str | None = checked(text)
     traceback: str | None = checked(text)
