@@ -2,13 +2,16 @@
 `python sweep/serve.py`); a sweep dir serves its best run by the validation objective.
 
     POST /predict   multipart images (field `image`, repeated for several; `?top_k=N`) -> JSON per image
-    GET  /health    {"status": "ok"}
+    GET  /health    {"status": "ok"}: the process is up
+    GET  /ready     200 once the model is loaded and warmed, 503 before
+    GET  /metrics   Prometheus text: requests, their duration, batch sizes, images in flight
     GET  /info      the run: dir, model kind, classes, input shape, accuracies, overrides
 
 Built on FastAPI and uvicorn (`pip install -e ".[serve]"`); binds 127.0.0.1 unless told otherwise.
 Each image is read as predict.py reads it, so both give the same labels. Bad input is a 4xx with
 one JSON line naming what was wrong, never a traceback, and the server goes on; requests that
-arrive together run through the model as one batch. SIGTERM or Ctrl-C stops it cleanly.
+arrive together run through the model as one batch (`sweep.batching`), and a full queue is a 503
+with Retry-After. SIGTERM or Ctrl-C stops it cleanly.
 """
 
 import argparse
@@ -19,6 +22,7 @@ import io
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,8 +35,18 @@ MAX_BYTES = 8 * 2**20  # an upload's size, default
 MAX_PIXELS = 40_000_000  # an image's pixel count, default: refused from its header, before decoding
 MAX_IMAGES = 64  # images a request may hold
 REQUEST_TIMEOUT = 30.0  # seconds to receive a whole request (headers and body), default
-BOUNDS = {"port": (0, 65535), "max-bytes": (1, 2**30), "max-pixels": (1, 10**9), "request-timeout": (0.1, 3600)}
-MAX_BATCH = 256  # images the model runs at once
+BOUNDS = {
+    "port": (0, 65535),
+    "max-bytes": (1, 2**30),
+    "max-pixels": (1, 10**9),
+    "request-timeout": (0.1, 3600),
+    "max-batch-size": (1, 4096),
+    "max-wait-ms": (0, 10_000),
+    "max-queue": (1, 1_000_000),
+}
+MAX_BATCH_SIZE = 64  # images a call of the model runs at most, default
+MAX_WAIT_MS = 0.0  # how long a batch's first request waits for others, default: not at all
+MAX_QUEUE = 256  # images that may wait for the model, default; past them a request is answered 503
 MAX_DECODING = 512 * 2**20  # bytes of images being decoded at once, server-wide, default
 log = logging.getLogger("sweep.serve")
 
@@ -77,51 +91,10 @@ def _give_back_memory() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
-class Batcher:
-    """Runs the model on the images of every request waiting, together: while one batch runs,
-    the requests that arrive queue up and go as the next one. A lone request waits for nothing."""
-
-    def __init__(self, model: Any) -> None:
-        self.model, self.queue = model, None
-
-    async def probabilities(self, x: Any) -> Any:
-        if self.queue is None:
-            self.queue = asyncio.Queue()
-            asyncio.get_running_loop().create_task(self._serve())
-        done = asyncio.get_running_loop().create_future()
-        await self.queue.put((x, done))
-        return await done
-
-    async def _serve(self) -> None:
-        import torch
-
-        while True:
-            waiting = [await self.queue.get()]
-            while not self.queue.empty() and sum(len(x) for x, _ in waiting) < MAX_BATCH:
-                waiting.append(self.queue.get_nowait())
-            x = torch.cat([x for x, _ in waiting])
-            try:
-                probs = await asyncio.to_thread(self._run, x)
-            except Exception as e:  # noqa: BLE001 - each waiting request hears of it
-                for _, done in waiting:
-                    done.set_exception(e)
-                continue
-            start = 0
-            for x_one, done in waiting:
-                done.set_result(probs[start : start + len(x_one)])
-                start += len(x_one)
-
-    def _run(self, x: Any) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return self.model.probabilities(x)
-
-
-def _refuse(status: int, why: str) -> Any:
+def _refuse(status: int, why: str, headers: dict[str, str] | None = None) -> Any:
     from fastapi.responses import JSONResponse
 
-    return JSONResponse({"error": " ".join(why.split())[:500]}, status_code=status)
+    return JSONResponse({"error": " ".join(why.split())[:500]}, status_code=status, headers=headers)
 
 
 def body_cap(max_bytes: int) -> int:
@@ -171,7 +144,7 @@ class BodyLimit:
                 await _refuse(413, f"a request body past {self.limit} bytes")(scope, receive, send)
 
 
-def _guard(app: Any, max_bytes: int) -> None:
+def _guard(app: Any, max_bytes: int, metrics: Any) -> None:
     """Refusals before a route runs, each one JSON line: a body too large (before it is read and
     spooled), a request the routes cannot parse, and a failure (logged by uvicorn, never sent)."""
     import time
@@ -188,6 +161,7 @@ def _guard(app: Any, max_bytes: int) -> None:
         else:
             response = await call_next(request)
         images = getattr(request.state, "images", 0)  # one line a request, as an access log has it
+        metrics.answered(request.url.path, response.status_code, time.perf_counter() - started)
         log.info("%s %s %d %.1f ms %d image%s", request.method, request.url.path, response.status_code,
                  1000 * (time.perf_counter() - started), images, "" if images == 1 else "s")  # fmt: skip
         return response
@@ -250,27 +224,92 @@ def encode_response(ckpt: Any, uploads: list[Any], probs: Any, top_k: int) -> di
     return {"predictions": answers, **note}
 
 
-def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
-               max_decoding: int = MAX_DECODING) -> Any:  # fmt: skip
+@dataclass(frozen=True)
+class Limits:
+    """What a server takes: an upload's bytes, an image's pixels, the bytes it decodes at once, the
+    images a model call runs, how long a batch waits to fill, the images that may wait."""
+
+    max_bytes: int = MAX_BYTES
+    max_pixels: int = MAX_PIXELS
+    max_decoding: int = MAX_DECODING
+    max_batch_size: int = MAX_BATCH_SIZE
+    max_wait_ms: float = MAX_WAIT_MS
+    max_queue: int = MAX_QUEUE
+
+
+def create_app(run_dir: Path, limits: Limits = Limits()) -> Any:  # noqa: B008 - a frozen default
     """The FastAPI app serving the run's best.pt: a request is decoded, batched with the others
-    waiting, predicted and encoded."""
+    waiting, predicted and encoded; /health says the process is up, /ready that the model is loaded
+    and warmed, /metrics what it has done."""
     import torch
     from fastapi import FastAPI, File, Query, Request, UploadFile
 
+    from sweep.batching import Batcher, Overloaded
     from sweep.checkpoint import load_checkpoint
-    from sweep.results import RunResult
+    from sweep.server_metrics import ServerMetrics
 
     ckpt = load_checkpoint(run_dir)
-    batcher = Batcher(ckpt.model())
-    budget = DecodeBudget(max_decoding)
+    model = ckpt.model()
+
+    def run(x: Any) -> Any:
+        with torch.inference_mode():
+            return model.probabilities(x)
+
+    metrics = ServerMetrics(lambda: batcher.queued + batcher.running)
+    batcher = Batcher(run, limits.max_batch_size, limits.max_wait_ms, limits.max_queue, metrics.batch.observe)
+    budget = DecodeBudget(limits.max_decoding)
+    warmed = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        await asyncio.to_thread(run, torch.zeros((1, *ckpt.in_shape), dtype=torch.uint8))  # the first call is slow
+        warmed.set()
+        yield
+
+    app = FastAPI(title="sweep-serve", docs_url=None, redoc_url=None, lifespan=lifespan)
+    _guard(app, limits.max_bytes, metrics)
+    app.add_middleware(BodyLimit, limit=body_cap(limits.max_bytes))
+
+    _status_routes(app, run_dir, ckpt, warmed, metrics)
+
+    @app.post("/predict")
+    async def predict(
+        request: Request, image: Annotated[list[UploadFile], File()], top_k: Annotated[int, Query(ge=1)] = 1
+    ) -> Any:
+        request.state.images = len(image)
+        x = await decode_request(image, ckpt.in_shape, limits.max_bytes, limits.max_pixels, budget)
+        if not isinstance(x, torch.Tensor):
+            return x  # the refusal
+        try:
+            probs = await batcher.probabilities(x)
+        except Overloaded as e:  # a bounded queue: the client tries again, the server's memory stays bounded
+            return _refuse(503, f"overloaded: {e}; try again shortly", {"Retry-After": "1"})
+        return encode_response(ckpt, image, probs, top_k)
+
+    return app
+
+
+def _status_routes(app: Any, run_dir: Path, ckpt: Any, warmed: asyncio.Event, metrics: Any) -> None:
+    """What operations and clients ask of a server besides predictions: is it up, is it ready,
+    what has it done, what does it serve."""
+    from fastapi import Response
+
+    from sweep.results import RunResult
+
     result = RunResult.read(run_dir)
-    app = FastAPI(title="sweep-serve", docs_url=None, redoc_url=None)
-    _guard(app, max_bytes)
-    app.add_middleware(BodyLimit, limit=body_cap(max_bytes))
 
     @app.api_route("/health", methods=["GET", "HEAD"])  # load balancers ask with HEAD
     async def health() -> dict:
         return {"status": "ok"}
+
+    @app.api_route("/ready", methods=["GET", "HEAD"])
+    async def ready() -> Any:
+        return {"status": "ready"} if warmed.is_set() else _refuse(503, "the model is warming up", {"Retry-After": "1"})
+
+    @app.get("/metrics")
+    async def exposition() -> Any:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/info")
     async def info() -> dict:
@@ -283,18 +322,6 @@ def create_app(run_dir: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
             "test_acc": _number(result.test_acc),
             "overrides": list(result.record.overrides),
         }
-
-    @app.post("/predict")
-    async def predict(
-        request: Request, image: Annotated[list[UploadFile], File()], top_k: Annotated[int, Query(ge=1)] = 1
-    ) -> Any:
-        request.state.images = len(image)
-        x = await decode_request(image, ckpt.in_shape, max_bytes, max_pixels, budget)
-        if not isinstance(x, torch.Tensor):
-            return x  # the refusal
-        return encode_response(ckpt, image, await batcher.probabilities(x), top_k)
-
-    return app
 
 
 def _number(v: float) -> float | None:
@@ -309,6 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", metavar="URL", help="a sweep's study storage, when not a file in its dir")
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, help=f"an upload's size limit ({MAX_BYTES})")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"an image's pixel limit ({MAX_PIXELS})")
+    parser.add_argument("--max-batch-size", type=int, default=MAX_BATCH_SIZE,
+                        help=f"images one call of the model runs at most ({MAX_BATCH_SIZE})")  # fmt: skip
+    parser.add_argument("--max-wait-ms", type=float, default=MAX_WAIT_MS,
+                        help="how long a batch's first request waits for others to join (0: not at all)")  # fmt: skip
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=MAX_QUEUE,
+        help=f"images that may wait for the model, past which a request is 503 ({MAX_QUEUE})",
+    )
     parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT, metavar="SECONDS",
                         help=f"to receive a whole request, headers and body ({REQUEST_TIMEOUT:g})")  # fmt: skip
     args = parser.parse_args(argv)
@@ -328,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         run_dir, note = best_run_dir(args.source, args.storage)
         if note:
             print(note, file=sys.stderr)
-        app = create_app(run_dir, args.max_bytes, args.max_pixels)
+        limits = Limits(args.max_bytes, args.max_pixels, MAX_DECODING, args.max_batch_size, args.max_wait_ms,
+                        args.max_queue)  # fmt: skip
+        app = create_app(run_dir, limits)
         sock = _bind(args.host, args.port)  # before saying where: the address printed is the one bound
     except UserError as e:
         exit_with(e)

@@ -190,10 +190,10 @@ def _png_rgba16(width: int, height: int) -> bytes:
 def test_an_image_larger_decoded_than_the_servers_decode_budget_is_413_naming_its_bytes(served_run):
     from fastapi.testclient import TestClient
 
-    from sweep.serve import create_app
+    from sweep.serve import Limits, create_app
 
     run, _ = served_run
-    client = TestClient(create_app(run, max_decoding=20 * 2**20))
+    client = TestClient(create_app(run, Limits(max_decoding=20 * 2**20)))
     big = _png_rgba16(2000, 2000)  # 4 million pixels, under --max-pixels; 28 MB decoded and converted
     r = client.post("/predict", files=[("image", ("big.png", big, "image/png"))])
     assert r.status_code == 413, r.text
@@ -212,7 +212,7 @@ def test_images_decode_together_only_within_the_decode_budget(served_run, monkey
     from fastapi.testclient import TestClient
 
     import sweep.images
-    from sweep.serve import create_app
+    from sweep.serve import Limits, create_app
 
     # a decode waits for the other to join it: for long when they should meet, briefly when not
     real, running, most = sweep.images.read_image, [0], [0]
@@ -229,7 +229,7 @@ def test_images_decode_together_only_within_the_decode_budget(served_run, monkey
     monkeypatch.setattr(sweep.images, "read_image", read_image)
     run, _ = served_run
     big = _png_rgba16(2000, 2000)
-    with TestClient(create_app(run, max_decoding=budget_mb * 2**20)) as client:
+    with TestClient(create_app(run, Limits(max_decoding=budget_mb * 2**20))) as client:
         answers = []
         post = lambda: answers.append(client.post("/predict", files=[("image", ("big.png", big, "image/png"))]))  # noqa: E731
         threads = [threading.Thread(target=post) for _ in range(2)]
