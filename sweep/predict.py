@@ -93,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=1, metavar="N", help="the N most probable labels per image")
     parser.add_argument("--csv", type=Path, metavar="OUT", help="write the predictions to this CSV as well")
     parser.add_argument("--storage", metavar="URL", help="a sweep's study storage, when not a file in its dir")
+    parser.add_argument(
+        "--max-latency-ms",
+        type=float,
+        metavar="MS",
+        help="from a sweep dir: the best run with latency per image (batch 1) within MS",
+    )
+    parser.add_argument("--max-model-bytes", type=int, metavar="N",
+                        help="from a sweep dir: the best run whose best.pt is at most N bytes")  # fmt: skip
     parser.add_argument("--export", nargs=2, metavar=("FORMAT", "OUT"), help="onnx or pt2: write the model to OUT")
     args = parser.parse_args(argv)
     try:
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("give images or folders to predict, or --export FORMAT OUT")
         from sweep.summary import best_run_dir
 
-        run_dir, note = best_run_dir(args.source, args.storage)
+        run_dir, note = best_run_dir(args.source, args.storage, args.max_latency_ms, args.max_model_bytes)
         if note:
             print(note, file=sys.stderr)
         if args.export:

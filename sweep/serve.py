@@ -328,12 +328,20 @@ def _number(v: float) -> float | None:
     return v if v == v else None  # NaN is not JSON
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweep-serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, metavar="RUN_DIR_or_SWEEP_DIR")
     parser.add_argument("--host", default="127.0.0.1", help="the address to bind (127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--storage", metavar="URL", help="a sweep's study storage, when not a file in its dir")
+    parser.add_argument(
+        "--max-latency-ms",
+        type=float,
+        metavar="MS",
+        help="from a sweep dir: the best run with latency per image (batch 1) within MS",
+    )
+    parser.add_argument("--max-model-bytes", type=int, metavar="N",
+                        help="from a sweep dir: the best run whose best.pt is at most N bytes")  # fmt: skip
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, help=f"an upload's size limit ({MAX_BYTES})")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"an image's pixel limit ({MAX_PIXELS})")
     parser.add_argument("--max-batch-size", type=int, default=MAX_BATCH_SIZE,
@@ -348,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT, metavar="SECONDS",
                         help=f"to receive a whole request, headers and body ({REQUEST_TIMEOUT:g})")  # fmt: skip
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         try:
             import uvicorn
@@ -362,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                             "machine only), or say --host 0.0.0.0 if every interface is meant")  # fmt: skip
         from sweep.summary import best_run_dir
 
-        run_dir, note = best_run_dir(args.source, args.storage)
+        run_dir, note = best_run_dir(args.source, args.storage, args.max_latency_ms, args.max_model_bytes)
         if note:
             print(note, file=sys.stderr)
         limits = Limits(args.max_bytes, args.max_pixels, MAX_DECODING, args.max_batch_size, args.max_wait_ms,
@@ -372,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         exit_with(e)
     host, port = sock.getsockname()[:2]
-    print(f"Serving {run_dir} on http://{host}:{port} (POST /predict, GET /info, GET /health)",
+    print(f"Serving {run_dir} on http://{host}:{port} (POST /predict, GET /info, /health, /ready, /metrics)",
           file=sys.stderr, flush=True)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the request lines, on stderr
     # a client stalled mid-upload may not hold a stop up for more than a few seconds, nor may more

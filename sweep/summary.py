@@ -324,9 +324,19 @@ def best_run(table: pd.DataFrame, objective: str = "val_acc") -> int | None:
     return None if usable.empty else sort_by_objective(usable, objective).index[0]
 
 
-def best_run_dir(source: Path, storage: str | None = None) -> tuple[Path, str | None]:
+# a run's cost a pick may be limited by: the option that says so, and how a refusal words it
+COST_LIMITS = {
+    "latency_ms": ("--max-latency-ms", "fast", "fastest"),
+    "model_bytes": ("--max-model-bytes", "small", "smallest"),
+}
+
+
+def best_run_dir(source: Path, storage: str | None = None, max_latency_ms: float | None = None,
+                 max_bytes: int | None = None) -> tuple[Path, str | None]:  # fmt: skip
     """The run dir `source` names: itself when it holds a `best.pt`, else the best run with one of
-    the sweep dir `source` (by the sweep's validation objective), with a line saying which."""
+    the sweep dir `source` (by the sweep's validation objective; a search's confirmed winner), with
+    a line saying which. With a limit, the best run within it: its latency per image at batch 1
+    (`max_latency_ms`) or its best.pt's size (`max_bytes`), as the run recorded them."""
     from sweep.results import CHECKPOINT_FILE
 
     if (source / CHECKPOINT_FILE).is_file():
@@ -335,15 +345,27 @@ def best_run_dir(source: Path, storage: str | None = None) -> tuple[Path, str | 
         raise UserError(f"{source}: neither a run dir (with {CHECKPOINT_FILE}) nor a sweep dir (with run dirs)")
     sweep = build_summary(source, storage)
     pick = sweep.confirmation.pick_run() if sweep.confirmation is not None else None
-    if pick is not None and (source / pick / CHECKPOINT_FILE).is_file():
+    limited = max_latency_ms is not None or max_bytes is not None
+    if pick is not None and not limited and (source / pick / CHECKPOINT_FILE).is_file():
         return source / pick, f"Using run {pick} of {source}: the confirmed winner of its search"
     table = sweep.table[[(d / CHECKPOINT_FILE).is_file() for d in sweep.run_dirs]]
+    within = ""
+    for column, limit in (("latency_ms", max_latency_ms), ("model_bytes", max_bytes)):
+        if limit is None:
+            continue
+        option, that, most = COST_LIMITS[column]
+        if (table[column] <= limit).sum() == 0:
+            measured = completed(table, column)
+            least = f"{measured[column].min():.4g}" if not measured.empty else "none recorded"
+            raise UserError(f"{option} {limit:g}: no completed run of {source} is that {that} (the {most}: {least})")
+        table, within = table[table[column] <= limit], f"{within} with {column} <= {limit:.4g}"
     best = best_run(table, sweep.objective)
     if best is None:
         raise UserError(f"{source}: no completed run with a {CHECKPOINT_FILE} in this sweep")
     row = table.loc[best]
     column = f"best_{sweep.objective}"
-    note = f"Using run {row.run} of {source}: the best {sweep.objective} ({row[column]:.4g}) of {len(sweep.table)} runs"
+    note = (f"Using run {row.run} of {source}: the best {sweep.objective} ({row[column]:.4g}) of "
+            f"{len(sweep.table)} runs{within}")  # fmt: skip
     return sweep.run_dirs[best], note
 
 

@@ -3,10 +3,11 @@ accumulates per image and latency per image, in result.json and the summary."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import torch
-from helpers import SMOKE, train
+from helpers import SMOKE, app, train
 
 from sweep.checkpoint import load_checkpoint
 from sweep.cost import latency_ms, macs
@@ -63,3 +64,40 @@ def test_a_count_is_kept_per_architecture_and_a_forged_one_is_counted_again(tmp_
     [kept] = (tmp_path / "cache" / "macs").glob("*.json")
     kept.write_text(json.dumps(json.loads(kept.read_text()) | {"macs": 1}))
     assert cost.counted_macs(ckpt.model(), ckpt) == 7 and len(counted) == 1
+
+
+def test_a_sweep_dirs_run_is_picked_by_accuracy_under_a_latency_or_size_limit(tmp_path):
+    """The most accurate run whose latency (or best.pt) is within the limit; one line when none is."""
+    import pytest
+
+    from sweep.errors import UserError
+    from sweep.summary import best_run_dir
+
+    sweep = tmp_path / "s"
+    p = app("-m", *SMOKE, "epochs=2", "model=mlp", "model.hidden=[256,256],[8]", f"hydra.sweep.dir={sweep}",
+            "hydra.callbacks.summary.report=false", cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    results = {n: json.loads((sweep / n / "result.json").read_text()) for n in ("0", "1")}
+    fast = min(results, key=lambda n: results[n]["latency_ms"])
+    slow = max(results, key=lambda n: results[n]["latency_ms"])
+    limit = (results[fast]["latency_ms"] + results[slow]["latency_ms"]) / 2
+    run, note = best_run_dir(sweep, max_latency_ms=limit)
+    assert run == sweep / fast and f"latency_ms <= {limit:.4g}" in note
+    small = min(results, key=lambda n: results[n]["model_bytes"])
+    run, note = best_run_dir(sweep, max_bytes=results[small]["model_bytes"])
+    assert run == sweep / small and "model_bytes <=" in note
+    with pytest.raises(UserError, match=r"--max-latency-ms 1e-09: no completed run of .* is that fast \(the fastest: "):
+        best_run_dir(sweep, max_latency_ms=1e-9)
+
+
+def test_predict_picks_the_best_run_within_a_latency_limit_from_the_command_line(tmp_path):
+    from helpers import call
+
+    from sweep import predict
+
+    sweep = tmp_path / "s"
+    assert app("-m", *SMOKE, "epochs=1", "model=mlp", "model.hidden=[64],[8]", f"hydra.sweep.dir={sweep}",
+               "hydra.callbacks.summary.report=false", cwd=tmp_path).returncode == 0  # fmt: skip
+    argv = [str(sweep), str(tmp_path), "--max-latency-ms", "0.000000001"]
+    p = call(lambda: predict.main(argv), ["sweep/predict.py"], tmp_path)
+    assert p.returncode == 2 and p.stderr.startswith("error: --max-latency-ms 1e-09: no completed run of")
