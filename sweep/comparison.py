@@ -17,6 +17,7 @@ from sweep.results import overrides_dict, varying_keys
 from sweep.search.race import Race
 from sweep.statistics import FactorVerdict, aggregate, best_settings, ci95, compare_at_best, compare_factor
 from sweep.summary import Sweep, best_run, param_columns
+from sweep.tradeoff import front
 
 ALL = "all"  # the one level when nothing was swept
 
@@ -42,6 +43,7 @@ class Comparison:
     race_table: pd.DataFrame | None = None
     confirmation: Any = None  # a search's confirmation of its winner (sweep.search.confirmation)
     confirm_table: pd.DataFrame | None = None
+    tradeoff: Any = None  # the settings' objective against their latency (sweep.tradeoff)
 
     @property
     def shown_keys(self) -> list[str]:
@@ -174,6 +176,8 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str |
     c.rerun = rerun_command(runs, objective_table if objective_table is not None else table, keys, program)
     best = best_run(runs, objective.name)
     c.best_run = None if best is None else runs.loc[best]
+    if not search and keys and "latency_ms" in runs:
+        c.tradeoff = front(runs, keys, objective, "latency_ms")
     if search and len(sweeps) == 1 and sweeps[0].confirmation is not None:  # the answer is the confirmed setting
         c.confirmation = sweeps[0].confirmation
         c.confirm_table = confirm_table(c.confirmation, runs)

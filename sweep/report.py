@@ -251,6 +251,42 @@ def _front_text(c: Comparison) -> list[str]:
             "objective 0 alone.", "", markdown_table(table), ""]  # fmt: skip
 
 
+def _tradeoff_text(c: Comparison) -> list[str]:
+    """The settings' objective against their latency: the front, each dominated setting's verdict,
+    and the cheapest setting within noise of the most accurate."""
+    t = c.tradeoff
+    if t is None:
+        return []
+    name, pts = c.objective.name, t.points
+
+    def said(i: int) -> str:
+        return " ".join(f"{k}={v}" for k, v in pts[i].setting.items())
+
+    def label(i: int) -> str:
+        return code(said(i))
+
+    rows = [{**p.setting, "n": p.n, name: p.objective, t.cost: p.cost, "on the front": "yes" if p.on_front else "",
+             "dominated by": "" if p.dominated_by is None else said(p.dominated_by),
+             "beyond noise": "" if p.dominated_by is None else ("yes" if p.beyond_noise else "no, within noise")}
+            for p in pts]  # fmt: skip
+    if t.cheap is None:
+        head = f"No setting cheaper than the most accurate, {label(0)}, is within noise of its {name}."
+    else:
+        gap = pts[t.cheap].objective - pts[0].objective
+        head = (f"**{label(t.cheap)} is within noise of the most accurate ({name} {gap:+.4f} against {label(0)}) at "
+                f"{pts[0].cost / pts[t.cheap].cost:.1f}x lower latency** ({pts[t.cheap].cost:.3g} ms an image against "
+                f"{pts[0].cost:.3g}).")  # fmt: skip
+    return [
+        "", "## Accuracy against latency", "",
+        f"Each setting's mean {name} and mean latency per image (batch 1, on the CPU that trained it, as `sweep-serve` "
+        "runs the model) over its seeds. On the front: no other setting is better on both means. A setting off it is "
+        "dominated by the most accurate setting on the front that beats it on both; *beyond noise* when, on each "
+        "criterion where that one is better, it is significantly better (paired by seed, one-sided t-tests, "
+        f"Holm-adjusted over the dominated settings, {ALPHA:.0%} level): otherwise it is beaten on the means only.",
+        "", head, "", markdown_table(pd.DataFrame(rows)),
+    ]  # fmt: skip
+
+
 def _race_verdict(c: Comparison) -> str:
     """A race's one verdict a pair, its own: no fixed-sample test on seeds gathered sequentially."""
     race = c.race
@@ -328,7 +364,7 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
         ]
     if line := still_improving_line(c.runs):
         text += [f"**Warning:** {line} Their numbers understate what their settings can do.", ""]
-    text += _search_text(c) if c.search else _comparison_text(c)
+    text += _search_text(c) if c.search else _comparison_text(c) + _tradeoff_text(c)
     if c.rerun:
         text += ["", f"## Re-run the best setting (by {c.objective.name})", "", *code_block(c.rerun, "bash")]
     text += ["", "## Plots", ""] + [_picture(p) for p in pngs]

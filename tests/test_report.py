@@ -308,3 +308,19 @@ def test_the_headline_answers_each_level_at_its_best_setting_before_the_averaged
     assert "paired over 3 runs matched on seed" in headline
     assert "- **optimizer** (averaged over lr: each level's runs at every value of them)" in averaged
     assert "matched on lr, seed" in averaged
+
+
+@pytest.mark.slow
+def test_a_grid_over_model_widths_reports_accuracy_against_latency(tmp_path):
+    """Every run records its latency; the report puts the settings' means on a front and says
+    which is the cheapest within noise of the most accurate, or that none is."""
+    sweep = tmp_path / "s"
+    p = app("-m", "data=digits", "epochs=2", "model=mlp", "model.hidden=[256,256],[8]", "seed=0,1,2",
+            f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    text = (sweep / "report.md").read_text()
+    section = text.split("## Accuracy against latency")[1].split("\n## ")[0]
+    assert "| model.hidden | n | val_acc | latency_ms | on the front | dominated by | beyond noise |" in section
+    assert "is within noise of the most accurate" in section or "No setting cheaper than the most accurate" in section
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert {"parameters", "model_bytes", "macs", "latency_ms", "latency_ms_b64"} <= set(summary.columns)
