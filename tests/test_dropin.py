@@ -174,3 +174,25 @@ def test_a_key_a_custom_search_space_adds_that_no_part_of_the_run_reads_fails_it
     assert proc.returncode == 1
     result = json.loads((tmp_path / "s" / "trial_0000" / "result.json").read_text())
     assert result["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_another_apps_search_with_a_seed_key_ends_in_its_confirmed_winner(tmp_path):
+    """An app whose config has `seed`: its leading settings race over seeds as this project's do."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text(
+        "defaults:\n  - override hydra/sweeper: sweep_optuna\nx: 1\nseed: 0\nhydra:\n  sweeper:\n"
+        "    direction: maximize\n"
+    )
+    (tmp_path / "noisy.py").write_text(
+        "import hydra\n\n@hydra.main(config_path='conf', config_name='config', version_base=None)\n"
+        "def noisy(cfg):\n    return -(cfg.x - 2) ** 2 + 0.01 * ((cfg.seed * 7919 + cfg.x * 13) % 10)\n\nnoisy()\n"
+    )
+    ran = call(lambda: runpy.run_path(str(tmp_path / "noisy.py"), run_name="__main__") and None,
+               [str(tmp_path / "noisy.py"), "-m", "x=choice(0,1,2,3,4)", "hydra/sweeper/sampler=grid",
+                "hydra.sweeper.n_trials=5", "hydra.sweeper.confirm_budget=9", f"hydra.sweep.dir={tmp_path}/s"],
+               tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    results = yaml.safe_load((tmp_path / "s" / "optimization_results.yaml").read_text())
+    assert results["best_params"] == {"x": 2} and results["confirmation"]["verdict"] == "confirmed"
+    assert len(list((tmp_path / "s" / "confirm").rglob("result.json"))) >= 4  # the leaders' new seeds
