@@ -80,7 +80,7 @@ def test_a_report_predict_or_serve_command_uses_that_commands_options(page, comm
         known = _options(HELP[program], command)
     else:
         source = (REPO / "sweep" / "serve.py").read_text()
-        known = set(re.findall(r'add_argument\("(--[\w-]+)"', source)) | {"--help"}
+        known = set(re.findall(r'add_argument\(\s*"(--[\w-]+)"', source)) | {"--help"}
     assert given <= known, f"{page}: {command}: {sorted(given - known)} not among {sorted(known)}"
 
 
