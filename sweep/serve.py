@@ -406,10 +406,17 @@ def _bind(host: str, port: int) -> Any:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         raise UserError(f"--host {host}: not a host name or address ({e})") from None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # protocol TCP, not 0: asyncio sets TCP_NODELAY only on such sockets' connections, and with Nagle
+    # on, every response waited ~40 ms for the client's delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return socket.create_server((host, port), family=family, backlog=2048)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        return sock
     except OSError as e:
+        sock.close()
         why = {errno.EADDRINUSE: "in use", errno.EADDRNOTAVAIL: "not an address of this machine"}.get(e.errno)
         raise UserError(f"--host {host} --port {port}: cannot listen there ({why or e.strerror})") from None
 

@@ -238,3 +238,32 @@ def test_images_decode_together_only_within_the_decode_budget(served_run, monkey
         for t in threads:
             t.join()
     assert [a.status_code for a in answers] == [200, 200] and most[0] == together
+
+
+def test_the_listening_socket_hands_asyncio_connections_it_sets_tcp_nodelay_on():
+    """asyncio sets TCP_NODELAY only on sockets whose protocol says TCP; a socket made with protocol 0
+    left Nagle on, and every response waited ~40 ms for the client's delayed ACK (23 requests/s)."""
+    import asyncio
+
+    from sweep.serve import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    got = {}
+
+    async def main():
+        async def handle(reader, writer):
+            s = writer.get_extra_info("socket")
+            got["nodelay"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    asyncio.run(main())
+    assert got["nodelay"] != 0

@@ -112,7 +112,8 @@ def measure(args: argparse.Namespace) -> None:
                                 waits.append(time.perf_counter() - started)
 
                 work(0)  # warm
-                waits.clear()
+                if clients == 1:
+                    waits.clear()
                 t0 = time.perf_counter()
                 with ThreadPoolExecutor(clients) as pool:
                     list(pool.map(work, range(clients)))
