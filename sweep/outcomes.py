@@ -3,6 +3,7 @@ which metrics exist, with their summary column and which direction is better."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from enum import Enum
 
@@ -119,3 +120,19 @@ def metric(name: str) -> Metric:
         if name in (m.name, m.column):
             return m
     raise KeyError(name)
+
+
+# a run's cost a pick from a sweep dir may be limited by: the option that says so, how a refusal words it
+COST_LIMITS = {
+    "latency_ms": ("--max-latency-ms", "fast", "fastest"),
+    "model_bytes": ("--max-model-bytes", "small", "smallest"),
+}
+
+
+def add_pick_options(parser: argparse.ArgumentParser) -> None:
+    """The options with which predict.py and sweep-serve pick a run of a sweep dir (`best_run_dir`)."""
+    parser.add_argument("--storage", metavar="URL", help="a sweep's study storage, when not a file in its dir")
+    parser.add_argument("--max-latency-ms", type=float, metavar="MS",
+                        help="from a sweep dir: the best run with latency per image (batch 1) within MS")  # fmt: skip
+    parser.add_argument("--max-model-bytes", type=int, metavar="N",
+                        help="from a sweep dir: the best run whose best.pt is at most N bytes")  # fmt: skip

@@ -17,6 +17,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # as in run.py
 
 from sweep.errors import UserError, exit_with  # noqa: E402
+from sweep.outcomes import add_pick_options  # noqa: E402
 from sweep.text import printable  # noqa: E402
 
 BATCH = 256
@@ -92,15 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", type=Path, nargs="*", metavar="IMAGE_or_FOLDER")
     parser.add_argument("--top-k", type=int, default=1, metavar="N", help="the N most probable labels per image")
     parser.add_argument("--csv", type=Path, metavar="OUT", help="write the predictions to this CSV as well")
-    parser.add_argument("--storage", metavar="URL", help="a sweep's study storage, when not a file in its dir")
-    parser.add_argument(
-        "--max-latency-ms",
-        type=float,
-        metavar="MS",
-        help="from a sweep dir: the best run with latency per image (batch 1) within MS",
-    )
-    parser.add_argument("--max-model-bytes", type=int, metavar="N",
-                        help="from a sweep dir: the best run whose best.pt is at most N bytes")  # fmt: skip
+    add_pick_options(parser)
     parser.add_argument("--export", nargs=2, metavar=("FORMAT", "OUT"), help="onnx or pt2: write the model to OUT")
     args = parser.parse_args(argv)
     try:

@@ -30,6 +30,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # as in run.py
 
 from sweep.errors import UserError, exit_with  # noqa: E402
+from sweep.outcomes import add_pick_options  # noqa: E402
 
 MAX_BYTES = 8 * 2**20  # an upload's size, default
 MAX_PIXELS = 40_000_000  # an image's pixel count, default: refused from its header, before decoding
@@ -333,15 +334,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("source", type=Path, metavar="RUN_DIR_or_SWEEP_DIR")
     parser.add_argument("--host", default="127.0.0.1", help="the address to bind (127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--storage", metavar="URL", help="a sweep's study storage, when not a file in its dir")
-    parser.add_argument(
-        "--max-latency-ms",
-        type=float,
-        metavar="MS",
-        help="from a sweep dir: the best run with latency per image (batch 1) within MS",
-    )
-    parser.add_argument("--max-model-bytes", type=int, metavar="N",
-                        help="from a sweep dir: the best run whose best.pt is at most N bytes")  # fmt: skip
+    add_pick_options(parser)
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, help=f"an upload's size limit ({MAX_BYTES})")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"an image's pixel limit ({MAX_PIXELS})")
     parser.add_argument("--max-batch-size", type=int, default=MAX_BATCH_SIZE,

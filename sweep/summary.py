@@ -18,7 +18,7 @@ import yaml
 
 from sweep.errors import UserError
 from sweep.files import atomic_write, read_bounded
-from sweep.outcomes import COMPARISON_COLUMNS, METRICS, RETURNED, Status
+from sweep.outcomes import COMPARISON_COLUMNS, COST_LIMITS, METRICS, RETURNED, Status
 from sweep.results import SUMMARY_COLUMNS, RunResult, overrides_dict, varying_keys
 from sweep.search.folders import seed_dir, trial_number
 from sweep.search.race import RACE_FILE, Race
@@ -322,13 +322,6 @@ def best_run(table: pd.DataFrame, objective: str = "val_acc") -> int | None:
     split never selects), or None when no run completed."""
     usable = completed(table, METRICS[objective].column)
     return None if usable.empty else sort_by_objective(usable, objective).index[0]
-
-
-# a run's cost a pick may be limited by: the option that says so, and how a refusal words it
-COST_LIMITS = {
-    "latency_ms": ("--max-latency-ms", "fast", "fastest"),
-    "model_bytes": ("--max-model-bytes", "small", "smallest"),
-}
 
 
 def best_run_dir(source: Path, storage: str | None = None, max_latency_ms: float | None = None,
