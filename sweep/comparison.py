@@ -176,7 +176,7 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str |
     c.rerun = rerun_command(runs, objective_table if objective_table is not None else table, keys, program)
     best = best_run(runs, objective.name)
     c.best_run = None if best is None else runs.loc[best]
-    if not search and keys and "latency_ms" in runs:
+    if not search and c.race is None and keys and _models_differ(runs):  # a race's seeds answer to its own rule
         c.tradeoff = front(runs, keys, objective, "latency_ms")
     if search and len(sweeps) == 1 and sweeps[0].confirmation is not None:  # the answer is the confirmed setting
         c.confirmation = sweeps[0].confirmation
@@ -184,6 +184,13 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str |
         pick = runs[runs.run == c.confirmation.pick_run()]
         c.best_run = pick.iloc[0] if len(pick) else c.best_run
     return c
+
+
+def _models_differ(runs: pd.DataFrame) -> bool:
+    """Whether the compared settings are different models (parameters or multiply-accumulates), so
+    that their costs differ by more than the noise of measuring one model's."""
+    costs = [c for c in ("parameters", "macs") if c in runs]
+    return bool(costs) and any(runs[c].dropna().nunique() > 1 for c in costs)
 
 
 def confirm_table(record: Any, runs: pd.DataFrame) -> pd.DataFrame:

@@ -270,7 +270,7 @@ def _tradeoff_text(c: Comparison) -> list[str]:
              "beyond noise": "" if p.dominated_by is None else ("yes" if p.beyond_noise else "no, within noise")}
             for p in pts]  # fmt: skip
     if t.cheap is None:
-        head = f"No setting cheaper than the most accurate, {label(0)}, is within noise of its {name}."
+        head = f"No setting cheaper beyond noise than the most accurate, {label(0)}, is within noise of its {name}."
     else:
         gap = pts[t.cheap].objective - pts[0].objective
         head = (f"**{label(t.cheap)} is within noise of the most accurate ({name} {gap:+.4f} against {label(0)}) at "

@@ -81,11 +81,14 @@ def _cheapest_within_noise(
     groups: list, on_front: list[bool], objective: Metric, cost: str
 ) -> tuple[int | None, float]:
     """The cheapest setting on the front that the most accurate one (the first) is not
-    significantly better than, with that test's p-value (Holm over the front's settings)."""
+    significantly better than, and that is significantly cheaper, with the first test's p-value
+    (Holm over the front's settings)."""
     sign = 1.0 if objective.higher_is_better else -1.0
     others = [i for i in range(1, len(groups)) if on_front[i]]
     adjusted = holm([_one_sided(groups[0][1], groups[i][1], objective.column, sign) for i in others])
-    within = [(groups[i][1][cost].mean(), i, p) for i, p in zip(others, adjusted) if not p < ALPHA]
+    cheaper = holm([_one_sided(groups[i][1], groups[0][1], cost, -1.0) for i in others])  # beyond noise too
+    within = [(groups[i][1][cost].mean(), i, p) for i, p, q in zip(others, adjusted, cheaper)
+              if not p < ALPHA and q < ALPHA]  # fmt: skip
     if not within:
         return None, math.nan
     _, i, p = min(within)

@@ -48,3 +48,14 @@ def test_a_sweep_without_costs_or_with_one_setting_has_no_front():
     assert front(runs, ["model"], METRICS["val_acc"], "latency_ms") is None
     two = _runs({"a": (0.9, 0.01, 1.0), "b": (0.8, 0.01, 2.0)}).assign(latency_ms=np.nan)
     assert front(two, ["model"], METRICS["val_acc"], "latency_ms") is None
+
+
+def test_settings_of_one_model_have_no_cheaper_setting_and_no_tradeoff_section():
+    """An lr sweep trains one model: its latencies differ by measuring noise only."""
+    from sweep.comparison import _models_differ
+
+    same = _runs({"a": (0.95, 0.002, 1.0), "b": (0.948, 0.002, 1.0)})
+    t = front(same, ["model"], METRICS["val_acc"], "latency_ms")
+    assert t.cheap is None  # none is cheaper beyond noise, however the noise falls
+    assert not _models_differ(same.assign(parameters=1000, macs=5000))
+    assert _models_differ(same.assign(parameters=[1000] * 6 + [10] * 6, macs=5000))
