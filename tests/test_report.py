@@ -321,6 +321,9 @@ def test_a_grid_over_model_widths_reports_accuracy_against_latency(tmp_path):
     text = (sweep / "report.md").read_text()
     section = text.split("## Accuracy against latency")[1].split("\n## ")[0]
     assert "| model.hidden | n | val_acc | latency_ms | on the front | dominated by | beyond noise |" in section
-    assert "is within noise of the most accurate" in section or "No setting cheaper beyond noise than the most accurate" in section
+    assert (
+        "is within noise of the most accurate" in section
+        or "No setting cheaper beyond noise than the most accurate" in section
+    )
     summary = pd.read_csv(sweep / "summary.csv")
     assert {"parameters", "model_bytes", "macs", "latency_ms", "latency_ms_b64"} <= set(summary.columns)
