@@ -369,13 +369,15 @@ def still_improving_line(table: pd.DataFrame) -> str | None:
 
 
 TRAINING_COLUMNS = [*SUMMARY_COLUMNS[2:], STILL_IMPROVING]  # what this project's runs measure
+QUIET_COSTS = ["parameters", "model_bytes", "macs", "latency_ms_b64"]  # in summary.csv, not the printed table
 
 
 def format_table(table: pd.DataFrame) -> str:
     """The table as a user reads it at the end of a sweep: the error column only when a run failed,
     the still-improving one only when a run was, the training columns only when a run trained here
-    (another app's runs return a value)."""
-    shown = table if table["error"].notna().any() else table.drop(columns="error")
+    (another app's runs return a value), and of the cost columns latency alone (summary.csv has them all)."""
+    shown = table.drop(columns=[c for c in QUIET_COSTS if c in table])
+    shown = shown if shown["error"].notna().any() else shown.drop(columns="error")
     if not shown[STILL_IMPROVING].any():
         shown = shown.drop(columns=STILL_IMPROVING)
     if "value" in shown and shown["train_time_s"].isna().all():

@@ -78,6 +78,8 @@ def test_a_sweep_dirs_run_is_picked_by_accuracy_under_a_latency_or_size_limit(tm
             "hydra.callbacks.summary.report=false", cwd=tmp_path)  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
     results = {n: json.loads((sweep / n / "result.json").read_text()) for n in ("0", "1")}
+    printed = p.stdout.split("Summary of 2 runs")[1].splitlines()[1]  # the printed table's header
+    assert "latency_ms" in printed.split() and not {"macs", "parameters", "model_bytes"} & set(printed.split())
     fast = min(results, key=lambda n: results[n]["latency_ms"])
     slow = max(results, key=lambda n: results[n]["latency_ms"])
     limit = (results[fast]["latency_ms"] + results[slow]["latency_ms"]) / 2
