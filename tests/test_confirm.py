@@ -134,3 +134,20 @@ def test_a_worker_leaves_the_confirmation_to_the_worker_already_confirming(tmp_p
 def test_bad_confirmation_settings_are_one_line(tmp_path, override, line):
     p = app("-m", "search=optuna", "+debug=tiny", override, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.strip().startswith(line) and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_trial_naming_a_run_outside_the_sweep_dir_is_not_read(tmp_path):
+    """A study is a file in the sweep dir too: a trial whose `runs` names `../elsewhere` is not one
+    of the search's settings, whatever result that folder holds."""
+    from types import SimpleNamespace
+
+    from helpers import train
+
+    from sweep.search.confirmation import settings_run
+
+    train(tmp_path / "elsewhere", *SMOKE, "epochs=1")
+    (tmp_path / "s").mkdir()
+    outside = SimpleNamespace(number=0, user_attrs={"runs": ["../elsewhere"]})
+    inside = SimpleNamespace(number=1, user_attrs={"runs": ["elsewhere"]})
+    assert settings_run([outside], tmp_path / "s", "best_val_acc", "seed", 0) == []
+    assert len(settings_run([inside], tmp_path, "best_val_acc", "seed", 0)) == 1  # the same run, inside

@@ -125,6 +125,8 @@ def settings_run(trials: list[Any], sweep_dir: Path, column: str, seed_key: str,
     for t in trials:
         runs = {}
         for folder in t.user_attrs.get("runs") or []:
+            if not _inside(folder):  # a study is a file too: its trials name folders inside the sweep dir
+                continue
             result = RunResult.read(Path(sweep_dir) / folder)
             if result.status is not Status.COMPLETED:
                 continue
