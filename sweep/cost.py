@@ -48,35 +48,19 @@ def measure(run_dir: Path) -> Cost:
 
 def counted_macs(model: torch.nn.Module, ckpt: Any) -> int:
     """`macs`, counted once per architecture on this machine: the first count in a process imports
-    torch's compiler stack (over a second), so a count is kept in the user cache dir (`macs/`),
-    sealed with the machine key, by what decides it: the model's kind and arguments, its input shape,
-    its classes, torch's version."""
-    import hashlib
-    import hmac
+    torch's compiler stack (over a second), so a count is kept in the user cache dir (`macs/`) by
+    what decides it: the model's kind and arguments, its input shape, its classes, torch's version."""
     import json
 
-    from sweep.files import atomic_write, machine_key, read_json, user_cache_dir
+    from sweep.files import kept
 
     what = json.dumps([ckpt.spec.to_dict(), list(ckpt.in_shape), ckpt.classes, ckpt.log_probs, torch.__version__],
                       sort_keys=True, default=str)  # fmt: skip
-    path = user_cache_dir() / "macs" / f"{hashlib.sha256(what.encode()).hexdigest()[:20]}.json"
-
-    def seal(n: int) -> str:
-        return hmac.new(machine_key(), f"{what} {n}".encode(), "sha256").hexdigest()
-
-    try:
-        stored = read_json(path, 4096)
-        if isinstance(stored["macs"], int) and hmac.compare_digest(seal(stored["macs"]), str(stored["seal"])):
-            return stored["macs"]
-    except (OSError, ValueError, TypeError, KeyError):
-        pass  # none yet, or not this machine's: counted anew
-    n = macs(model, ckpt.in_shape)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps({"macs": n, "seal": seal(n)}))
-    except OSError:
-        pass
-    return n
+    return kept(
+        "macs", what, "macs",
+        lambda: macs(model, ckpt.in_shape),
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    )  # fmt: skip
 
 
 def macs(model: torch.nn.Module, in_shape: tuple[int, ...]) -> int:

@@ -150,6 +150,34 @@ def _make_key(path: Path) -> None:
         os.unlink(tmp)
 
 
+def kept(folder: str, what: str, field: str, compute: Callable[[], Any], valid: Callable[[Any], bool]) -> Any:
+    """`compute()`, done once per `what` on this machine and kept in the user cache dir
+    (`folder/`, under `what`'s digest, as `field`), sealed with the machine key: a value someone
+    else wrote there, or one that is not `valid`, is computed anew. A read-only cache only means
+    computing it again in the next process."""
+    import hashlib
+    import hmac
+
+    path = user_cache_dir() / folder / f"{hashlib.sha256(what.encode()).hexdigest()[:20]}.json"
+
+    def seal(value: Any) -> str:
+        return hmac.new(machine_key(), f"{what} {value!r}".encode(), "sha256").hexdigest()
+
+    try:
+        stored = read_json(path, 4096)
+        if valid(stored[field]) and hmac.compare_digest(seal(stored[field]), str(stored["seal"])):
+            return stored[field]
+    except (OSError, ValueError, TypeError, KeyError):
+        pass  # none yet, or not this machine's
+    value = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps({field: value, "seal": seal(value)}))
+    except OSError:
+        pass
+    return value
+
+
 LOCK_FILE = ".lock"  # a run dir's claim: held while a process trains the run
 
 

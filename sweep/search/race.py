@@ -13,8 +13,6 @@ benchmark's replays share it."""
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -28,14 +26,13 @@ from sweep.files import (
     checked,
     from_fields,
     item_text,
+    kept,
     list_of,
-    machine_key,
     number,
     one_of,
     read_json,
     required,
     text,
-    user_cache_dir,
 )
 from sweep.results import overrides_dict, varying_keys
 from sweep.search.sequential import SIMULATIONS, holm, nominal_level, one_sided_p, p_values, pick_test
@@ -50,28 +47,14 @@ _ROUND = number(1, SEED_BOUND, integer=True)
 @functools.lru_cache(maxsize=64)
 def calibrated_level(settings: int, min_seeds: int, max_seeds: int, alpha: float, test: str) -> float:
     """`nominal_level`, simulated once per race shape on this machine: a resumed race (a new
-    process) reads it from the user cache dir (`levels/`), sealed with the machine key, instead of
-    simulating it again, which takes up to a minute for a large grid."""
+    process) reads it back from the user cache dir (`levels/`) instead of simulating it again, which
+    takes up to a minute for a large grid."""
     shape = json.dumps([settings, min_seeds, max_seeds, alpha, test, SIMULATIONS])
-    path = user_cache_dir() / "levels" / f"{hashlib.sha256(shape.encode()).hexdigest()[:20]}.json"
-
-    def seal(level: float) -> str:
-        return hmac.new(machine_key(), f"{shape} {level!r}".encode(), "sha256").hexdigest()
-
-    try:
-        stored = read_json(path, 4096)
-        level = float(stored["level"])
-        if hmac.compare_digest(seal(level), str(stored["seal"])) and 0 < level < 1:
-            return level
-    except (OSError, ValueError, TypeError, KeyError):
-        pass  # none yet, or not this machine's: simulated anew
-    level = nominal_level(settings, min_seeds, max_seeds, alpha, test)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps({"shape": json.loads(shape), "level": level, "seal": seal(level)}))
-    except OSError:
-        pass  # a read-only cache: the next process simulates it again
-    return level
+    return kept(
+        "levels", shape, "level",
+        lambda: nominal_level(settings, min_seeds, max_seeds, alpha, test),
+        lambda v: isinstance(v, float) and 0 < v < 1,
+    )  # fmt: skip
 
 
 @dataclass
