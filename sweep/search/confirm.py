@@ -94,14 +94,12 @@ def verdict(race: Race) -> Verdict | None:
 
 def interval(values: list[float]) -> tuple[float, float]:
     """The 95% t-interval of the mean of `values` (NaN, NaN with fewer than two)."""
-    import numpy as np
-    from scipy import stats
+    import pandas as pd
 
-    if len(values) < 2:
-        return math.nan, math.nan
-    x = np.asarray(values, dtype=float)
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return float(x.mean() - half), float(x.mean() + half)
+    from sweep.statistics import ci95
+
+    low, high = ci95(pd.Series(values, dtype=float))
+    return float(low), float(high)
 
 
 def as_dict(v: Verdict, race: Race, numbers: dict[str, int]) -> dict[str, Any]:
