@@ -132,9 +132,10 @@ class FactorVerdict:
     settings: dict = field(default_factory=dict)  # at each level's best setting: level -> {other key: value}
 
 
-def _paired(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], column: str) -> pd.Series | None:
-    """Per matched pair, a's value minus b's, when every run on both sides has exactly one partner."""
-    if not keys or a.duplicated(keys).any() or b.duplicated(keys).any():
+def paired_differences(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], column: str) -> pd.Series | None:
+    """Per pair matched on `keys`, a's value minus b's, when every run on both sides has exactly one
+    partner (and there are at least two pairs); else None."""
+    if not keys or any(k not in a or k not in b for k in keys) or a.duplicated(keys).any() or b.duplicated(keys).any():
         return None
     pairs = a.merge(b, on=keys, suffixes=("_a", "_b"))
     if len(pairs) < 2 or len(pairs) != len(a) or len(pairs) != len(b):
@@ -147,7 +148,7 @@ def _contrast(level: object, a: pd.DataFrame, b: pd.DataFrame, keys: list[str], 
     va, vb = a[m.column].astype(float), b[m.column].astype(float)
     lead = sign * (va.mean() - vb.mean())
     base = {"level": level, "mean": vb.mean(), "n": len(vb), "lead": lead}
-    diffs = _paired(a, b, keys, m.column)
+    diffs = paired_differences(a, b, keys, m.column)
     if diffs is not None:
         d = sign * diffs
         if d.std(ddof=1) == 0:

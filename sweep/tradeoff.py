@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from sweep.outcomes import Metric
-from sweep.statistics import ALPHA, completed, holm
+from sweep.statistics import ALPHA, completed, holm, paired_differences
 
 COSTS = {"latency_ms": "latency per image", "model_bytes": "model size"}
 
@@ -109,15 +109,12 @@ def _dominance_p(a: pd.DataFrame, b: pd.DataFrame, objective: Metric, cost: str)
 
 
 def _one_sided(a: pd.DataFrame, b: pd.DataFrame, column: str, sign: float) -> float:
-    if "seed" in a and "seed" in b and not a.seed.duplicated().any() and not b.seed.duplicated().any():
-        pairs = a[["seed", column]].merge(b[["seed", column]], on="seed", suffixes=("_a", "_b"))
-        if len(pairs) >= 2 and len(pairs) == len(a) == len(b):
-            d = sign * (pairs[f"{column}_a"] - pairs[f"{column}_b"])
-            return (
-                0.0
-                if d.std(ddof=1) == 0 and d.mean() > 0
-                else float(stats.ttest_1samp(d, 0, alternative="greater").pvalue)
-            )
+    diffs = paired_differences(a, b, ["seed"], column)
+    if diffs is not None:
+        d = sign * diffs
+        if d.std(ddof=1) == 0 and d.mean() > 0:
+            return 0.0  # the same lead at every seed: the t-test's limit
+        return float(stats.ttest_1samp(d, 0, alternative="greater").pvalue)
     if min(len(a), len(b)) < 2:
         return math.nan
     return float(stats.ttest_ind(sign * a[column], sign * b[column], equal_var=False, alternative="greater").pvalue)
