@@ -21,7 +21,7 @@ import optuna
 import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from sweep import progress
 from sweep.errors import UserError
@@ -230,7 +230,8 @@ class TrialSearch:
         significantly behind the best completed trial. Return each trial's run dirs, and why each
         trial that raced out did. A stop fails the batch's trials at once."""
         run_dirs: dict[int, list[Path]] = {t.number: [] for t in trials}
-        seeds = {t.number: self._seeds(study, t, space) for t in trials}
+        asked = study.get_trials(deepcopy=False)  # once a batch: each get_trials is a storage read
+        seeds = {t.number: self._seeds(asked, t, space) for t in trials}
         rounds = [slice(i, i + 1) for i in range(self.repeats)] if self.race else [slice(None)]
         racing, stopped, values = list(trials), {}, {}
         incumbent = _incumbent(study, self.directions) if self.race else None
@@ -297,13 +298,13 @@ class TrialSearch:
         v = confirm.verdict(record.race)
         log.info("Confirmation: %s", _verdict_line(v, record, METRICS[self.objective].name))
 
-    def _seeds(self, study: optuna.Study, trial: optuna.Trial, space: _Space) -> list[int | None]:
+    def _seeds(self, asked: list[FrozenTrial], trial: optuna.Trial, space: _Space) -> list[int | None]:
         """The seeds a trial's runs train: with repeats, `repeats` of them from the first seed; a
         setting asked again trains the next ones (so that a second ask adds evidence, not the same
         run again), when the app's config has a seed key. None: the config's own seed, unnamed."""
         mine = _setting(trial.params, trial.user_attrs, space.fixed)
         again = sum(t.number < trial.number and _setting(t.params, t.user_attrs, space.fixed) == mine
-                    for t in study.get_trials(deepcopy=False))  # fmt: skip
+                    for t in asked)  # fmt: skip
         if self.repeats == 1 and (again == 0 or not self.seeded):
             return [None]
         first = space.first + again * self.repeats if self.seeded else (space.seed or 0)
