@@ -78,4 +78,5 @@ def connect(ref: TrialRef) -> TrialLink:
     trial = optuna.trial.Trial(study, ref.trial_id)
     # With repeats the seeds of a trial may run at once, so no mean over seeds exists when a
     # decision is due: the first seed's curve decides, the others train to the end.
-    return TrialLink(trial, report=pruner is not None and ref.reports)
+    # Optuna takes no intermediate values from a study with several objectives
+    return TrialLink(trial, report=pruner is not None and ref.reports and len(study.directions) == 1)
