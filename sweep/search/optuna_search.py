@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep import progress
 from sweep.errors import UserError
 from sweep.files import LOCK_FILE, atomic_write, claim
-from sweep.outcomes import METRICS, Status, returned
+from sweep.outcomes import METRICS, Status, objectives, returned
 from sweep.results import RunResult
 from sweep.search import borrowed, settings
 from sweep.search.folders import CONFIRM_FOLDER, seed_dirs, trial_dir, trial_number
@@ -101,7 +101,8 @@ class TrialSearch:
         if not self.ours:
             _end_with_a_summary(hydra_context, config)
         self.direction = self._checked_direction()
-        if self.pruner is not None and len(self.directions) > 1:
+        prunes = self.pruner is not None and self.pruner.get("_target_") != "optuna.pruners.NopPruner"
+        if prunes and len(self.directions) > 1:
             raise UserError(
                 f"hydra.sweeper.pruner: Optuna cannot prune a study with several objectives (direction="
                 f"[{', '.join(self.directions)}]); choose search/pruner=none or one objective"
@@ -112,7 +113,16 @@ class TrialSearch:
         contradict each other); for another app's, as given, `auto` being the peer's `minimize`."""
         if not self.ours:
             return "minimize" if self.direction == "auto" else self.direction
-        metric = METRICS[self.config.objective]
+        metrics = [METRICS[name] for name in objectives(self.config.objective)]
+        if len(metrics) > 1:  # each objective's own direction: a multi-objective study
+            wanted = [m.direction for m in metrics]
+            if self.direction == "auto" or list(self.directions) == wanted:
+                return wanted
+            raise UserError(
+                f"hydra.sweeper.direction={_said(self.direction)}: objective=[{', '.join(m.name for m in metrics)}] "
+                f"is [{', '.join(wanted)}]; leave direction at auto"
+            )
+        metric = metrics[0]
         if self.direction == "auto" or self.direction == metric.direction:
             return metric.direction
         raise UserError(
@@ -124,7 +134,13 @@ class TrialSearch:
     @property
     def objective(self) -> str:
         """The name each run's result.json gives its objective (`val_acc`, or another app's `value`)."""
-        return self.config.objective if self.ours else returned(self.directions[0])
+        return objectives(self.config.objective)[0] if self.ours else returned(self.directions[0])
+
+    def _values(self, result: RunResult) -> list[float]:
+        """A run's value of each objective: this project's from its metrics, another app's as returned."""
+        if not self.ours:
+            return list(result.values or [])
+        return [result.metric(METRICS[name].column) for name in objectives(self.config.objective)]
 
     @property
     def directions(self) -> list[str]:
@@ -360,7 +376,8 @@ class TrialSearch:
         """A progress line for each trial of the batch that just ended."""
         left = progress.eta(count.started, count.finished, count.total - count.finished)
         for i, trial in enumerate(trials, start=count.finished - len(trials) + 1):
-            line = _trial_line(study, borrowed.trial_id(trial), METRICS[self.objective].name, i, count.total,
+            names = objectives(self.config.objective) if self.ours else [METRICS[self.objective].name]
+            line = _trial_line(study, borrowed.trial_id(trial), names, i, count.total,
                                time.time() - count.batch_started, left)  # fmt: skip
             progress.say(line, bar)
         if bar is not None:
@@ -415,7 +432,7 @@ class TrialSearch:
                 _tell(study, trial, state=TrialState.PRUNED)
                 return None
             if len(self.directions) > 1:  # each objective's mean over the seeds
-                _tell(study, trial, [sum(v) / len(results) for v in zip(*(r.values for r in results))])
+                _tell(study, trial, [sum(v) / len(results) for v in zip(*(self._values(r) for r in results))])
                 return None
             _tell(study, trial, sum(values) / len(values))
             return None
@@ -445,6 +462,8 @@ class TrialSearch:
                 {"params": dict(t.params), "values": list(t.values), "number": t.number,
                  "run_dir": t.user_attrs.get("runs", [None])[0]} for t in study.best_trials
             ]  # fmt: skip
+            log.info("Pareto front: trials %s (of %d completed)",
+                     ", ".join(str(t["number"]) for t in results["solutions"]), len(complete))  # fmt: skip
         if complete and len(self.directions) == 1:
             best = study.best_trial
             results |= {
@@ -546,14 +565,17 @@ EXTRA_RULES = {"direction": _is_direction, "storage": _is_storage, "min_seeds": 
 
 
 def _trial_line(
-    study: Any, trial_id: int, objective: str, done: int, total: int, seconds: float, eta_s: float | None
+    study: Any, trial_id: int, names: list[str], done: int, total: int, seconds: float, eta_s: float | None
 ) -> progress.Line:
-    """The progress line for a trial that was just told its outcome (`objective`: its value's name)."""
+    """The progress line for a trial that was just told its outcome (`names`: its objectives')."""
     t = borrowed.stored_trial(study, trial_id)
     params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
     state = t.state.name
     if state == "COMPLETE":
-        said = f"{objective} {t.value:.4f}" if len(t.values) == 1 else f"{objective} {t.values}"
+        if len(t.values) == len(names):
+            said = ", ".join(f"{n} {v:.4g}" for n, v in zip(names, t.values))
+        else:  # another app's several values, unnamed
+            said = f"{names[0]} {[round(v, 4) for v in t.values]}"
     elif state == "FAIL":
         said = f"FAIL: {str(t.user_attrs.get('fail_reason', ''))[:80]}"
     elif state == "PRUNED" and "prune_reason" in t.user_attrs:  # raced out: stopped adding seeds
