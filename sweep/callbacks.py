@@ -122,7 +122,7 @@ class SummaryCallback(Callback):
         path = sweep.write()
         table = sweep.table
         print(f"\nSummary of {len(table)} runs, best {METRICS[sweep.objective].name} first ({path}):")
-        print(format_table(sort_by_objective(table, sweep.objective)), flush=True)
+        print(format_table(sort_by_objective(table, sweep.objective), sweep.against), flush=True)
         skipped = sum(1 for d in sweep.run_dirs if (d / "result.json").exists()
                       and (d / "result.json").stat().st_mtime < self.started)  # fmt: skip
         if skipped and _is_grid(config):

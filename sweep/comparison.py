@@ -176,7 +176,9 @@ def compare(sweeps: list[Sweep], by: list[str] | None = None, metric_name: str |
     c.rerun = rerun_command(runs, objective_table if objective_table is not None else table, keys, program)
     best = best_run(runs, objective.name)
     c.best_run = None if best is None else runs.loc[best]
-    if not search and c.race is None and keys and _models_differ(runs):  # a race's seeds answer to its own rule
+    if sweeps[0].against is not None and keys:  # objective=[val_acc,latency_ms]: the front is the answer
+        c.tradeoff = front(runs, keys, objective, sweeps[0].against)
+    elif not search and c.race is None and keys and _models_differ(runs):  # a race's seeds answer to its own rule
         c.tradeoff = front(runs, keys, objective, "latency_ms")
     if search and len(sweeps) == 1 and sweeps[0].confirmation is not None:  # the answer is the confirmed setting
         c.confirmation = sweeps[0].confirmation

@@ -116,7 +116,7 @@ def _run_claimed(
     follower = ThreadsFollower(torch.get_num_threads()) if record.threads_policy == THREADS_FOLLOW else None
     try:
         parts = build_parts(cfg, load_data(cfg), device)
-        listeners = EpochListeners(run_dir, METRICS[cfg.objective].name, loggers, follower, link)
+        listeners = EpochListeners(run_dir, METRICS[record.objective].name, loggers, follower, link)
         fitted = fit(parts.trained, parts.train_data, parts.make_optimizer, parts.schedule, parts.loss_fn,
                      _settings(cfg, record.precision, name), listeners, snapshots)  # fmt: skip
         result = finish(run_dir, parts, fitted, record, follower, name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class Status(str, Enum):
@@ -84,11 +85,35 @@ METRICS = {
         Metric("test_macro_f1", "test_macro_f1", True),  # scikit-learn's, over the test split's classes
     )
 }
+# What a run costs to run (sweep/cost.py), a second objective may trade against the first:
+# `objective=[val_acc,latency_ms]`. Lower is better for each.
+COST_METRICS = {
+    m.name: m
+    for m in (
+        Metric("latency_ms", "latency_ms", False),  # per image, batch 1
+        Metric("latency_ms_b64", "latency_ms_b64", False),  # per image, in a batch of 64
+        Metric("model_bytes", "model_bytes", False),  # best.pt's size
+        Metric("parameters", "parameters", False),
+        Metric("macs", "macs", False),  # multiply-accumulates per image
+    )
+}
+METRICS |= COST_METRICS
 # Another Hydra app's task, searched by sweep_optuna: what it returned, minimised (the peer's
 # default) or, under `direction: maximize`, maximised; a multi-objective study's first objective.
 RETURNED = {"value": Metric("value", "value", False), "value_max": Metric("value", "value", True)}
 METRICS |= RETURNED
 OBJECTIVES = ("val_acc", "val_loss", *RETURNED)  # what may select: validation metrics, or the task's own value
+
+
+def objectives(value: Any) -> tuple[str, ...]:
+    """`objective` as names: `val_acc` is one; `[val_acc, latency_ms]` two, the first selecting
+    and stopping early, the second a cost traded against it."""
+    if isinstance(value, str):
+        return (value,)
+    try:
+        return tuple(str(v) for v in value)
+    except TypeError:
+        return ()
 
 
 def returned(direction: str) -> str:

@@ -238,6 +238,34 @@ def pareto_front(study, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def tradeoff(t, objective: str, cost: str, path: Path) -> Path | None:
+    """A sweep's settings, objective against cost (`sweep.tradeoff.Tradeoff`): each setting's means
+    with their 95% intervals over seeds as bars, the front joined and labelled."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for on, colour, label in ((False, "0.6", "dominated"), (True, "C0", "on the front")):
+        pts = [p for p in t.points if p.on_front is on]
+        if not pts:
+            continue
+        x, y = np.array([p.cost for p in pts]), np.array([p.objective for p in pts])
+        xerr = np.nan_to_num(np.abs(np.array([p.cost_ci for p in pts]).T - x))
+        yerr = np.nan_to_num(np.abs(np.array([p.objective_ci for p in pts]).T - y))
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=colour, capsize=3, label=label)
+    front = sorted((p for p in t.points if p.on_front), key=lambda p: p.cost)
+    ax.plot([p.cost for p in front], [p.objective for p in front], "-", color="C0", alpha=0.6)
+    for p in t.points:
+        said = " ".join(str(v) for v in p.setting.values())
+        ax.annotate(said if len(said) <= 24 else said[:23] + "…", (p.cost, p.objective), textcoords="offset points",
+                    xytext=(4, 4), fontsize="small")  # fmt: skip
+    ax.set_xlabel(f"{cost} (mean over seeds, lower is better)")
+    ax.set_ylabel(f"{objective} (mean over seeds)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Settings against cost ({', '.join(t.points[0].setting)}; bars: 95% intervals)", fontsize="medium")
+    return _save(fig, path)
+
+
 BOOTSTRAP_ROUNDS = 30  # resamples of the completed trials for the importances' intervals
 BOOTSTRAP_TREES = 16  # fANOVA's forest for each resample (Optuna's default, 64, for the point estimate): ~4x faster
 

@@ -63,10 +63,13 @@ def draw(c: Comparison, out: Path) -> tuple[list[Path], list[Path]]:
         pngs.append(plots.slices(c.runs, params, c.objective.column, out / "slices.png", scales or None))
     else:
         pngs.append(plots.metric_by_level(c.table, c.shown_keys, c.metric.name, out / f"{c.metric.name}_by_level.png"))
+    if c.tradeoff is not None:
+        pngs.append(plots.tradeoff(c.tradeoff, c.objective.name, c.tradeoff.cost, out / "tradeoff.png"))
     for sweep in c.sweeps:
         prefix = f"{sweep.dir.name}_" if len(c.sweeps) > 1 else ""
         if sweep.study is not None and len(sweep.study.directions) > 1:
-            pngs.append(plots.pareto_front(sweep.study, out / f"{prefix}pareto_front.png"))
+            if c.tradeoff is None:  # another app's objectives; this project's have the tradeoff's picture
+                pngs.append(plots.pareto_front(sweep.study, out / f"{prefix}pareto_front.png"))
         elif sweep.study is not None:
             pngs += [
                 plots.optimization_history(sweep.study, out / f"{prefix}optimization_history.png"),
@@ -240,7 +243,7 @@ def _confirm_text(c: Comparison) -> list[str]:
 def _front_text(c: Comparison) -> list[str]:
     """A study with several objectives: its non-dominated trials, each objective's value."""
     study = next((s.study for s in c.sweeps if s.study is not None and len(s.study.directions) > 1), None)
-    if study is None:
+    if study is None or c.tradeoff is not None:  # this project's objectives: the tradeoff's section says more
         return []
     front = sorted(study.best_trials, key=lambda t: t.values[0])
     words = ", ".join(f"objective {i} {d.name.lower()}d" for i, d in enumerate(study.directions))
@@ -251,13 +254,26 @@ def _front_text(c: Comparison) -> list[str]:
             "objective 0 alone.", "", markdown_table(table), ""]  # fmt: skip
 
 
+# each cost a tradeoff may be against: its heading word, its unit, and how it was measured
+COST_WORDS = {
+    "latency_ms": ("latency", "ms an image",
+                   "latency per image (batch 1, on the CPU that trained it, as `sweep-serve` runs the model)"),
+    "latency_ms_b64": ("latency", "ms an image",
+                       "latency per image in a batch of 64 (on the CPU that trained it, as `sweep-serve` runs it)"),
+    "model_bytes": ("size", "bytes", "size of `best.pt`"),
+    "parameters": ("parameters", "parameters", "parameter count"),
+    "macs": ("multiply-accumulates", "MACs an image", "multiply-accumulates per image (counted by torch)"),
+}  # fmt: skip
+
+
 def _tradeoff_text(c: Comparison) -> list[str]:
-    """The settings' objective against their latency: the front, each dominated setting's verdict,
-    and the cheapest setting within noise of the most accurate."""
+    """The settings' objective against a cost: the front, each dominated setting's verdict, and the
+    cheapest setting within noise of the most accurate."""
     t = c.tradeoff
     if t is None:
         return []
     name, pts = c.objective.name, t.points
+    word, unit, measured = COST_WORDS[t.cost]
 
     def said(i: int) -> str:
         return " ".join(f"{k}={v}" for k, v in pts[i].setting.items())
@@ -274,15 +290,15 @@ def _tradeoff_text(c: Comparison) -> list[str]:
     else:
         gap = pts[t.cheap].objective - pts[0].objective
         head = (f"**{label(t.cheap)} is within noise of the most accurate ({name} {gap:+.4f} against {label(0)}) at "
-                f"{pts[0].cost / pts[t.cheap].cost:.1f}x lower latency** ({pts[t.cheap].cost:.3g} ms an image against "
+                f"{pts[0].cost / pts[t.cheap].cost:.1f}x lower {word}** ({pts[t.cheap].cost:.3g} {unit} against "
                 f"{pts[0].cost:.3g}).")  # fmt: skip
     return [
-        "", "## Accuracy against latency", "",
-        f"Each setting's mean {name} and mean latency per image (batch 1, on the CPU that trained it, as `sweep-serve` "
-        "runs the model) over its seeds. On the front: no other setting is better on both means. A setting off it is "
-        "dominated by the most accurate setting on the front that beats it on both; *beyond noise* when, on each "
-        "criterion where that one is better, it is significantly better (paired by seed, one-sided t-tests, "
-        f"Holm-adjusted over the dominated settings, {ALPHA:.0%} level): otherwise it is beaten on the means only.",
+        "", f"## Accuracy against {word}", "",
+        f"Each setting's mean {name} and mean {measured} over its seeds. On the front: no other setting is better "
+        "on both means. A setting off it is dominated by the most accurate setting on the front that beats it "
+        "on both; *beyond noise* when, on each criterion where that one is better, it is significantly better "
+        "(paired by seed, one-sided t-tests, Holm-adjusted over the dominated settings, "
+        f"{ALPHA:.0%} level): otherwise it is beaten on the means only.",
         "", head, "", markdown_table(pd.DataFrame(rows)),
     ]  # fmt: skip
 
@@ -364,7 +380,7 @@ def markdown(c: Comparison, pngs: list[Path], best_pngs: list[Path]) -> str:
         ]
     if line := still_improving_line(c.runs):
         text += [f"**Warning:** {line} Their numbers understate what their settings can do.", ""]
-    text += _search_text(c) if c.search else _comparison_text(c) + _tradeoff_text(c)
+    text += (_search_text(c) if c.search else _comparison_text(c)) + _tradeoff_text(c)
     if c.rerun:
         text += ["", f"## Re-run the best setting (by {c.objective.name})", "", *code_block(c.rerun, "bash")]
     text += ["", "## Plots", ""] + [_picture(p) for p in pngs]

@@ -31,7 +31,7 @@ from sweep.files import (
     read_json,
     text,
 )
-from sweep.outcomes import METRICS, OBJECTIVES, Status, StopReason
+from sweep.outcomes import COST_METRICS, METRICS, OBJECTIVES, Status, StopReason, objectives
 
 METRICS_FILE, RESULT_FILE, CHECKPOINT_FILE = "metrics.csv", "result.json", "best.pt"  # best.pt: sweep.checkpoint's
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"]
@@ -100,6 +100,7 @@ class RunRecord:
     overrides: tuple[str, ...] = checked(list_of(item_text), ())
     seed: int | None = checked(number(-(2**63), 2**63, integer=True))
     objective: str = checked(one_of(*OBJECTIVES), "val_acc")
+    against: str | None = checked(one_of(*COST_METRICS))  # a second objective: the cost traded against the first
     device: str | None = checked(text)
     precision: str | None = checked(text)
     threads: int | None = checked(number(1, 2**20, integer=True))  # the run's share; auto may use fewer
@@ -309,10 +310,12 @@ def make_record(
 ) -> RunRecord:
     """The record of a run about to train, or of one refused before it could (whose seed or
     objective may be what the user mistyped: then they are left out)."""
+    names = objectives(objective)
     return RunRecord(
         tuple(overrides),
         seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-        objective if objective in OBJECTIVES else "val_acc",
+        names[0] if names and names[0] in OBJECTIVES else "val_acc",
+        names[1] if len(names) == 2 and names[1] in COST_METRICS else None,
         device,
         precision,
         threads,

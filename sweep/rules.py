@@ -10,6 +10,7 @@ reads them. The rule language, small on purpose:
     one of a, b, c                         one of these words
     [increasing] list of [N] RULE          a non-empty list (of exactly N) whose items follow RULE
     null or RULE                           null, or RULE
+    RULE | RULE                            either
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def _is_number(v: Any) -> bool:
 def compile_rule(rule: str) -> Callable[[Any], bool]:
     """The predicate a rule string stands for; ValueError for a rule the language does not have."""
     rule = " ".join(rule.split())
+    if " | " in rule:
+        either = [compile_rule(r) for r in rule.split(" | ")]
+        return lambda v: any(ok(v) for ok in either)
     for word, value in (("null", None), ("auto", "auto")):
         if rule.startswith(f"{word} or "):
             inner = compile_rule(rule[len(word) + 4 :])
@@ -79,6 +83,8 @@ def compile_rule(rule: str) -> Callable[[Any], bool]:
 def describe(rule: str) -> str:
     """The rule as the one-line error says it: `must be a number > 0`."""
     rule = " ".join(rule.split())
+    if " | " in rule:
+        return "must be " + ", or ".join(describe(r).removeprefix("must be ") for r in rule.split(" | "))
     for word in ("null", "auto"):
         if rule.startswith(f"{word} or "):
             return f"must be {word} or {describe(rule[len(word) + 4 :]).removeprefix('must be ')}"
@@ -103,12 +109,19 @@ def violations(node: Any, path: str = "") -> list[str]:
         for key, rule in (node.get(RULES_KEY) or {}).items():
             if key in node and not compile_rule(rule)(node[key]):
                 value = node[key]
-                shown = "true" if value is True else "false" if value is False else "null" if value is None else value
+                shown = _shown(value)
                 found.append(f"{path}{key}={shown}: {describe(rule)}")
         for key, value in node.items():
             if key != RULES_KEY:
                 found += violations(value, f"{path}{key}.")
     return found
+
+
+def _shown(value: Any) -> str:
+    """A value as the command line spells it: `true`, `null`, `[val_acc, latency_ms]` (no quotes)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return "true" if value is True else "false" if value is False else "null" if value is None else str(value)
 
 
 def strip(node: Any) -> Any:

@@ -80,9 +80,10 @@ def task(cfg: DictConfig) -> float:
     if single:
         print(f"results in {run_dir}", flush=True)
     elif TRIAL_ENV not in os.environ:  # a grid's run; a search's trials get their line from the sweeper
+        from sweep.outcomes import objectives
         from sweep.progress import after_run, say
 
-        if line := after_run(Path(hc.sweep.dir), run_dir, time.time() - started, cfg.objective):
+        if line := after_run(Path(hc.sweep.dir), run_dir, time.time() - started, objectives(cfg.objective)[0]):
             say(line)
     if single and math.isnan(value):  # one run that failed or diverged: say so in the exit code
         from sweep.results import RESULT_FILE, RunResult

@@ -53,6 +53,7 @@ class Sweep:
     race: Race | None = None  # the race, when the sweep was one (search=race)
     app: str = "run"  # Hydra's job name: this project's `run`, or another app's script
     confirmation: Any = None  # an Optuna search's confirmation of its winner, when it held one
+    against: str | None = None  # a second objective, the cost traded against the first (objective=[val_acc,...])
 
     @property
     def overrides(self) -> list[dict[str, str]]:
@@ -192,11 +193,12 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
     run_dirs = find_runs(sweep_dir)
     raw = [_hydra_overrides(d) for d in run_dirs]
     params = [{_column(k): v for k, v in overrides_dict(r).items()} for r in raw]
-    rows, objectives = [], []
+    rows, objectives, against = [], [], []
     for run_dir, recorded in zip(run_dirs, raw):
         # a result under other overrides than Hydra's for this dir: a later run began here
         result = RunResult.read(run_dir, recorded if (run_dir / ".hydra" / "overrides.yaml").exists() else None)
         objectives.append(result.record.objective if result.status is not Status.INCOMPLETE else None)
+        against.append(result.record.against if result.status is not Status.INCOMPLETE else None)
         row = {"run": str(run_dir.relative_to(sweep_dir))}
         trial = trial_number(run_dir)
         if trial is not None:
@@ -238,7 +240,8 @@ def build_summary(sweep_dir: Path, storage: str | None = None) -> Sweep:
     fixed = {k: v for k, v in common if k not in swept}
     app = str((_multirun_hydra_config(sweep_dir).get("job") or {}).get("name") or "run")
     confirmation = _read_confirmation(sweep_dir, objective) if has_trials else None
-    return Sweep(sweep_dir, table, run_dirs, raw, study, objective, fixed, race, app, confirmation)
+    cost = next((a for a in against if a is not None), None)
+    return Sweep(sweep_dir, table, run_dirs, raw, study, objective, fixed, race, app, confirmation, cost)
 
 
 def _returned(result: RunResult) -> dict[str, float]:
@@ -372,11 +375,12 @@ TRAINING_COLUMNS = [*SUMMARY_COLUMNS[2:], STILL_IMPROVING]  # what this project'
 QUIET_COSTS = ["parameters", "model_bytes", "macs", "latency_ms_b64"]  # in summary.csv, not the printed table
 
 
-def format_table(table: pd.DataFrame) -> str:
+def format_table(table: pd.DataFrame, against: str | None = None) -> str:
     """The table as a user reads it at the end of a sweep: the error column only when a run failed,
     the still-improving one only when a run was, the training columns only when a run trained here
-    (another app's runs return a value), and of the cost columns latency alone (summary.csv has them all)."""
-    shown = table.drop(columns=[c for c in QUIET_COSTS if c in table])
+    (another app's runs return a value), and of the cost columns latency and the one the sweep's
+    objectives trade `against` (summary.csv has them all)."""
+    shown = table.drop(columns=[c for c in QUIET_COSTS if c in table and c != against])
     shown = shown if shown["error"].notna().any() else shown.drop(columns="error")
     if not shown[STILL_IMPROVING].any():
         shown = shown.drop(columns=STILL_IMPROVING)

@@ -1,8 +1,9 @@
 """Accuracy against cost: the settings of a sweep over their seed means of the objective and of a
-cost its runs recorded (`latency_ms`, `model_bytes`), the Pareto front of those means, and for each
-setting off it, the front's setting that dominates it and whether that holds beyond seed noise:
-better or as good on both, and significantly better on each where it is better (paired by seed,
-one-sided t-tests, Holm-adjusted over the dominated settings' tests), never on the means alone.
+cost its runs recorded (`latency_ms`, `model_bytes`, `parameters`, `macs`), the Pareto front of
+those means, and for each setting off it, the front's setting that dominates it and whether that
+holds beyond seed noise: better or as good on both, and significantly better on each where it is
+better (paired by seed, one-sided t-tests, Holm-adjusted over the dominated settings' tests), never
+on the means alone.
 Numbers in, numbers out; the report words them."""
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from sweep.outcomes import Metric
-from sweep.statistics import ALPHA, completed, holm, paired_differences
-
-COSTS = {"latency_ms": "latency per image", "model_bytes": "model size"}
+from sweep.statistics import ALPHA, ci95, completed, holm, paired_differences
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,8 @@ class Point:
     dominated_by: int | None = None  # the index of the front's setting that dominates it
     beyond_noise: bool = False  # whether that dominance holds beyond seed noise
     p_holm: float = math.nan  # the larger of the two adjusted p-values it rests on
+    objective_ci: tuple[float, float] = (math.nan, math.nan)  # 95% intervals of the two means, over seeds
+    cost_ci: tuple[float, float] = (math.nan, math.nan)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def front(summary: pd.DataFrame, keys: list[str], objective: Metric, cost: str) 
     points = [
         Point(setting, len(g), g[objective.column].mean(), g[cost].mean(), on_front[i], by.get(i),
               i in by and _holds(means[by[i]], means[i], p_objective[i], p_cost[i]),
-              max(p_objective.get(i, math.nan), p_cost.get(i, math.nan)))
+              max(p_objective.get(i, math.nan), p_cost.get(i, math.nan)),
+              ci95(g[objective.column].astype(float)), ci95(g[cost].astype(float)))
         for i, (setting, g) in enumerate(groups)
     ]  # fmt: skip
     cheap, cheap_p = _cheapest_within_noise(groups, on_front, objective, cost)

@@ -238,6 +238,18 @@ def check_targets(node: Any, path: str = "") -> None:
             check_targets(value, f"{path}{i}.")
 
 
+def _check_objectives(value: Any) -> None:
+    """Two objectives: the first selects and stops early (a validation metric), the second is a cost."""
+    from sweep.outcomes import COST_METRICS, objectives
+
+    names = objectives(value)
+    if len(names) == 2 and (names[0] not in ("val_acc", "val_loss") or names[1] not in COST_METRICS):
+        raise UserError(
+            f"objective=[{', '.join(names)}]: the first objective selects and stops early, so it must be val_acc or "
+            f"val_loss; the second is the cost traded against it, one of {', '.join(COST_METRICS)}"
+        )
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise UserError for the first value no run could use."""
     from omegaconf import OmegaConf
@@ -261,6 +273,7 @@ def validate(cfg: DictConfig) -> None:
     if broken:  # a value interpolated into several places (lr into optimizer.lr): name the one the user sets
         raise UserError(min(broken, key=lambda line: line.split("=", 1)[0].count(".")))
     # what the declared rules cannot say
+    _check_objectives(cfg.get("objective"))
     _check(
         cfg,
         "device",

@@ -31,6 +31,7 @@ from sweep.rules import RULES_KEY, compile_rule, describe, violations
         ("increasing list of integer >= 1", [[10, 15]], [[15, 10], [0], []]),
         ("auto or integer in [1, 1024]", ["auto", 4], [5000, "many"]),
         ("null or string", [None, "a"], [3, ""]),
+        ("one of a, b | list of 2 one of a, c", ["a", ["a", "c"]], ["c", ["a"], ["a", "d"]]),
     ],
 )
 def test_the_rule_language(rule, good, bad):
@@ -42,6 +43,9 @@ def test_violations_name_key_value_and_what_is_allowed():
     node = {"optimizer": {"betas": [0.9], RULES_KEY: {"betas": "list of 2 number in [0, 1)"}}}
     assert violations(node) == ["optimizer.betas=[0.9]: must be a list of 2 items, each item a number in [0, 1)"]
     assert describe("integer >= 1") == "must be an integer >= 1"
+    assert describe("one of a, b | list of 2 one of a, c") == (
+        "must be one of a, b, or a list of 2 items, each item one of a, c"
+    )
 
 
 def ruled_keys() -> list[tuple[tuple[str, ...], str, str]]:

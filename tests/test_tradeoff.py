@@ -3,8 +3,14 @@ said only when it holds beyond seed noise, and the cheapest setting within noise
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import optuna
 import pandas as pd
+import pytest
+import yaml
+from helpers import SMOKE, app
 
 from sweep.outcomes import METRICS
 from sweep.tradeoff import front
@@ -59,3 +65,67 @@ def test_settings_of_one_model_have_no_cheaper_setting_and_no_tradeoff_section()
     assert t.cheap is None  # none is cheaper beyond noise, however the noise falls
     assert not _models_differ(same.assign(parameters=1000, macs=5000))
     assert _models_differ(same.assign(parameters=[1000] * 6 + [10] * 6, macs=5000))
+
+
+# ----------------------------------------------------------------------------- objective=[val_acc, COST]
+
+
+@pytest.mark.parametrize(
+    "objective, said",
+    [
+        ("[latency_ms,val_acc]", "objective=[latency_ms, val_acc]: the first objective selects and stops early"),
+        ("[val_acc,test_acc]", "objective=[val_acc, test_acc]: must be one of val_acc, val_loss, or a list of 2"),
+        ("[val_acc,val_loss]", "objective=[val_acc, val_loss]: the first objective selects and stops early"),
+        ("[val_acc]", "objective=[val_acc]: must be one of val_acc, val_loss, or a list of 2 items"),
+        ("latency_ms", "objective=latency_ms: must be one of val_acc, val_loss, or a list of 2 items"),
+    ],
+)
+def test_objectives_that_cannot_select_are_one_line(tmp_path, objective, said):
+    ran = app(*SMOKE, f"objective={objective}", cwd=tmp_path)
+    assert ran.returncode == 2 and ran.stderr.count("\n") == 1, ran.stderr
+    assert ran.stderr.startswith(f"error: {said}")
+
+
+def test_a_race_refuses_two_objectives_in_one_line(tmp_path):
+    ran = app("-m", "search=race", *SMOKE, "lr=0.01,0.1", "objective=[val_acc,latency_ms]",
+              f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 2 and ran.stderr.count("\n") == 1, ran.stderr
+    assert ran.stderr.startswith("error: objective=[val_acc, latency_ms]: a race eliminates settings by one objective")
+
+
+@pytest.mark.slow
+def test_a_two_objective_grid_ends_in_a_front_of_its_settings(tmp_path):
+    """objective=[val_acc,parameters]: the report's section, its picture and the printed table trade
+    accuracy against parameters, whatever the models; each run's result says what it was traded against."""
+    sweep = tmp_path / "s"
+    ran = app("-m", *SMOKE, "epochs=1", "model=mlp", "model.hidden=[64],[8]", "seed=0,1",
+              "objective=[val_acc,parameters]", f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    result = json.loads((sweep / "0" / "result.json").read_text())
+    assert result["objective"] == "val_acc" and result["against"] == "parameters"
+    assert "parameters" in ran.stdout.split("Summary of 4 runs")[1].splitlines()[1]  # the printed table's header
+    section = (sweep / "report.md").read_text().split("## Accuracy against parameters")[1].split("\n## ")[0]
+    assert "| model.hidden | n | val_acc | parameters | on the front | dominated by | beyond noise |" in section
+    assert "| 4810 |" in section and "| 610 |" in section  # 64*64+64 + 64*10+10; 8*64+8 + 8*10+10
+    assert (sweep / "tradeoff.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_two_objective_optuna_search_is_a_multi_objective_study_with_a_front(tmp_path):
+    """Optuna cannot report intermediate values of such a study, so no run fails trying; its front
+    lands in optimization_results.yaml and the report; a pruner is refused in one line."""
+    sweep = tmp_path / "s"
+    space = ("search/space=none", "model=choice(mlp,cnn)", "lr=tag(log,interval(1e-3,1e-1))")
+    ran = app("-m", "search=optuna", *SMOKE, "epochs=1", *space, "objective=[val_acc,parameters]",
+              "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{sweep}/optuna.db")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    solutions = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["solutions"]
+    assert {s["number"] for s in solutions} == {t.number for t in study.best_trials}
+    assert "## Accuracy against parameters" in (sweep / "report.md").read_text()
+    pruned = app("-m", "search=optuna", *SMOKE, "search/pruner=median", "objective=[val_acc,parameters]",
+                 f"hydra.sweep.dir={tmp_path / 'p'}", cwd=tmp_path)  # fmt: skip
+    assert pruned.returncode == 2 and pruned.stderr.count("\n") == 1
+    assert pruned.stderr.startswith("error: hydra.sweeper.pruner: Optuna cannot prune a study with several objectives")

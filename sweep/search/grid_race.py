@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import progress
 from sweep.errors import UserError
 from sweep.files import atomic_write
-from sweep.outcomes import METRICS, Status
+from sweep.outcomes import METRICS, Status, objectives
 from sweep.results import RunResult
 from sweep.search import borrowed
 from sweep.search.folders import seed_dir, setting_dir
@@ -53,7 +53,13 @@ class GridRace:
         settings, seed = self._grid(arguments)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as the basic sweeper does
-        metric = METRICS[self.config.objective]
+        names = objectives(self.config.objective)
+        if len(names) > 1:
+            raise UserError(
+                f"objective=[{', '.join(names)}]: a race eliminates settings by one objective; to trade "
+                f"{names[0]} against {names[1]}, run a grid with seeds (-m ... seed=0,1,2) or search=optuna"
+            )
+        metric = METRICS[names[0]]
         if len(settings) * self.max_seeds**2 > 10_000:  # seconds of simulation before the first round
             log.info("Setting the level each look uses: races of %d identical settings over %d seeds, simulated "
                      "once on this machine (then read from the user cache dir) ...",
