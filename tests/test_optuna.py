@@ -383,3 +383,20 @@ def test_a_setting_asked_again_trains_the_next_seed_not_the_same_run(tmp_path):
     seeds = [json.loads((sweep_dir / r / "result.json").read_text())["seed"] for r in runs]
     values = [t.value for t in study(sweep_dir).trials]
     assert seeds == [0, 1, 2] and len(set(values)) > 1
+
+
+@pytest.mark.slow
+def test_a_diverged_trial_is_pruned_so_the_sampler_learns_from_it_and_no_failure_is_counted(tmp_path):
+    """TPE reads COMPLETE and PRUNED trials and ignores FAIL ones, so a diverging setting told FAIL
+    is asked again and again; PRUNED (its reason kept) puts it among the worst trials instead. A
+    divergence is a result of the setting, so max_failure_rate=0 does not stop the search on it."""
+    sweep_dir = tmp_path / "s"
+    search(sweep_dir, "search/space=none", "optimizer=sgd", "loss=mse", "lr=choice(0.01,10000)",
+           "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.0", cwd=tmp_path)  # fmt: skip
+    trials = study(sweep_dir).trials
+    diverged = [t for t in trials if t.params["lr"] == 10000]
+    assert diverged and all(t.state.name == "PRUNED" for t in diverged)
+    assert all(t.user_attrs["prune_reason"].startswith("diverged: the training loss became") for t in diverged)
+    assert all(t.state.name == "COMPLETE" for t in trials if t.params["lr"] == 0.01)
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert set(summary[summary.lr == 10000].status) == {"diverged"}

@@ -419,7 +419,7 @@ class TrialSearch:
     ) -> str | None:
         """Store the trial's outcome from its runs' results; return why it failed, when its failure
         counts against max_failure_rate. A trial that raced out is PRUNED with the mean over the
-        seeds it ran, and says why."""
+        seeds it ran, and says why; so is one whose run diverged."""
         results = [RunResult.read(d) for d in run_dirs]
         trial.set_user_attr("runs", [str(d.relative_to(sweep_dir)) for d in run_dirs])
         column = METRICS[self.objective].column
@@ -437,6 +437,13 @@ class TrialSearch:
             _tell(study, trial, sum(values) / len(values))
             return None
         if all(r.status.trained for r in results):
+            _tell(study, trial, state=TrialState.PRUNED)
+            return None
+        if self.ours and all(r.status.trained or r.status is Status.DIVERGED for r in results):
+            # a result of the setting, not an error: PRUNED, which TPE ranks among the worst, where
+            # FAIL is ignored and the setting asked again
+            diverged = next(r for r in results if r.status is Status.DIVERGED)
+            trial.set_user_attr("prune_reason", f"diverged: {diverged.why}")
             _tell(study, trial, state=TrialState.PRUNED)
             return None
         bad = next(r for r in results if not r.status.trained)
