@@ -238,6 +238,21 @@ def check_targets(node: Any, path: str = "") -> None:
             check_targets(value, f"{path}{i}.")
 
 
+def check_objective(cfg: DictConfig) -> tuple[str, ...]:
+    """The task's objectives, or the one line (for a sweeper, before its first job checks it again)."""
+    from omegaconf import OmegaConf
+
+    from sweep.outcomes import objectives
+
+    value = OmegaConf.select(cfg, "objective")
+    value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    rule = OmegaConf.select(cfg, f"{rules.RULES_KEY}.objective")
+    if rule is not None and (broken := rules.violations({"objective": value, rules.RULES_KEY: {"objective": rule}})):
+        raise UserError(broken[0])
+    _check_objectives(value)
+    return objectives(value)
+
+
 def _check_objectives(value: Any) -> None:
     """Two objectives: the first selects and stops early (a validation metric), the second is a cost."""
     from sweep.outcomes import COST_METRICS, objectives

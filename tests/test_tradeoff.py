@@ -129,3 +129,13 @@ def test_a_two_objective_optuna_search_is_a_multi_objective_study_with_a_front(t
                  f"hydra.sweep.dir={tmp_path / 'p'}", cwd=tmp_path)  # fmt: skip
     assert pruned.returncode == 2 and pruned.stderr.count("\n") == 1
     assert pruned.stderr.startswith("error: hydra.sweeper.pruner: Optuna cannot prune a study with several objectives")
+
+
+@pytest.mark.parametrize("searched", [("search=optuna", "hydra.sweeper.n_trials=1"), ("search=race", "lr=0.1,0.01")])
+@pytest.mark.parametrize("objective", ["foo", "[val_acc,foo]", "[latency_ms,val_acc]"])
+def test_a_search_refuses_an_objective_before_its_first_trial(tmp_path, searched, objective):
+    """Checked by the sweeper itself: not a traceback from its metric lookup, nor every trial failing alike."""
+    ran = app("-m", *searched, "+debug=tiny", f"objective={objective}", f"hydra.sweep.dir={tmp_path / 's'}",
+              cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 2 and ran.stderr.count("\n") == 1, ran.stderr[-2000:]
+    assert ran.stderr.startswith("error: objective=") and not list((tmp_path / "s").glob("*/result.json"))

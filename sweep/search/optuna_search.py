@@ -113,7 +113,9 @@ class TrialSearch:
         contradict each other); for another app's, as given, `auto` being the peer's `minimize`."""
         if not self.ours:
             return "minimize" if self.direction == "auto" else self.direction
-        metrics = [METRICS[name] for name in objectives(self.config.objective)]
+        from sweep.validate import check_objective
+
+        metrics = [METRICS[name] for name in check_objective(self.config)]
         if len(metrics) > 1:  # each objective's own direction: a multi-objective study
             wanted = [m.direction for m in metrics]
             if self.direction == "auto" or list(self.directions) == wanted:
