@@ -116,6 +116,23 @@ def objectives(value: Any) -> tuple[str, ...]:
         return ()
 
 
+def check_objectives(value: Any, rule: str | None = None) -> tuple[str, ...]:
+    """`objective` as names, or a UserError in one line: against its declared `rule` (a sweeper
+    checks it before its first job, which checks it again), then the order two objectives need."""
+    from sweep import rules
+    from sweep.errors import UserError
+
+    if rule is not None and (broken := rules.violations({"objective": value, rules.RULES_KEY: {"objective": rule}})):
+        raise UserError(broken[0])
+    names = objectives(value)
+    if len(names) == 2 and (names[0] not in ("val_acc", "val_loss") or names[1] not in COST_METRICS):
+        raise UserError(
+            f"objective=[{', '.join(names)}]: the first objective selects and stops early, so it must be val_acc or "
+            f"val_loss; the second is the cost traded against it, one of {', '.join(COST_METRICS)}"
+        )
+    return names
+
+
 def returned(direction: str) -> str:
     """The objective name of another app's returned value under an Optuna direction."""
     return "value_max" if direction == "maximize" else "value"

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from sweep import rules
 from sweep.errors import UserError
+from sweep.outcomes import check_objectives
 from sweep.trust import allowed_target
 
 OUTPUT_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
@@ -238,33 +239,6 @@ def check_targets(node: Any, path: str = "") -> None:
             check_targets(value, f"{path}{i}.")
 
 
-def check_objective(cfg: DictConfig) -> tuple[str, ...]:
-    """The task's objectives, or the one line (for a sweeper, before its first job checks it again)."""
-    from omegaconf import OmegaConf
-
-    from sweep.outcomes import objectives
-
-    value = OmegaConf.select(cfg, "objective")
-    value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-    rule = OmegaConf.select(cfg, f"{rules.RULES_KEY}.objective")
-    if rule is not None and (broken := rules.violations({"objective": value, rules.RULES_KEY: {"objective": rule}})):
-        raise UserError(broken[0])
-    _check_objectives(value)
-    return objectives(value)
-
-
-def _check_objectives(value: Any) -> None:
-    """Two objectives: the first selects and stops early (a validation metric), the second is a cost."""
-    from sweep.outcomes import COST_METRICS, objectives
-
-    names = objectives(value)
-    if len(names) == 2 and (names[0] not in ("val_acc", "val_loss") or names[1] not in COST_METRICS):
-        raise UserError(
-            f"objective=[{', '.join(names)}]: the first objective selects and stops early, so it must be val_acc or "
-            f"val_loss; the second is the cost traded against it, one of {', '.join(COST_METRICS)}"
-        )
-
-
 def validate(cfg: DictConfig) -> None:
     """Raise UserError for the first value no run could use."""
     from omegaconf import OmegaConf
@@ -288,7 +262,7 @@ def validate(cfg: DictConfig) -> None:
     if broken:  # a value interpolated into several places (lr into optimizer.lr): name the one the user sets
         raise UserError(min(broken, key=lambda line: line.split("=", 1)[0].count(".")))
     # what the declared rules cannot say
-    _check_objectives(cfg.get("objective"))
+    check_objectives(cfg.get("objective"))
     _check(
         cfg,
         "device",

@@ -5,6 +5,7 @@
     grid_race.py      a grid raced over seeds (search=race): rounds through the launcher
     confirmation.py   a search's end: its leading settings raced over seeds; confirmation.json
     confirm.py        which settings lead, the seeds a budget buys them, the verdict: numbers only
+    stopping.py       when a search may stop (stop=auto): a further trial's bound against seed noise
     race.py           the race's state and race.json, and the Optuna race's rule, side by side
     sequential.py     the race's statistics: numbers in, p-values out (no files, no state)
     settings.py       the sweepers' settings: each default once, one check for both

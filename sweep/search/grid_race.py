@@ -22,7 +22,7 @@ from sweep.results import RunResult
 from sweep.search import borrowed
 from sweep.search.folders import seed_dir, setting_dir
 from sweep.search.race import Entry, Race
-from sweep.validate import check_objective
+from sweep.search.settings import task_objectives
 
 log = logging.getLogger("sweep")
 MAX_SETTINGS = 1000  # settings a race takes at most
@@ -54,7 +54,7 @@ class GridRace:
         settings, seed = self._grid(arguments)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as the basic sweeper does
-        names = check_objective(self.config)
+        names = task_objectives(self.config)
         if len(names) > 1:
             raise UserError(
                 f"objective=[{', '.join(names)}]: a race eliminates settings by one objective; to trade "

@@ -66,14 +66,16 @@ class TrialSearch:
         seed_key: str,
         confirm: int = settings.CONFIRM,
         confirm_budget: float = settings.CONFIRM_BUDGET,
+        stop: str = settings.STOP,
     ) -> None:
         settings.check(
             {"repeats": repeats, "max_failure_rate": max_failure_rate, "n_trials": n_trials, "n_jobs": n_jobs,
              "heartbeat_interval": heartbeat_interval, "direction": direction, "storage": storage, "race": race,
-             "min_seeds": min_seeds, "alpha": alpha, "confirm": confirm, "confirm_budget": confirm_budget},
+             "min_seeds": min_seeds, "alpha": alpha, "confirm": confirm, "confirm_budget": confirm_budget,
+             "stop": stop},
             EXTRA_RULES,
         )  # fmt: skip
-        self.confirm, self.confirm_budget = confirm, confirm_budget
+        self.confirm, self.confirm_budget, self.stop = confirm, confirm_budget, stop
         self.sampler_cfg, self.direction, self.storage, self.study_name = sampler, direction, storage, study_name
         self.n_trials, self.n_jobs = n_trials, n_jobs or (os.cpu_count() or 1)
         self.max_failure_rate, self.params = max_failure_rate, params
@@ -113,9 +115,7 @@ class TrialSearch:
         contradict each other); for another app's, as given, `auto` being the peer's `minimize`."""
         if not self.ours:
             return "minimize" if self.direction == "auto" else self.direction
-        from sweep.validate import check_objective
-
-        metrics = [METRICS[name] for name in check_objective(self.config)]
+        metrics = [METRICS[name] for name in settings.task_objectives(self.config)]
         if len(metrics) > 1:  # each objective's own direction: a multi-objective study
             wanted = [m.direction for m in metrics]
             if self.direction == "auto" or list(self.directions) == wanted:
@@ -170,9 +170,16 @@ class TrialSearch:
         in_process = type(self.launcher).__name__ == "BasicLauncher"  # joblib's workers share the console
         bar = progress.trials_bar(n_trials, in_process and progress.bars_wanted(self.config.get("progress")))
         count = _Count(n_trials)
-        self.confirmed = None
+        self.confirmed, self.stopped = None, None
+        if isinstance(said := study.user_attrs.get("stopped"), dict):
+            log.info("This study stopped after %s trials before: %s%s", said.get("trials"), said.get("why"),
+                     "; with stop=auto it stops again at once while that holds (hydra.sweeper.stop=off searches on)"
+                     if self.stop == "auto" else "")  # fmt: skip
         try:
             while count.finished < n_trials:
+                if (stop := self._should_stop(study, space)) is not None:
+                    self._stopped(study, stop)
+                    break
                 trials = self._ask(study, min(self.n_jobs, n_trials - count.finished), space)
                 run_dirs, stopped = self._launch(study, storage, trials, space, sweep_dir)
                 outcomes = [self._tell(study, t, run_dirs[t.number], sweep_dir, stopped.get(t.number)) for t in trials]
@@ -282,6 +289,42 @@ class TrialSearch:
                 run_dir = sweep_dir / _subdir(job)
                 seed = _seed(job, self.seed_key)
                 record_return(run_dir, ret, list(job), self.directions, seed, trial_number(run_dir))
+
+    def _should_stop(self, study: optuna.Study, space: _Space) -> Any:
+        """With stop=auto, a `stopping.Stop` once a further trial is unlikely to gain more than the
+        best setting's seed noise; None to go on. A best setting that ran one seed is asked again
+        first (as the next trial), which trains its next seed."""
+        if self.stop != "auto" or len(self.directions) > 1 or not self.seeded:
+            return None
+        from sweep.search import stopping
+
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(complete) < stopping.MIN_TRIALS:
+            return None
+        settings_run: dict[str, list[float]] = {}
+        first: dict[str, FrozenTrial] = {}
+        for t in complete:
+            key = repr(sorted(_setting(t.params, t.user_attrs, space.fixed).items()))
+            values = t.user_attrs.get("seed_values")
+            settings_run.setdefault(key, []).extend(values if isinstance(values, list) else [t.value])
+            first.setdefault(key, t)
+        maximize = self.directions[0] == "maximize"
+        probe = stopping.best_needing_a_seed(settings_run, maximize)
+        if probe is not None:
+            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                study.enqueue_trial(first[probe].params, user_attrs={"stop_probe": True})
+            return None
+        return stopping.should_stop(complete, settings_run, maximize)
+
+    def _stopped(self, study: optuna.Study, stop: Any) -> None:
+        """Say why the search stopped, in the objective's units, and keep it with the study."""
+        name = METRICS[self.objective].name
+        scale, unit = (100, " points") if name.endswith("_acc") else (1, "")
+        why = (f"a further trial is unlikely to gain more than {scale * stop.bound:.3g}{unit} of {name} "
+               f"(seed noise of the best: {scale * stop.noise:.3g}{unit})")  # fmt: skip
+        study.set_user_attr("stopped", {"trials": stop.trials, "bound": stop.bound, "noise": stop.noise, "why": why})
+        self.stopped = why
+        log.info("Stopped after %d trials: %s", stop.trials, why)
 
     def _confirm(self, study: optuna.Study, space: _Space, sweep_dir: Path) -> None:
         """The search's end: its leading settings race over seeds (`sweep.search.confirmation`)."""
@@ -466,6 +509,8 @@ class TrialSearch:
             "best_trial": None,
             "n_trials": dict(Counter(t.state.name for t in study.trials)),
         }
+        if self.stopped is not None:
+            results["stopped"] = study.user_attrs.get("stopped")
         if complete and len(self.directions) > 1:  # the Pareto front, as hydra-optuna-sweeper writes it
             results["solutions"] = [
                 {"params": dict(t.params), "values": list(t.values), "number": t.number,

@@ -31,6 +31,7 @@ from sweep.search.settings import (
     MAX_SEEDS,
     MIN_SEEDS,
     REPEATS,
+    STOP,
     TEST,
 )
 
@@ -59,6 +60,9 @@ class TrialSweeperConf(OptunaSweeperConf):
     confirm: int = CONFIRM
     # The runs that confirmation may add: a count, or a fraction of the search's runs.
     confirm_budget: float = CONFIRM_BUDGET
+    # auto: stop before n_trials once a further trial is unlikely to gain more than the best
+    # setting's seed noise (sweep.search.stopping); off: always run n_trials.
+    stop: str = STOP
 
 
 @dataclass

@@ -22,6 +22,7 @@ REPEATS = 1  # seeds a trial trains (seed, seed+1, ...); its value is their mean
 HEARTBEAT_INTERVAL = 30  # seconds; a trial silent for twice as long is failed when a sweeper next starts
 CONFIRM = 4  # leading settings a search's end races over seeds to confirm its winner (0: off)
 CONFIRM_BUDGET = 0.5  # runs the confirmation may add: a count (>= 1), or that fraction of the search's runs
+STOP = "auto"  # auto: stop once a further trial is unlikely to gain more than the best's seed noise; off
 
 
 def _integer(v: Any) -> bool:
@@ -62,6 +63,7 @@ RULES: dict[str, Rule] = {
         lambda v: _integer(v) and (v == 0 or 2 <= v <= 100),
         "0 (no confirmation) or the number of leading settings to race, in [2, 100]",
     ),
+    "stop": _rule(lambda v: v in ("auto", "off"), "auto or off"),
     "confirm_budget": _rule(
         lambda v: _number(v) and (0 < v < 1 or (v >= 1 and float(v).is_integer() and v <= 10**6)),
         "a fraction of the search's runs in (0, 1), or a number of runs >= 1",
@@ -76,3 +78,14 @@ def check(settings: dict[str, Any], extra: dict[str, Rule] | None = None) -> Non
     for key, value in settings.items():
         if key in rules and (allowed := rules[key](value, settings)) is not None:
             raise UserError(f"hydra.sweeper.{key}={value}: must be {allowed}")
+
+
+def task_objectives(config: Any) -> tuple[str, ...]:
+    """The objectives of this project's task config, checked against the rule it declares, or the one line."""
+    from omegaconf import OmegaConf
+
+    from sweep.outcomes import check_objectives
+
+    value = OmegaConf.select(config, "objective")
+    value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return check_objectives(value, OmegaConf.select(config, "_rules_.objective"))
