@@ -223,8 +223,9 @@ def race_table(race: Race) -> pd.DataFrame:
     for e in race.entries:
         low, high = ci95(pd.Series(e.values, dtype=float))
         ended = "survived" if e.alive else f"eliminated after round {e.eliminated_after}: {e.reason}"
+        cost = {race.cost: float(pd.Series(e.costs, dtype=float).mean())} if race.cost else {}
         rows.append({"setting": race.label(e), "seeds_run": race.seeds_run(e), "mean": e.mean(), "ci95_low": low,
-                     "ci95_high": high, "outcome": ended})  # fmt: skip
+                     "ci95_high": high, **cost, "outcome": ended})  # fmt: skip
     table = pd.DataFrame(rows)
     return table.sort_values("mean", ascending=not race.higher_is_better, na_position="last", kind="stable")
 

@@ -306,6 +306,13 @@ def _tradeoff_text(c: Comparison) -> list[str]:
 def _race_verdict(c: Comparison) -> str:
     """A race's one verdict a pair, its own: no fixed-sample test on seeds gathered sequentially."""
     race = c.race
+    if race.cost is not None:
+        return (
+            f"The race's own rule decides (paired by seed, at the level every look uses, set for the whole race): an "
+            f"eliminated setting was dominated beyond noise on {c.objective.name} and {race.cost} when it went (the "
+            "race table says by which setting); the survivors were not, at the seeds they ran. A fixed-sample test on "
+            "these same seeds would claim more than they show, as the race chose which seeds each setting got."
+        )
     return (
         f"Over the settings still in the race at its end, and those it eliminated, the race's own rule decides "
         f"(paired by seed, at the level {race.level:.2g} every look uses, set for the whole race): an eliminated "
@@ -326,13 +333,22 @@ def _race_text(c: Comparison) -> list[str]:
             "auto": f"Friedman's rank test (Conover's post-hoc) while {FRIEDMAN_FROM} or more settings were left and a "
                     "paired t-test after"}[race.test]  # fmt: skip
     own = " (the t-test at its own level, set the same way)" if race.test == "auto" else ""
+    pair_test = "wilcoxon" if race.test == "wilcoxon" else "t"
+    rule = (
+        f"each was compared with the leader (the best mean over the seeds all survivors ran) by {test}, one-sided and "
+        f"paired by seed, p-values Holm-adjusted within the round; a setting whose adjusted p was below "
+        f"{race.level:.2g}{own} trained no more seeds"
+        if race.cost is None
+        else f"a setting that another dominated on the means of {c.objective.name} and {race.cost} went when that "
+        f"held beyond noise: on each criterion where the other was better, significantly (paired by seed, one-sided, "
+        f"{'Wilcoxon' if pair_test == 'wilcoxon' else 't-test'}; the larger p, Holm-adjusted within the round, below "
+        f"{race.level_for(pair_test):.2g})"
+    )  # fmt: skip
     text = [
         "## The race",
         "",
         f"{len(race.entries)} settings raced over seeds {race.seed}..{race.seed + race.max_seeds - 1}, one a round: "
-        f"from {race.min_seeds} seeds on, each was compared with the leader (the best mean over the seeds all "
-        f"survivors ran) by {test}, one-sided and paired by seed, p-values Holm-adjusted within the round; a setting "
-        f"whose adjusted p was below {race.level:.2g}{own} trained no more seeds. That level is the same at every "
+        f"from {race.min_seeds} seeds on, {rule}. That level is the same at every "
         f"look, set so that a race among identical settings eliminates any in at most {race.alpha:.0%} of races (by "
         f"simulation). A failed or diverged run eliminates its setting. The race took {race.runs} of the {full} runs "
         f"the full grid over {race.max_seeds} seeds would ({race.runs / full:.0%}), over {race.rounds} rounds.",
@@ -342,7 +358,11 @@ def _race_text(c: Comparison) -> list[str]:
     ]
     alive = race.survivors
     leader = race.leader()
-    if len(alive) == 1 and leader is not None:
+    if race.cost is not None and len(alive) > 1:
+        names = ", ".join(code(race.label(e)) for e in alive)
+        text += [f"**{len(alive)} settings are left, none dominated beyond noise:** {names}; the accuracy against "
+                 f"{race.cost} below says what each costs.", ""]  # fmt: skip
+    elif len(alive) == 1 and leader is not None:
         text += [f"**Winner: {code(race.label(leader))}**, {c.objective.name} {leader.mean():.4g} over "
                  f"{len(leader.values)} seeds: every other setting was eliminated.", ""]  # fmt: skip
     elif alive:

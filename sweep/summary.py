@@ -311,6 +311,8 @@ def _disagreement(race: Race, sweep_dir: Path, metric: Any) -> str | None:
             found = RunResult.read(run, [*entry.overrides, f"seed={race.seed + i}"])
             if found.status is not Status.COMPLETED or not math.isclose(found.metric(metric.column), value):
                 return f"setting {entry.dir} at seed {race.seed + i}: {value} against its run's {found.status}"
+            if race.cost and not math.isclose(found.metric(race.cost), entry.costs[i]):
+                return f"setting {entry.dir} at seed {race.seed + i}: {race.cost} {entry.costs[i]} against its run's"
     return None
 
 

@@ -288,3 +288,55 @@ def test_an_optuna_race_needs_repeats(tmp_path):
     assert as_many.stderr.startswith(
         "error: hydra.sweeper.min_seeds=3: must be an integer in [2, hydra.sweeper.repeats=3] and below it"
     )
+
+
+# ----------------------------------------------------------------------------- two objectives
+
+
+def test_a_two_objective_race_eliminates_only_what_is_dominated_beyond_noise(tmp_path):
+    """objective=[val_acc,parameters]: a setting goes when another is as good or better on both means
+    and significantly better on each where it is; a cheaper, less accurate setting stays (it is on the
+    front), and one beaten on the means only, within the seeds' noise, stays too."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 0.01, 10)  # a seed's effect on every setting alike
+    settings = {"big": (0.95, 5000), "small": (0.90, 600), "worse": (0.85, 6000), "close": (0.948, 5100)}
+    race = Race([Entry([f"m={k}"], k) for k in settings], min_seeds=3, max_seeds=6, cost="parameters")
+    swing = np.array([0.02, -0.02, 0.015, -0.018, 0.02, -0.017])  # the close one's seeds swing past the gap
+    while not race.over:
+        r = race.rounds
+        race.record([(settings[e.dir][0] + shared[r] + (swing[r] if e.dir == "close" else rng.normal(0, 0.001)),
+                      float(settings[e.dir][1])) for e in race.survivors])  # fmt: skip
+    ended = {e.dir: e for e in race.entries}
+    assert not ended["worse"].alive and ended["worse"].reason.startswith("dominated by m=big")
+    assert ended["big"].alive and ended["small"].alive and ended["close"].alive and race.rounds == 6
+    race.write(tmp_path)
+    again = Race.read(tmp_path)
+    assert again.cost == "parameters" and again.entries[0].costs == [5000.0] * 6
+
+
+def test_a_race_record_from_before_two_objectives_still_reads(tmp_path):
+    race = _run(_race(2, "t", min_seeds=2, max_seeds=3), np.array([[0.9, 0.91, 0.9], [0.5, 0.5, 0.5]]))
+    race.write(tmp_path)
+    raw = json.loads((tmp_path / RACE_FILE).read_text())
+    for e in raw["entries"]:
+        del e["costs"]
+    del raw["cost"]
+    (tmp_path / RACE_FILE).write_text(json.dumps(raw))
+    assert Race.read(tmp_path).cost is None and all(e.costs == [] for e in Race.read(tmp_path).entries)
+
+
+@pytest.mark.slow
+def test_a_two_objective_race_through_the_command_ends_in_a_front(tmp_path):
+    sweep = tmp_path / "s"
+    ran = app("-m", "search=race", "data=digits", "epochs=1", "model=mlp", "model.hidden=[64],[8]", "lr=0.01,0.0001",
+              "objective=[val_acc,parameters]", "hydra.sweeper.max_seeds=3", f"hydra.sweep.dir={sweep}",
+              cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    race = Race.read(sweep)
+    assert race.cost == "parameters" and all(len(e.costs) == len(e.values) for e in race.entries)
+    report = (sweep / "report.md").read_text()
+    assert "## Accuracy against parameters" in report and "dominated on the means of val_acc and parameters" in report
+    gone = [e for e in race.entries if not e.alive]
+    assert gone and all(
+        e.reason.startswith("dominated by ") for e in gone
+    )  # lr=1e-4 at 1 epoch: far behind, no cheaper

@@ -86,13 +86,6 @@ def test_objectives_that_cannot_select_are_one_line(tmp_path, objective, said):
     assert ran.stderr.startswith(f"error: {said}")
 
 
-def test_a_race_refuses_two_objectives_in_one_line(tmp_path):
-    ran = app("-m", "search=race", *SMOKE, "lr=0.01,0.1", "objective=[val_acc,latency_ms]",
-              f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)  # fmt: skip
-    assert ran.returncode == 2 and ran.stderr.count("\n") == 1, ran.stderr
-    assert ran.stderr.startswith("error: objective=[val_acc, latency_ms]: a race eliminates settings by one objective")
-
-
 @pytest.mark.slow
 def test_a_two_objective_grid_ends_in_a_front_of_its_settings(tmp_path):
     """objective=[val_acc,parameters]: the report's section, its picture and the printed table trade

@@ -55,18 +55,14 @@ class GridRace:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # as the basic sweeper does
         names = task_objectives(self.config)
-        if len(names) > 1:
-            raise UserError(
-                f"objective=[{', '.join(names)}]: a race eliminates settings by one objective; to trade "
-                f"{names[0]} against {names[1]}, run a grid with seeds (-m ... seed=0,1,2) or search=optuna"
-            )
-        metric = METRICS[names[0]]
+        metric, cost = METRICS[names[0]], (names[1] if len(names) > 1 else None)
         if len(settings) * self.max_seeds**2 > 10_000:  # seconds of simulation before the first round
             log.info("Setting the level each look uses: races of %d identical settings over %d seeds, simulated "
                      "once on this machine (then read from the user cache dir) ...",
                      len(settings), self.max_seeds)  # fmt: skip
         entries = [Entry(s, setting_dir(i)) for i, s in enumerate(settings)]
-        race = Race(entries, self.min_seeds, self.max_seeds, self.alpha, self.test, metric.higher_is_better, seed)
+        race = Race(entries, self.min_seeds, self.max_seeds, self.alpha, self.test, metric.higher_is_better, seed,
+                    cost=cost)  # fmt: skip
         log.info(
             "Race of %d settings over seeds %d..%d: each compared with the leader from %d seeds on (test %s, "
             "Holm within a round, level %.2g a look: %.0f%% false eliminations among identical settings)",
@@ -78,7 +74,7 @@ class GridRace:
             if self.max_runs is not None and race.runs + len(alive) > self.max_runs:
                 ended = f"hydra.sweeper.max_runs={self.max_runs} would be passed by the next round"
                 break
-            outcomes, ran = self._round(race, alive, sweep_dir, metric.column)
+            outcomes, ran = self._round(race, alive, sweep_dir, metric.column, cost)
             launched += ran
             before = len(alive)
             eliminated = race.record(outcomes)
@@ -139,10 +135,11 @@ class GridRace:
             raise UserError(f"seed={seed}: the race's last round would train seed {seed + self.max_seeds - 1}, past "
                             f"{SEED_MAX}; start at seed={SEED_MAX - self.max_seeds + 1} or lower")  # fmt: skip
 
-    def _round(self, race: Race, alive: list[Entry], sweep_dir: Path, column: str) -> tuple[list[float | str], int]:
+    def _round(self, race: Race, alive: list[Entry], sweep_dir: Path, column: str, cost: str | None = None
+               ) -> tuple[list[Any], int]:  # fmt: skip
         """Train this round's seed for every survivor (runs a killed race completed are read, not run
-        again; the others run again, as in a resumed grid); return each one's objective, or why it
-        has none, and how many runs were launched."""
+        again; the others run again, as in a resumed grid); return each one's objective (with two
+        objectives, it and the `cost`), or why it has none, and how many runs were launched."""
         seed = race.seed + race.rounds
         jobs = [[*e.overrides, f"seed={seed}"] for e in alive]
         dirs = [sweep_dir / seed_dir(e.dir, seed) for e in alive]
@@ -153,11 +150,13 @@ class GridRace:
         ]
         if todo:
             self.launcher.launch(todo, initial_job_idx=race.rounds * len(race.entries))
-        outcomes: list[float | str] = []
+        outcomes: list[Any] = []
         for job, d in zip(jobs, dirs):
             result = RunResult.read(d, job)
-            if result.status is Status.COMPLETED:
-                outcomes.append(result.metric(column))
+            if result.status is Status.COMPLETED and cost is not None and not math.isfinite(result.metric(cost)):
+                outcomes.append(f"its seed {seed} run has no {cost}")
+            elif result.status is Status.COMPLETED:
+                outcomes.append(result.metric(column) if cost is None else (result.metric(column), result.metric(cost)))
             else:
                 why = f": {result.why}" if result.why else ""
                 outcomes.append(f"its seed {seed} run {result.status}{why}"[:300])
@@ -169,7 +168,7 @@ def _round_line(race: Race, before: int, eliminated: list, started: float, launc
     """`round 4/10: 6 → 3 settings (eliminated optimizer=sgd lr=0.001: −0.031, p=0.004) · 24 runs · ETA 3 min`."""
     said = []
     for e in eliminated[:3]:
-        lead = e.reason if e.p is None else f"−{_lead(race, e):.3g}, p={e.p:.2g}"
+        lead = e.reason if e.p is None or race.cost else f"−{_lead(race, e):.3g}, p={e.p:.2g}"
         said.append(f"{race.label(e)}: {lead}")
     more = f"; {len(eliminated) - 3} more" if len(eliminated) > 3 else ""
     what = f" (eliminated {'; '.join(said)}{more})" if eliminated else ""
@@ -199,6 +198,9 @@ def _end_line(race: Race, ended: str, objective: str) -> str:
     if leader is None:
         return f"race over after {rounds} ({why}): every setting failed; {cost}"
     best = f"{race.label(leader)} ({objective} {leader.mean():.4f} over {len(leader.values)} seeds)"
+    if race.cost and len(alive) > 1:
+        return (f"race over after {rounds} ({why}): {len(alive)} settings left, none dominated beyond noise on "
+                f"{objective} and {race.cost}; the most accurate {best}; {cost}")  # fmt: skip
     if len(alive) == 1:
         return f"race over after {rounds} ({why}): winner {best}; {cost}"
     return (f"race over after {rounds} ({why}): {len(alive)} settings not distinguishable at "

@@ -34,6 +34,7 @@ from sweep.files import (
     required,
     text,
 )
+from sweep.outcomes import COST_METRICS
 from sweep.results import overrides_dict, varying_keys
 from sweep.search.sequential import SIMULATIONS, holm, nominal_level, one_sided_p, p_values, pick_test
 from sweep.search.settings import ALPHA, MAX_SEEDS, MIN_SEEDS, SEED_BOUND, TESTS
@@ -70,6 +71,7 @@ class Entry:
     p: float | None = checked(
         lambda v: None if v is None else number(0, 1)(v)
     )  # the Holm-adjusted p that eliminated it
+    costs: list[float] = checked(list_of(required(number()), SEED_BOUND), [])  # two objectives: the cost at each
 
     @property
     def alive(self) -> bool:
@@ -92,6 +94,7 @@ class Race:
     seed: int = checked(required(number(0, 2**63, integer=True)), 0)  # round k trains seed `seed + k`
     rounds: int = checked(required(number(0, SEED_BOUND, integer=True)), 0)
     level: float = checked(required(number(0, 1)), math.nan)
+    cost: str | None = checked(one_of(*COST_METRICS))  # objective=[X,COST]: the cost traded against X (lower wins)
 
     def __post_init__(self) -> None:
         if math.isnan(self.level):
@@ -143,9 +146,12 @@ class Race:
             if isinstance(outcome, str):
                 entry.eliminated_after, entry.reason = self.rounds, outcome
                 out.append(entry)
+            elif isinstance(outcome, tuple):  # two objectives: (objective, cost)
+                entry.values.append(float(outcome[0]))
+                entry.costs.append(float(outcome[1]))
             else:
                 entry.values.append(float(outcome))
-        return out + self._test()
+        return out + (self._dominated() if self.cost is not None else self._test())
 
     def _test(self) -> list[Entry]:
         alive = self.survivors
@@ -166,6 +172,34 @@ class Race:
             if p < level:
                 entry.eliminated_after, entry.p = self.rounds, p
                 entry.reason = f"behind {self.label(leader)} by {x[lead].mean() - x[i].mean():.3g}, p={p:.2g}"
+                out.append(entry)
+        return out
+
+    def _dominated(self) -> list[Entry]:
+        """Two objectives: a survivor goes when another dominates it beyond noise, as
+        `sweep.tradeoff` says it: as good or better on both means, and on each criterion where it is
+        better, significantly (paired by seed, one-sided; the larger p, Holm within the round)."""
+        alive = self.survivors
+        if self.rounds < self.min_seeds or len(alive) < 2:
+            return []
+        sign = 1.0 if self.higher_is_better else -1.0
+        x, c = sign * np.array([e.values for e in alive]), -np.array([e.costs for e in alive])  # higher is better
+        means = np.stack([x.mean(axis=1), c.mean(axis=1)], axis=1)
+        test = "wilcoxon" if self.test == "wilcoxon" else "t"
+        tested: dict[int, tuple[int, float]] = {}
+        for i in range(len(alive)):
+            over = [j for j in range(len(alive)) if (means[j] >= means[i]).all() and (means[j] > means[i]).any()]
+            if over:
+                j = max(over, key=lambda j: means[j][0])  # the most accurate that dominates it
+                ps = [float(one_sided_p(d[j] - d[i], test)) for k, d in enumerate((x, c)) if means[j][k] > means[i][k]]
+                tested[i] = (j, max(ps))
+        out, level = [], self.level_for(test)
+        for (i, (j, _)), p in zip(tested.items(), holm([p for _, p in tested.values()])):
+            if p < level:
+                entry = alive[i]
+                entry.eliminated_after, entry.p = self.rounds, p
+                entry.reason = (f"dominated by {self.label(alive[j])} ({x[j].mean() - x[i].mean():+.3g} objective, "
+                                f"{c[i].mean() - c[j].mean():+.3g} {self.cost}), p={p:.2g}")  # fmt: skip
                 out.append(entry)
         return out
 
@@ -200,6 +234,7 @@ class Race:
             and race.rounds <= race.max_seeds
             and race.level > 0
             and all(len(e.values) <= race.rounds for e in race.entries)
+            and all(len(e.costs) == (len(e.values) if race.cost else 0) for e in race.entries)
             and all(e.eliminated_after is None or e.eliminated_after <= race.rounds for e in race.entries)
         )
         if not ok:
@@ -208,7 +243,7 @@ class Race:
 
 
 def _entry(fields: dict) -> Entry:
-    return Entry(**fields | {"overrides": list(fields["overrides"]), "values": list(fields["values"])})
+    return Entry(**fields | {k: list(fields.get(k, ())) for k in ("overrides", "values", "costs")})
 
 
 def behind_best(best: tuple[int, list[float]] | None, mine: list[float], higher_is_better: bool, min_seeds: int,
