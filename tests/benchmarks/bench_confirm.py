@@ -13,7 +13,10 @@ nine seeds, in an order drawn for the repeat.
 
 Printed, for each table and budget (runs, as a fraction of grid x seeds): mean regret (the best
 mean minus the pick's), the fraction of picks within half a seed sd of the best, and the runs
-used; default TPE's `best_trial` and the confirmed search side by side, measured in the same run.
+used; default TPE's `best_trial` (a diverged run's trial FAIL, as the peer tells it) and the
+confirmed search (PRUNED, as the command tells it; `--diverged fail` to compare) side by side,
+measured in the same run. Then the stop rule (`stop=auto`, sweep.search.stopping) within a
+60-trial budget: where it stopped, the runs used, its confirmed pick's regret.
 
     python tests/benchmarks/bench_confirm.py [--out outputs/bench_confirm] [--repeats 100]
 """
@@ -26,7 +29,6 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from sweep.search.confirm import Candidate, confirmation_race, leaders, verdict  # noqa: E402
 from sweep.search.settings import ALPHA, CONFIRM, CONFIRM_BUDGET, MIN_SEEDS  # noqa: E402
+from sweep.search.stopping import MIN_TRIALS, best_needing_a_seed, regret_bound, seed_noise  # noqa: E402
 
 SEEDS = 10
 GRID12 = {"optimizer": "adam,sgd,rmsprop", "lr": "1e-4,1e-3,1e-2,1e-1"}
@@ -67,11 +70,12 @@ class Table:
         return self.best - mean if math.isfinite(mean) else self.best - np.nanmin(self.means)
 
 
-def search(table: Table, n: int, seed: int, order: list[int], fresh: bool, frozen: list | None = None
-           ) -> list[tuple[str, float]]:  # fmt: skip
+def search(table: Table, n: int, seed: int, order: list[int], fresh: bool, frozen: list | None = None,
+           pruned: bool = False) -> list[tuple[str, float]]:  # fmt: skip
     """Default TPE's trials, in order: (setting, its value). A setting's first trial runs at the
     search seed `order[0]`; with `fresh`, each later trial of it at the next seed of `order` (as
-    the command runs a setting asked again), else at the search seed again."""
+    the command runs a setting asked again), else at the search seed again. A diverged run's trial
+    is FAIL (the peer's way), or with `pruned` PRUNED (the command's way)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -83,7 +87,9 @@ def search(table: Table, n: int, seed: int, order: list[int], fresh: bool, froze
         before = sum(s == setting for s, _ in asked) if fresh else 0
         value = float(table.values.loc[setting, order[before % len(order)]])
         asked.append((setting, value))
-        return value  # NaN: a FAIL trial, as a diverged run is
+        if pruned and not math.isfinite(value):
+            raise optuna.TrialPruned()
+        return value  # NaN: a FAIL trial
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -122,48 +128,9 @@ def confirmed_pick(
     return verdict(race).pick.dir, trained
 
 
-# ----------------------------------------------------------------------------- a stop rule, measured
-# Makarova et al. 2022's rule as Optuna's Terminator has it: stop when the regret bound of a GP fitted
-# to the trials (Optuna's RegretBoundEvaluator) is below the best setting's seed noise. Measured here
-# before it is offered: on these tables the bound stays well above the noise (see README.md).
-
-MIN_TRIALS = 10  # completed trials before the rule is asked (TPE's own random start is 10)
-
-
-def regret_bound(trials: list[Any], maximize: bool, seed: int = 0) -> float:
-    """The upper bound on what the best trial could still be improved by (Optuna's GP-based bound),
-    over these completed trials; NaN with fewer than `MIN_TRIALS`."""
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.study import StudyDirection
-    from optuna.terminator import RegretBoundEvaluator
-
-    if len(trials) < MIN_TRIALS:
-        return math.nan
-    direction = StudyDirection.MAXIMIZE if maximize else StudyDirection.MINIMIZE
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return float(RegretBoundEvaluator(min_n_trials=MIN_TRIALS, seed=seed).evaluate(trials, direction))
-
-
-def seed_noise(values: list[list[float]], maximize: bool) -> float:
-    """The standard deviation over seeds of the best setting (by mean) among those that ran two seeds
-    or more (`values`: each setting's values, one a seed); NaN when none did."""
-    ran = [v for v in values if len(v) >= 2]
-    if not ran:
-        return math.nan
-    sign = 1.0 if maximize else -1.0
-    best = max(ran, key=lambda v: sign * float(np.mean(v)))
-    return float(np.std(best, ddof=1))
-
-
-def best_needing_a_seed(values: dict[Any, list[float]], maximize: bool) -> Any | None:
-    """The best setting by mean when it ran one seed only (its noise is then unknown: one more seed
-    tells it), else None."""
-    if not values:
-        return None
-    sign = 1.0 if maximize else -1.0
-    best = max(values, key=lambda k: sign * float(np.mean(values[k])))
-    return best if len(values[best]) < 2 else None
+# ----------------------------------------------------------------------------- the stop rule (stop=auto)
+# sweep.search.stopping's rule, replayed: Makarova et al. 2022's regret bound (Optuna's
+# RegretBoundEvaluator) against the best setting's seed noise, probing a best that ran one seed.
 
 
 def stopped_search(
@@ -186,7 +153,7 @@ def stopped_search(
             extra.setdefault(probe, []).append(float(table.values.loc[probe, order[len(seen[probe]) % len(order)]]))
             seen[probe].append(extra[probe][-1])
         complete = [t for t in frozen[:n] if t.state.name == "COMPLETE"]
-        if regret_bound(complete, True, seed=0) < seed_noise(list(seen.values()), True):
+        if regret_bound(complete, True) < seed_noise(seen, True):
             break
     runs = n + sum(len(v) for v in extra.values())
     with_probes = trials[:n] + [(s, v) for s, vs in extra.items() for v in vs]
@@ -235,6 +202,12 @@ def main() -> None:
     parser.add_argument("--leaders", type=int, default=CONFIRM)
     parser.add_argument("--tables", default=",".join(GRIDS))
     parser.add_argument("--real", type=int, default=24, help="trials of each real search (0: none)")
+    parser.add_argument(
+        "--diverged",
+        choices=("pruned", "fail"),
+        default="pruned",
+        help="how the confirmed search tells a diverged run's trial (the command: pruned)",
+    )
     parser.add_argument("--stop-budget", type=int, default=60, help="the trials the stop rule may run (0: skip it)")
     args = parser.parse_args()
 
@@ -256,7 +229,8 @@ def main() -> None:
             order = [s0] + list(rng.permutation([s for s in range(SEEDS) if s != s0]))
             plain = search(table, max(budgets), r, order, fresh=False)
             frozen: list = []
-            trials = search(table, max(max(budgets), args.stop_budget), r, order, fresh=True, frozen=frozen)
+            trials = search(table, max(max(budgets), args.stop_budget), r, order, fresh=True, frozen=frozen,
+                            pruned=args.diverged == "pruned")  # fmt: skip
             if args.stop_budget:
                 at, pick, used = stopped_search(table, trials[: args.stop_budget], frozen, order)
                 stops["at"].append(at)
