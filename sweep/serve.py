@@ -245,6 +245,7 @@ def create_app(run_dir: Path, limits: Limits = Limits()) -> Any:  # noqa: B008 -
     import torch
     from fastapi import FastAPI, File, Query, Request, UploadFile
 
+    from sweep import inference_protocol
     from sweep.batching import Batcher, Overloaded
     from sweep.checkpoint import load_checkpoint
     from sweep.server_metrics import ServerMetrics
@@ -273,6 +274,13 @@ def create_app(run_dir: Path, limits: Limits = Limits()) -> Any:  # noqa: B008 -
 
     _status_routes(app, run_dir, ckpt, warmed, metrics)
 
+    async def batch(x: Any) -> Any:
+        """A decoded batch's probabilities, batched with the others waiting; a 503 when the queue is full."""
+        try:
+            return await batcher.probabilities(x)
+        except Overloaded as e:  # a bounded queue: the client tries again, the server's memory stays bounded
+            return _refuse(503, f"overloaded: {e}; try again shortly", {"Retry-After": "1"})
+
     @app.post("/predict")
     async def predict(
         request: Request, image: Annotated[list[UploadFile], File()], top_k: Annotated[int, Query(ge=1)] = 1
@@ -281,12 +289,10 @@ def create_app(run_dir: Path, limits: Limits = Limits()) -> Any:  # noqa: B008 -
         x = await decode_request(image, ckpt.in_shape, limits.max_bytes, limits.max_pixels, budget)
         if not isinstance(x, torch.Tensor):
             return x  # the refusal
-        try:
-            probs = await batcher.probabilities(x)
-        except Overloaded as e:  # a bounded queue: the client tries again, the server's memory stays bounded
-            return _refuse(503, f"overloaded: {e}; try again shortly", {"Retry-After": "1"})
-        return encode_response(ckpt, image, probs, top_k)
+        probs = await batch(x)
+        return encode_response(ckpt, image, probs, top_k) if isinstance(probs, torch.Tensor) else probs
 
+    inference_protocol.routes(app, ckpt, warmed.is_set, batch, _refuse, MAX_IMAGES)  # KServe's and Triton's v2
     return app
 
 

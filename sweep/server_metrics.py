@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-ROUTES = ("/predict", "/health", "/ready", "/info", "/metrics")  # any other path is counted as `other`
+from sweep.inference_protocol import MODEL_NAME
+
+# the routes counted by name; any other path is counted as `other`
+ROUTES = ("/predict", "/health", "/ready", "/info", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready",
+          f"/v2/models/{MODEL_NAME}", f"/v2/models/{MODEL_NAME}/ready", f"/v2/models/{MODEL_NAME}/infer")  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 

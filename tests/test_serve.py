@@ -267,3 +267,53 @@ def test_the_listening_socket_hands_asyncio_connections_it_sets_tcp_nodelay_on()
 
     asyncio.run(main())
     assert got["nodelay"] != 0
+
+
+def test_kserve_and_triton_clients_get_the_open_inference_protocol(served_run, monkeypatch):
+    """The v2 REST paths: metadata, liveness, readiness, and infer answering exactly what the model
+    gives for the same raw pixels, through the same batcher; bad tensors are one JSON line each."""
+    import torch
+    from fastapi.testclient import TestClient
+
+    import sweep.inference_protocol as oip
+    from sweep.checkpoint import load_checkpoint
+    from sweep.serve import create_app
+
+    run, _ = served_run
+    ckpt = load_checkpoint(run)
+    x = torch.randint(0, 256, (2, *ckpt.in_shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    tensor = {"name": "input", "shape": list(x.shape), "datatype": "UINT8", "data": x.flatten().tolist()}
+    with TestClient(create_app(run)) as client:
+        assert client.get("/v2/health/live").json() == {"live": True}
+        assert client.get("/v2/health/ready").json() == {"ready": True}
+        assert client.get("/v2/models/sweep/ready").json() == {"name": "sweep", "ready": True}
+        meta = client.get("/v2/models/sweep").json()
+        assert meta["inputs"] == [{"name": "input", "datatype": "UINT8", "shape": [-1, *ckpt.in_shape]}]
+        assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, ckpt.classes]}]
+        answer = client.post("/v2/models/sweep/infer", json={"id": "r1", "inputs": [tensor]})
+        assert answer.status_code == 200, answer.text
+        [out] = answer.json()["outputs"]
+        assert answer.json()["id"] == "r1" and out["shape"] == [2, ckpt.classes] and out["datatype"] == "FP32"
+        with torch.inference_mode():
+            expected = ckpt.model().probabilities(x)
+        assert torch.allclose(torch.tensor(out["data"]).reshape(2, -1), expected.float(), atol=1e-6)
+        counted = 'sweep_serve_requests_total{route="/v2/models/sweep/infer",status_code="200"} 1.0'
+        assert counted in client.get("/metrics").text  # counted as /predict's are
+
+        bad = {
+            "another model": ("/v2/models/resnet/infer", {"inputs": [tensor]}, 404, "no model 'resnet'"),
+            "two tensors": (None, {"inputs": [tensor, tensor]}, 400, "inputs: must be a list of one tensor"),
+            "a wrong shape": (None, {"inputs": [tensor | {"shape": [2, 1, 8, 8]}]}, 400, "inputs[0].shape=[2, 1, 8"),
+            "too many images": (None, {"inputs": [tensor | {"shape": [65, *ckpt.in_shape]}]}, 400, "inputs[0].shape"),
+            "floats": (None, {"inputs": [tensor | {"datatype": "FP32"}]}, 400, "inputs[0].datatype=FP32: must be"),
+            "short data": (None, {"inputs": [tensor | {"data": [1, 2]}]}, 400, "inputs[0].data: must be a flat list"),
+            "past 255": (None, {"inputs": [tensor | {"data": [256] * x.numel()}]}, 400, "inputs[0].data: must hold"),
+            "text": (None, {"inputs": [tensor | {"data": ["1"] * x.numel()}]}, 400, "inputs[0].data: must hold"),
+        }  # fmt: skip
+        for case, (path, body, status, start) in bad.items():
+            r = client.post(path or "/v2/models/sweep/infer", json=body)
+            assert r.status_code == status and r.json()["error"].startswith(start), (case, r.text)
+        assert client.post("/v2/models/sweep/infer", content=b"{not json").json()["error"] == "the body is not JSON"
+        monkeypatch.setattr(oip, "MAX_JSON_BYTES", 1000)
+        r = client.post("/v2/models/sweep/infer", json={"inputs": [tensor]})
+        assert r.status_code == 413 and r.json()["error"].startswith("a JSON request past 1000 bytes")
