@@ -59,6 +59,38 @@ def replay(values: dict, epochs: dict, names: list[str], order: list[int], test:
     return race, spent
 
 
+def curves(grid_dir: Path, table: pd.DataFrame) -> dict:
+    """Each run's validation accuracy at each epoch, by setting and seed."""
+    out: dict = {}
+    for row in table.itertuples():
+        rows = pd.read_csv(grid_dir / str(row.run) / "metrics.csv")
+        out.setdefault(row.setting, {})[row.seed] = list(rows.val_acc)
+    return out
+
+
+def epoch_replay(values: dict, curve: dict, names: list[str], order: list[int]) -> tuple[Race, int]:
+    """The race with a clear loser's run stopped mid-way (the pruner's idea, paired by seed; not
+    built, measured): from the second round the leader's run goes first, and another setting's run
+    stops at epoch e once its value there plus the largest gain any finished run has shown from
+    epoch e on is still below the leader's at this seed; the stop eliminates it. The race, and the
+    epochs its runs took."""
+    race = Race([Entry([n], n) for n in names], max_seeds=SEEDS, test="auto")
+    spent, gain = 0, {}  # gain[e]: the largest final-minus-epoch-e seen
+    while not race.over:
+        seed, leader = order[race.rounds], (race.leader() if race.rounds else None)
+        outcome: dict = {}
+        for e in sorted(race.survivors, key=lambda e: e is not leader):  # the leader's run first
+            c, final = curve[e.dir][seed], values[e.dir][seed]
+            target = values[leader.dir][seed] if leader is not None and e is not leader else math.nan
+            stop = next((k for k in range(1, len(c)) if c[k - 1] + gain.get(k, 1.0) < target), None)
+            spent += stop or len(c)
+            if stop is None and math.isfinite(final):
+                gain |= {k: max(gain.get(k, 0.0), final - c[k - 1]) for k in range(1, len(c) + 1)}
+            outcome[e.dir] = f"stopped at epoch {stop}" if stop else "diverged" if math.isnan(final) else final
+        race.record([outcome[e.dir] for e in race.survivors])
+    return race, spent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_race")
@@ -99,6 +131,15 @@ def main() -> None:
         n = len(orders)
         print(f"{test:>9} {np.mean(runs):6.0%} {np.mean(spent):7.0%} {survived / n:14.1%} {won / n:9.1%} "
               f"{np.mean(left):10.1f}")  # fmt: skip
+
+    spent, gone = [], 0
+    curve = curves(grid_dir, table)
+    for order in orders:
+        race, used = epoch_replay(values, curve, names, order)
+        spent.append(used / total_epochs)
+        gone += not any(e.dir == best for e in race.survivors)
+    print(f"a clear loser's run stopped mid-way (auto, not built): {np.mean(spent):.0%} of the epochs, best "
+          f"eliminated in {gone / len(orders):.1%}")  # fmt: skip
 
     print("\nreal races (search=race through the command):")
     for test in ("auto", "t"):
