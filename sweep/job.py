@@ -45,6 +45,7 @@ from sweep.results import (
     write_metrics,
 )
 from sweep.scores import class_scores
+from sweep.search.round_link import RoundLink
 from sweep.search.trial_link import TrialLink, TrialRef, connect
 from sweep.snapshot import LastSnapshot
 from sweep.stops import describe
@@ -74,10 +75,12 @@ def run_job(
     parallel_jobs: int | None = 1,
     trial: TrialRef | None = None,
     loggers: Loggers | None = None,
+    race: RoundLink | None = None,
 ) -> float:
     """Train one configuration into `run_dir`; return the objective at the early-stopped epoch
     (NaN when the run failed or diverged). `parallel_jobs` is how many runs share this machine;
-    `trial` is the Optuna trial the run trains for, if any; `loggers` the trackers it also reports to."""
+    `trial` is the Optuna trial the run trains for, if any; `loggers` the trackers it also reports to;
+    `race` the race's round that may stop it mid-way (`sweep.search.round_link`)."""
     device = pick_device(cfg.device)
     threads = pick_threads(cfg.threads, parallel_jobs)
     configure_cpu(threads)
@@ -89,7 +92,7 @@ def run_job(
     with held:  # until the run's files are written
         policy = THREADS_FOLLOW if cfg.threads == "auto" and device.type == "cpu" else "fixed"
         record = make_record(overrides, cfg.seed, cfg.objective, None, str(device), precision, threads, policy)
-        return _run_claimed(cfg, run_dir, overrides, device, record, parallel_jobs, trial, loggers)
+        return _run_claimed(cfg, run_dir, overrides, device, record, parallel_jobs, trial, loggers, race)
 
 
 def _run_claimed(
@@ -101,6 +104,7 @@ def _run_claimed(
     parallel_jobs: int | None,
     trial: TrialRef | None,
     loggers: Loggers | None,
+    race: RoundLink | None = None,
 ) -> float:
     """`run_job`, once this process holds the run dir: build, fit, finish, and write the result,
     whatever happened."""
@@ -108,7 +112,7 @@ def _run_claimed(
     if finished is not None:
         log.info("skipped: %s finished before with the same overrides", run_dir)
         return finished.objective_value
-    link = connect(trial) if trial is not None else None
+    link = connect(trial) if trial is not None else race  # whatever may stop the run mid-way
     snapshots = LastSnapshot(run_dir, overrides)
     record = replace(record, trial=link and link.number)
     name = f"run {run_dir.name}" if parallel_jobs and parallel_jobs > 1 else ""  # lines of runs side by side
@@ -254,7 +258,7 @@ class EpochListeners:
     objective: str  # the metrics-row key the trial is told
     loggers: Loggers | None
     follower: ThreadsFollower | None
-    trial: TrialLink | None
+    trial: TrialLink | RoundLink | None  # what may stop the run mid-way: its trial's pruner, or its race's round
 
     def __post_init__(self) -> None:
         if self.follower is not None:

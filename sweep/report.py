@@ -350,7 +350,9 @@ def _race_text(c: Comparison) -> list[str]:
         f"{len(race.entries)} settings raced over seeds {race.seed}..{race.seed + race.max_seeds - 1}, one a round: "
         f"from {race.min_seeds} seeds on, {rule}. That level is the same at every "
         f"look, set so that a race among identical settings eliminates any in at most {race.alpha:.0%} of races (by "
-        f"simulation). A failed or diverged run eliminates its setting. The race took {race.runs} of the {full} runs "
+        f"simulation). A failed or diverged run eliminates its setting, and so does a run stopped mid-way because "
+        "even the fastest gain any run had shown would leave it behind the leader's run at the same seed. "
+        f"The race took {race.runs} of the {full} runs "
         f"the full grid over {race.max_seeds} seeds would ({race.runs / full:.0%}), over {race.rounds} rounds.",
         "",
         markdown_table(c.race_table),

@@ -59,13 +59,15 @@ def task(cfg: DictConfig) -> float:
             print(f"run dir: {run_dir}", flush=True)
         from sweep.job import run_job
         from sweep.progress import bars_wanted, runs_bar
+        from sweep.search.round_link import round_link
         from sweep.search.trial_link import trial_ref
 
         trial, jobs = trial_ref(hc.sweeper, hc.sweep.dir), hc.launcher.get("n_jobs", 1)
+        race = None if single else round_link(hc.sweep.dir, cfg.seed)  # a race's run after its round's leader
         grid_bar = bars_wanted(cfg.progress) and not single and trial is None and jobs in (None, 1)  # one process
         loggers = _loggers(cfg, hc, run_dir, overrides, single, trial is not None)
         with execution_whitelist(TRUSTED_TARGETS), runs_bar(Path(hc.sweep.dir), grid_bar):  # again: for launchers
-            value = run_job(cfg, run_dir, overrides, jobs, trial, loggers)
+            value = run_job(cfg, run_dir, overrides, jobs, trial, loggers, race)
     except UserError as e:
         if TRIAL_ENV not in os.environ:
             _forget(run_dir, hc.job.name)

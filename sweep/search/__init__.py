@@ -14,6 +14,7 @@
     lightning.py      a Lightning callback that prunes a trial (for the user's LightningModule)
     pruning.py        two calls any app's task makes to be pruned: report(value, step), should_prune()
     trial_link.py     a job's link back to its trial, for pruning from any process
+    round_link.py     a race's run's link to its round: a clear loser's run stops mid-way
     study.py          where a study lives: storages, the study's record in the sweep dir
     borrowed.py       the private insides of Optuna and Hydra this project uses, in one place
 

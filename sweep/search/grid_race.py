@@ -18,10 +18,11 @@ from sweep import progress
 from sweep.errors import UserError
 from sweep.files import atomic_write
 from sweep.outcomes import METRICS, Status
-from sweep.results import RunResult
+from sweep.results import RunResult, read_metrics
 from sweep.search import borrowed
 from sweep.search.folders import seed_dir, setting_dir
 from sweep.search.race import Entry, Race
+from sweep.search.round_link import ROUND_ENV, Round, gains
 from sweep.search.settings import task_objectives
 
 log = logging.getLogger("sweep")
@@ -74,7 +75,7 @@ class GridRace:
             if self.max_runs is not None and race.runs + len(alive) > self.max_runs:
                 ended = f"hydra.sweeper.max_runs={self.max_runs} would be passed by the next round"
                 break
-            outcomes, ran = self._round(race, alive, sweep_dir, metric.column, cost)
+            outcomes, ran = self._round(race, alive, sweep_dir, metric, cost)
             launched += ran
             before = len(alive)
             eliminated = race.record(outcomes)
@@ -135,32 +136,63 @@ class GridRace:
             raise UserError(f"seed={seed}: the race's last round would train seed {seed + self.max_seeds - 1}, past "
                             f"{SEED_MAX}; start at seed={SEED_MAX - self.max_seeds + 1} or lower")  # fmt: skip
 
-    def _round(self, race: Race, alive: list[Entry], sweep_dir: Path, column: str, cost: str | None = None
+    def _round(self, race: Race, alive: list[Entry], sweep_dir: Path, metric: Any, cost: str | None = None
                ) -> tuple[list[Any], int]:  # fmt: skip
-        """Train this round's seed for every survivor (runs a killed race completed are read, not run
+        """Train this round's seed for every survivor (runs a killed race finished are read, not run
         again; the others run again, as in a resumed grid); return each one's objective (with two
-        objectives, it and the `cost`), or why it has none, and how many runs were launched."""
-        seed = race.seed + race.rounds
+        objectives, it and the `cost`), or why it has none, and how many runs were launched. From
+        the second round, the leader's run goes first, and the others' stop mid-way once they are
+        hopeless against it (`sweep.search.round_link`)."""
+        seed, index = race.seed + race.rounds, race.rounds * len(race.entries)
         jobs = [[*e.overrides, f"seed={seed}"] for e in alive]
         dirs = [sweep_dir / seed_dir(e.dir, seed) for e in alive]
-        todo = [
-            (*job, f"hydra.sweep.subdir={d.relative_to(sweep_dir)}")
-            for job, d in zip(jobs, dirs)
-            if RunResult.read(d, job).status is not Status.COMPLETED
-        ]
-        if todo:
-            self.launcher.launch(todo, initial_job_idx=race.rounds * len(race.entries))
+        todo = [i for i, (job, d) in enumerate(zip(jobs, dirs))
+                if RunResult.read(d, job).status not in (Status.COMPLETED, Status.PRUNED)]  # fmt: skip
+        leader = race.leader() if race.rounds and cost is None else None
+        first = [i for i in todo if alive[i] is leader]
+        if first:
+            self.launcher.launch([(*jobs[i], _subdir(dirs[i], sweep_dir)) for i in first], initial_job_idx=index)
+        round_ = _write_round(race, leader, seed, sweep_dir, metric) if leader is not None else None
+        rest = [(*jobs[i], _subdir(dirs[i], sweep_dir)) for i in todo if i not in first]
+        if rest:
+            linked = (f"+hydra.job.env_set.{ROUND_ENV}=1",) if round_ is not None else ()
+            self.launcher.launch([(*job, *linked) for job in rest], initial_job_idx=index + len(first))
         outcomes: list[Any] = []
         for job, d in zip(jobs, dirs):
             result = RunResult.read(d, job)
             if result.status is Status.COMPLETED and cost is not None and not math.isfinite(result.metric(cost)):
                 outcomes.append(f"its seed {seed} run has no {cost}")
             elif result.status is Status.COMPLETED:
-                outcomes.append(result.metric(column) if cost is None else (result.metric(column), result.metric(cost)))
+                outcomes.append(result.metric(metric.column) if cost is None
+                                else (result.metric(metric.column), result.metric(cost)))  # fmt: skip
+            elif result.status is Status.PRUNED and round_ is not None:
+                gone = f"its seed {seed} run stopped at epoch {result.epochs_run}: gaining as much as any run has"
+                outcomes.append(f"{gone} from there, it would still end behind the leader's {round_.target:.4g}")
             else:
                 why = f": {result.why}" if result.why else ""
                 outcomes.append(f"its seed {seed} run {result.status}{why}"[:300])
         return outcomes, len(todo)
+
+
+def _subdir(run_dir: Path, sweep_dir: Path) -> str:
+    return f"hydra.sweep.subdir={run_dir.relative_to(sweep_dir)}"
+
+
+def _write_round(race: Race, leader: Entry, seed: int, sweep_dir: Path, metric: Any) -> Round | None:
+    """The round its other runs read (`sweep.search.round_link`): the leader's value at this seed,
+    and the largest gain from each epoch that the race's finished runs have shown; None when the
+    leader's run has no value (its others then run to their end)."""
+    led = RunResult.read(sweep_dir / seed_dir(leader.dir, seed), [*leader.overrides, f"seed={seed}"])
+    if led.status is not Status.COMPLETED or metric.name not in ("val_acc", "val_loss"):
+        return None
+    finished = [(sweep_dir / seed_dir(e.dir, race.seed + k), v) for e in race.entries for k, v in enumerate(e.values)]
+    finished.append((sweep_dir / seed_dir(leader.dir, seed), led.metric(metric.column)))
+    curves = [(list(table[metric.name]), final) for run, final in finished
+              if (table := read_metrics(run)) is not None]  # fmt: skip
+    round_ = Round(seed, metric.name, metric.higher_is_better, led.metric(metric.column),
+                   gains(curves, metric.higher_is_better))  # fmt: skip
+    round_.write(sweep_dir)
+    return round_
 
 
 def _round_line(race: Race, before: int, eliminated: list, started: float, launched: int,
