@@ -68,3 +68,17 @@ def test_a_stop_setting_not_offered_is_one_line(tmp_path):
     ran = app("-m", "search=optuna", "+debug=tiny", "hydra.sweeper.stop=maybe", f"hydra.sweep.dir={tmp_path}",
               cwd=tmp_path)  # fmt: skip
     assert ran.returncode == 2 and ran.stderr == "error: hydra.sweeper.stop=maybe: must be auto or off\n"
+
+
+@pytest.mark.slow
+def test_a_search_with_much_left_to_gain_runs_all_its_trials(tmp_path):
+    """The default space (lr, batch size, dropout) after one epoch: the best of 12 trials is far from
+    what the space holds, and the search runs on (asking its best again, to know its seed noise)."""
+    sweep = tmp_path / "s"
+    ran = app("-m", "search=optuna", *SMOKE, "epochs=1", "hydra.sweeper.n_trials=12", "hydra.sweeper.confirm=0",
+              "hydra.callbacks.summary.report=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "Stopped after" not in ran.stdout + ran.stderr
+    assert "stopped" not in yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{sweep}/optuna.db")
+    assert len(study.trials) == 12 and any(t.user_attrs.get("stop_probe") for t in study.trials)
