@@ -82,3 +82,17 @@ def test_a_search_with_much_left_to_gain_runs_all_its_trials(tmp_path):
     assert "stopped" not in yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{sweep}/optuna.db")
     assert len(study.trials) == 12 and any(t.user_attrs.get("stop_probe") for t in study.trials)
+
+
+def test_a_resumed_study_words_its_stop_from_its_numbers_never_from_its_text(tmp_path):
+    """A shared sweep dir's study holds what someone wrote: the line is composed here."""
+    sweep = tmp_path / "s"
+    args = ("-m", "search=optuna", "+debug=tiny", "hydra.sweeper.n_trials=1", "hydra.sweeper.confirm=0",
+            "hydra.callbacks.summary.report=false", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert app(*args, cwd=tmp_path).returncode == 0
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{sweep}/optuna.db")
+    study.set_user_attr("stopped", {"trials": 3, "bound": 0.001, "noise": 0.02, "why": "\x1b[2JFORGED"})
+    again = app(*args, cwd=tmp_path)
+    said = again.stdout + again.stderr
+    assert "This study stopped after 3 trials before: a further trial is unlikely to gain more than 0.1 points" in said
+    assert "FORGED" not in said and "\x1b[2J" not in said

@@ -171,8 +171,8 @@ class TrialSearch:
         bar = progress.trials_bar(n_trials, in_process and progress.bars_wanted(self.config.get("progress")))
         count = _Count(n_trials)
         self.confirmed, self.stopped = None, None
-        if isinstance(said := study.user_attrs.get("stopped"), dict):
-            log.info("This study stopped after %s trials before: %s%s", said.get("trials"), said.get("why"),
+        if (before := _stopped_before(study)) is not None:  # its numbers, worded here: never the study's text
+            log.info("This study stopped after %d trials before: %s%s", before.trials, self._why(before),
                      "; with stop=auto it stops again at once while that holds (hydra.sweeper.stop=off searches on)"
                      if self.stop == "auto" else "")  # fmt: skip
         try:
@@ -316,14 +316,18 @@ class TrialSearch:
             return None
         return stopping.should_stop(complete, settings_run, maximize)
 
-    def _stopped(self, study: optuna.Study, stop: Any) -> None:
-        """Say why the search stopped, in the objective's units, and keep it with the study."""
+    def _why(self, stop: Any) -> str:
+        """Why a search stopped, in the objective's units."""
         name = METRICS[self.objective].name
         scale, unit = (100, " points") if name.endswith("_acc") else (1, "")
-        why = (f"a further trial is unlikely to gain more than {scale * stop.bound:.3g}{unit} of {name} "
-               f"(seed noise of the best: {scale * stop.noise:.3g}{unit})")  # fmt: skip
-        study.set_user_attr("stopped", {"trials": stop.trials, "bound": stop.bound, "noise": stop.noise, "why": why})
-        self.stopped = why
+        return (f"a further trial is unlikely to gain more than {scale * stop.bound:.3g}{unit} of {name} "
+                f"(seed noise of the best: {scale * stop.noise:.3g}{unit})")  # fmt: skip
+
+    def _stopped(self, study: optuna.Study, stop: Any) -> None:
+        """Say why the search stopped and keep it with the study (and for optimization_results.yaml)."""
+        why = self._why(stop)
+        self.stopped = {"trials": stop.trials, "bound": stop.bound, "noise": stop.noise, "why": why}
+        study.set_user_attr("stopped", self.stopped)
         log.info("Stopped after %d trials: %s", stop.trials, why)
 
     def _confirm(self, study: optuna.Study, space: _Space, sweep_dir: Path) -> None:
@@ -510,7 +514,7 @@ class TrialSearch:
             "n_trials": dict(Counter(t.state.name for t in study.trials)),
         }
         if self.stopped is not None:
-            results["stopped"] = study.user_attrs.get("stopped")
+            results["stopped"] = self.stopped
         if complete and len(self.directions) > 1:  # the Pareto front, as hydra-optuna-sweeper writes it
             results["solutions"] = [
                 {"params": dict(t.params), "values": list(t.values), "number": t.number,
@@ -686,6 +690,18 @@ def _incumbent(study: optuna.Study, directions: list[str]) -> tuple[int, list[fl
     values = best.user_attrs.get("seed_values")
     ok = isinstance(values, list) and values and all(isinstance(v, (int, float)) for v in values)
     return (best.number, [float(v) for v in values]) if ok else None
+
+
+def _stopped_before(study: optuna.Study) -> Any:
+    """The stop an earlier invocation kept with the study (its numbers checked), or None."""
+    from sweep.search.stopping import Stop
+
+    said = study.user_attrs.get("stopped")
+    try:
+        stop = Stop(int(said["trials"]), float(said["bound"]), float(said["noise"]))
+    except (TypeError, KeyError, ValueError, OverflowError):
+        return None
+    return stop if stop.trials >= 0 and math.isfinite(stop.bound) and math.isfinite(stop.noise) else None
 
 
 def _setting(params: dict, user_attrs: dict, fixed: dict) -> dict:
