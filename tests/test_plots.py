@@ -137,3 +137,18 @@ def test_a_races_eliminated_settings_are_grey_in_both_plots(figures, tmp_path):
     assert mcolors.to_rgba(legend["eliminated"].get_color()) == grey
     lines = {line.get_label(): mcolors.to_rgba(line.get_color()) for line in curves.axes[0].get_lines()}
     assert lines["eliminated"] == grey and lines["survived"] != grey
+
+
+def test_a_setting_spelled_like_mathtext_is_drawn_as_written(tmp_path):
+    """A value from someone's sweep dir (`model=$\\frac{$`) is text in a legend or a label, never
+    parsed as matplotlib's math, which raised and lost the report's plots."""
+    from sweep.tradeoff import Point, Tradeoff
+
+    odd = "$\\frac{$"
+    run_dir = tmp_path / "0"
+    run_dir.mkdir()
+    pd.DataFrame({"epoch": [1, 2], "val_loss": [1.0, 0.5], "val_acc": [0.5, 0.6]}).to_csv(run_dir / "metrics.csv")
+    runs = pd.DataFrame([{"run_dir": str(run_dir), "model": odd, "best_val_acc": 0.6}])
+    assert plots.learning_curves(runs, ["model"], tmp_path / "l.png").stat().st_size > 0
+    t = Tradeoff([Point({"model": odd}, 2, 0.9, 1.0), Point({"model": "b"}, 2, 0.8, 0.5)], "latency_ms")
+    assert plots.tradeoff(t, "val_acc", "latency_ms", tmp_path / "t.png").stat().st_size > 0
