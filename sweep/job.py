@@ -112,7 +112,7 @@ def _run_claimed(
     if finished is not None:
         log.info("skipped: %s finished before with the same overrides", run_dir)
         return finished.objective_value
-    link = connect(trial) if trial is not None else race  # whatever may stop the run mid-way
+    link = connect(trial) if trial is not None else None
     snapshots = LastSnapshot(run_dir, overrides)
     record = replace(record, trial=link and link.number)
     name = f"run {run_dir.name}" if parallel_jobs and parallel_jobs > 1 else ""  # lines of runs side by side
@@ -120,7 +120,7 @@ def _run_claimed(
     follower = ThreadsFollower(torch.get_num_threads()) if record.threads_policy == THREADS_FOLLOW else None
     try:
         parts = build_parts(cfg, load_data(cfg), device)
-        listeners = EpochListeners(run_dir, METRICS[record.objective].name, loggers, follower, link)
+        listeners = EpochListeners(run_dir, METRICS[record.objective].name, loggers, follower, link or race)
         fitted = fit(parts.trained, parts.train_data, parts.make_optimizer, parts.schedule, parts.loss_fn,
                      _settings(cfg, record.precision, name), listeners, snapshots)  # fmt: skip
         result = finish(run_dir, parts, fitted, record, follower, name)

@@ -83,8 +83,6 @@ class RoundLink:
     """What a race's run asks at each epoch (the interface of the Optuna trial's link): whether it
     is hopeless against the round's leader. A run's last epoch is never stopped."""
 
-    number = None  # no trial
-
     def __init__(self, round_: Round) -> None:
         self.round = round_
 
