@@ -6,6 +6,7 @@ and the seed (a paired t-test), Welch's t-test when they cannot be paired."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import pandas as pd
@@ -25,6 +26,12 @@ def ci95(values: pd.Series) -> tuple[float, float]:
         return math.nan, math.nan
     half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
     return values.mean() - half, values.mean() + half
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether means `a` Pareto-dominate means `b` (each criterion higher-is-better): as good or
+    better on every one, and not the same."""
+    return all(x >= y for x, y in zip(a, b)) and tuple(a) != tuple(b)
 
 
 def holm(p_values: list[float]) -> list[float]:

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from sweep.outcomes import Metric
-from sweep.statistics import ALPHA, ci95, completed, holm, paired_differences
+from sweep.statistics import ALPHA, ci95, completed, dominates, holm, paired_differences
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,10 @@ def front(summary: pd.DataFrame, keys: list[str], objective: Metric, cost: str) 
     groups = [groups[i] for i in order]  # most accurate first
     means = [(sign * g[objective.column].mean(), -g[cost].mean()) for _, g in groups]  # both: higher is better
 
-    def dominates(a: int, b: int) -> bool:
-        return all(x >= y for x, y in zip(means[a], means[b])) and means[a] != means[b]
-
     n = len(groups)
-    on_front = [not any(dominates(a, b) for a in range(n)) for b in range(n)]
-    by = {b: next(a for a in range(n) if on_front[a] and dominates(a, b)) for b in range(n) if not on_front[b]}
+    on_front = [not any(dominates(means[a], means[b]) for a in range(n)) for b in range(n)]
+    by = {b: next(a for a in range(n) if on_front[a] and dominates(means[a], means[b]))
+          for b in range(n) if not on_front[b]}  # fmt: skip
     tests = {b: _dominance_p(groups[a][1], groups[b][1], objective, cost) for b, a in by.items()}
     p_objective = dict(zip(tests, holm([tests[b][0] for b in tests])))
     p_cost = dict(zip(tests, holm([tests[b][1] for b in tests])))

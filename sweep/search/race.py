@@ -38,6 +38,7 @@ from sweep.outcomes import COST_METRICS
 from sweep.results import overrides_dict, varying_keys
 from sweep.search.sequential import SIMULATIONS, holm, nominal_level, one_sided_p, p_values, pick_test
 from sweep.search.settings import ALPHA, MAX_SEEDS, MIN_SEEDS, SEED_BOUND, TESTS
+from sweep.statistics import dominates
 
 RACE_FILE = "race.json"  # in the sweep dir: the race's settings, per-seed values and eliminations
 MAX_RACE_BYTES = 16 * 2**20
@@ -188,7 +189,7 @@ class Race:
         test = "wilcoxon" if self.test == "wilcoxon" else "t"
         tested: dict[int, tuple[int, float]] = {}
         for i in range(len(alive)):
-            over = [j for j in range(len(alive)) if (means[j] >= means[i]).all() and (means[j] > means[i]).any()]
+            over = [j for j in range(len(alive)) if dominates(means[j], means[i])]
             if over:
                 j = max(over, key=lambda j: means[j][0])  # the most accurate that dominates it
                 ps = [float(one_sided_p(d[j] - d[i], test)) for k, d in enumerate((x, c)) if means[j][k] > means[i][k]]
