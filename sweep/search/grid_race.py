@@ -38,6 +38,8 @@ class GridRace:
                  test: str) -> None:  # fmt: skip
         self.params, self.min_seeds, self.max_seeds, self.alpha = params, min_seeds, max_seeds, float(alpha)
         self.max_runs, self.test = max_runs, test
+        self.gains: dict[int, float] = {}  # the largest gain from each epoch the race's finished runs showed
+        self.folded: set[Path] = set()  # the runs `gains` has read: each metrics.csv once a race
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -152,7 +154,7 @@ class GridRace:
         first = [i for i in todo if alive[i] is leader]
         if first:
             self.launcher.launch([(*jobs[i], _subdir(dirs[i], sweep_dir)) for i in first], initial_job_idx=index)
-        round_ = _write_round(race, leader, seed, sweep_dir, metric) if leader is not None else None
+        round_ = self._write_round(race, leader, seed, sweep_dir, metric) if leader is not None else None
         rest = [(*jobs[i], _subdir(dirs[i], sweep_dir)) for i in todo if i not in first]
         if rest:
             linked = (f"+hydra.job.env_set.{ROUND_ENV}=1",) if round_ is not None else ()
@@ -173,26 +175,29 @@ class GridRace:
                 outcomes.append(f"its seed {seed} run {result.status}{why}"[:300])
         return outcomes, len(todo)
 
+    def _write_round(self, race: Race, leader: Entry, seed: int, sweep_dir: Path, metric: Any) -> Round | None:
+        """The round its other runs read (`sweep.search.round_link`): the leader's value at this seed,
+        and the largest gain from each epoch that the race's finished runs have shown; None when the
+        leader's run has no value (its others then run to their end)."""
+        led = RunResult.read(sweep_dir / seed_dir(leader.dir, seed), [*leader.overrides, f"seed={seed}"])
+        if led.status is not Status.COMPLETED or metric.name not in ("val_acc", "val_loss"):
+            return None
+        finished = [
+            (sweep_dir / seed_dir(e.dir, race.seed + k), v) for e in race.entries for k, v in enumerate(e.values)
+        ]
+        finished.append((sweep_dir / seed_dir(leader.dir, seed), led.metric(metric.column)))
+        new = [(run, final) for run, final in finished if run not in self.folded]
+        self.folded |= {run for run, _ in new}
+        curves = [(list(table[metric.name]), final) for run, final in new if (table := read_metrics(run)) is not None]
+        for epoch, gain in gains(curves, metric.higher_is_better).items():
+            self.gains[epoch] = max(self.gains.get(epoch, gain), gain)
+        round_ = Round(seed, metric.name, metric.higher_is_better, led.metric(metric.column), dict(self.gains))
+        round_.write(sweep_dir)
+        return round_
+
 
 def _subdir(run_dir: Path, sweep_dir: Path) -> str:
     return f"hydra.sweep.subdir={run_dir.relative_to(sweep_dir)}"
-
-
-def _write_round(race: Race, leader: Entry, seed: int, sweep_dir: Path, metric: Any) -> Round | None:
-    """The round its other runs read (`sweep.search.round_link`): the leader's value at this seed,
-    and the largest gain from each epoch that the race's finished runs have shown; None when the
-    leader's run has no value (its others then run to their end)."""
-    led = RunResult.read(sweep_dir / seed_dir(leader.dir, seed), [*leader.overrides, f"seed={seed}"])
-    if led.status is not Status.COMPLETED or metric.name not in ("val_acc", "val_loss"):
-        return None
-    finished = [(sweep_dir / seed_dir(e.dir, race.seed + k), v) for e in race.entries for k, v in enumerate(e.values)]
-    finished.append((sweep_dir / seed_dir(leader.dir, seed), led.metric(metric.column)))
-    curves = [(list(table[metric.name]), final) for run, final in finished
-              if (table := read_metrics(run)) is not None]  # fmt: skip
-    round_ = Round(seed, metric.name, metric.higher_is_better, led.metric(metric.column),
-                   gains(curves, metric.higher_is_better))  # fmt: skip
-    round_.write(sweep_dir)
-    return round_
 
 
 def _round_line(race: Race, before: int, eliminated: list, started: float, launched: int,
