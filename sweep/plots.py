@@ -232,12 +232,8 @@ def pareto_front(study, path: Path) -> Path | None:
         ax.annotate(str(t.number), (t.values[0], t.values[1]), textcoords="offset points", xytext=(4, 4),
                     fontsize="small")  # fmt: skip
     words = [d.name.lower() for d in study.directions]
-    ax.set_xlabel(f"objective 0 ({words[0]}d)")
-    ax.set_ylabel(f"objective 1 ({words[1]}d)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    ax.set_title(f"Pareto front: {len(front)} of {len(trials)} completed trials (numbers: trials)", fontsize="medium")
-    return _save(fig, path)
+    title = f"Pareto front: {len(front)} of {len(trials)} completed trials (numbers: trials)"
+    return _two_axes(fig, ax, f"objective 0 ({words[0]}d)", f"objective 1 ({words[1]}d)", title, path)
 
 
 def tradeoff(t, objective: str, cost: str, path: Path) -> Path | None:
@@ -260,11 +256,18 @@ def tradeoff(t, objective: str, cost: str, path: Path) -> Path | None:
         said = " ".join(str(v) for v in p.setting.values())
         ax.annotate(said if len(said) <= 24 else said[:23] + "…", (p.cost, p.objective), textcoords="offset points",
                     xytext=(4, 4), fontsize="small")  # fmt: skip
-    ax.set_xlabel(f"{cost} (mean over seeds, lower is better)")
-    ax.set_ylabel(f"{objective} (mean over seeds)")
+    title = f"Settings against cost ({', '.join(t.points[0].setting)}; bars: 95% intervals)"
+    x, y = f"{cost} (mean over seeds, lower is better)", f"{objective} (mean over seeds)"
+    return _two_axes(fig, ax, x, y, title, path)
+
+
+def _two_axes(fig, ax, x: str, y: str, title: str, path: Path) -> Path:
+    """A two-criteria picture's labels, legend, grid and title; saved."""
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
     ax.legend()
     ax.grid(alpha=0.3)
-    ax.set_title(f"Settings against cost ({', '.join(t.points[0].setting)}; bars: 95% intervals)", fontsize="medium")
+    ax.set_title(title, fontsize="medium")
     return _save(fig, path)
 
 
