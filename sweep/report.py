@@ -333,7 +333,6 @@ def _race_text(c: Comparison) -> list[str]:
             "auto": f"Friedman's rank test (Conover's post-hoc) while {FRIEDMAN_FROM} or more settings were left and a "
                     "paired t-test after"}[race.test]  # fmt: skip
     own = " (the t-test at its own level, set the same way)" if race.test == "auto" else ""
-    pair_test = "wilcoxon" if race.test == "wilcoxon" else "t"
     rule = (
         f"each was compared with the leader (the best mean over the seeds all survivors ran) by {test}, one-sided and "
         f"paired by seed, p-values Holm-adjusted within the round; a setting whose adjusted p was below "
@@ -341,8 +340,8 @@ def _race_text(c: Comparison) -> list[str]:
         if race.cost is None
         else f"a setting that another dominated on the means of {c.objective.name} and {race.cost} went when that "
         f"held beyond noise: on each criterion where the other was better, significantly (paired by seed, one-sided, "
-        f"{'Wilcoxon' if pair_test == 'wilcoxon' else 't-test'}; the larger p, Holm-adjusted within the round, below "
-        f"{race.level_for(pair_test):.2g})"
+        f"{'Wilcoxon' if race.pair_test == 'wilcoxon' else 't-test'}; the larger p, Holm-adjusted within the round, "
+        f"below {race.level:.2g})"
     )  # fmt: skip
     text = [
         "## The race",

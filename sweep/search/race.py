@@ -99,7 +99,12 @@ class Race:
 
     def __post_init__(self) -> None:
         if math.isnan(self.level):
-            self.level = self.level_for(pick_test(self.test, len(self.entries)))
+            self.level = self.level_for(self.pair_test if self.cost else pick_test(self.test, len(self.entries)))
+
+    @property
+    def pair_test(self) -> str:
+        """The paired test a two-objective race compares two settings with (its level is `level`)."""
+        return "wilcoxon" if self.test == "wilcoxon" else "t"
 
     def level_for(self, test: str) -> float:
         """The level a look with `test` uses: calibrated for the race's full field, so it holds for
@@ -186,17 +191,17 @@ class Race:
         sign = 1.0 if self.higher_is_better else -1.0
         x, c = sign * np.array([e.values for e in alive]), -np.array([e.costs for e in alive])  # higher is better
         means = np.stack([x.mean(axis=1), c.mean(axis=1)], axis=1)
-        test = "wilcoxon" if self.test == "wilcoxon" else "t"
         tested: dict[int, tuple[int, float]] = {}
         for i in range(len(alive)):
             over = [j for j in range(len(alive)) if dominates(means[j], means[i])]
             if over:
                 j = max(over, key=lambda j: means[j][0])  # the most accurate that dominates it
-                ps = [float(one_sided_p(d[j] - d[i], test)) for k, d in enumerate((x, c)) if means[j][k] > means[i][k]]
+                ps = [float(one_sided_p(d[j] - d[i], self.pair_test)) for k, d in enumerate((x, c))
+                      if means[j][k] > means[i][k]]  # fmt: skip
                 tested[i] = (j, max(ps))
-        out, level = [], self.level_for(test)
+        out = []
         for (i, (j, _)), p in zip(tested.items(), holm([p for _, p in tested.values()])):
-            if p < level:
+            if p < self.level:  # set for the pair test when the race began, kept in race.json
                 entry = alive[i]
                 entry.eliminated_after, entry.p = self.rounds, p
                 entry.reason = (f"dominated by {self.label(alive[j])} ({x[j].mean() - x[i].mean():+.3g} objective, "
